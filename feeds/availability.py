@@ -1,0 +1,98 @@
+"""Availability: working hours minus appointments (and, later, busy blocks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from feeds.errors import ValidationError
+from feeds.working_hours import Interval, merge, parse_timezone, subtract, working_intervals
+from models import STATUS_CONFIRMED, Appointment, Staff
+
+MAX_RANGE = timedelta(days=366)
+
+
+@dataclass(frozen=True)
+class Busy:
+    start: datetime
+    end: datetime
+    kind: str  # "appointment" (later also "calendar")
+
+
+@dataclass(frozen=True)
+class Availability:
+    slots: list[Interval]
+    busy: list[Busy]
+
+
+def check_range(start: datetime, end: datetime) -> None:
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValidationError("Give start and end with a UTC offset, e.g. 2026-05-01T09:00:00Z.", "start")
+    if end <= start:
+        raise ValidationError("end must be after start.", "end")
+    if end - start > MAX_RANGE:
+        raise ValidationError("Ask for at most 366 days at a time.", "end")
+
+
+def busy_times(
+    session: Session,
+    staff_id: int,
+    start: datetime,
+    end: datetime,
+    exclude_appointment_id: int | None = None,
+) -> list[Busy]:
+    """Everything that blocks booking this staff member in [start, end), in start order."""
+    query = (
+        select(Appointment.start_at, Appointment.end_at)
+        .where(
+            Appointment.staff_id == staff_id,
+            Appointment.status == STATUS_CONFIRMED,
+            Appointment.start_at < end,
+            Appointment.end_at > start,
+        )
+        .order_by(Appointment.start_at)
+    )
+    if exclude_appointment_id is not None:
+        query = query.where(Appointment.id != exclude_appointment_id)
+    return [Busy(a, b, "appointment") for a, b in session.execute(query)]
+
+
+def find_availability(
+    session: Session,
+    staff: Staff,
+    start: datetime,
+    end: datetime,
+    duration: timedelta,
+    step: timedelta | None = None,
+) -> Availability:
+    """Bookable slots of `duration` in [start, end), on a grid of `step` in local time."""
+    check_range(start, end)
+    if duration <= timedelta(0) or duration > timedelta(days=1):
+        raise ValidationError("duration must be between 1 minute and 24 hours.", "duration")
+    step = step or duration
+    busy = busy_times(session, staff.id, start, end)
+    free = subtract(
+        merge(list(working_intervals(staff.working_hours, staff.timezone, start, end))),
+        merge([(b.start, b.end) for b in busy]),
+    )
+    tz = parse_timezone(staff.timezone)
+    slots: list[Interval] = []
+    for a, b in free:
+        cursor = _align(a, step, tz)
+        while cursor + duration <= b:
+            slots.append((cursor, cursor + duration))
+            cursor += step
+    return Availability(slots=slots, busy=busy)
+
+
+def _align(moment: datetime, step: timedelta, tz: object) -> datetime:
+    """Round up to the next multiple of `step` counted from local midnight, so a 30-minute grid
+    lands on :00 and :30 on the staff member's clock even in a +05:30 zone."""
+    local = moment.astimezone(tz)  # type: ignore[arg-type]
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    since = local - midnight
+    steps = -(-since // step)  # ceiling division of timedeltas
+    return (midnight + steps * step).astimezone(moment.tzinfo)

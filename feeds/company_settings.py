@@ -1,0 +1,63 @@
+"""Company-wide toggles: one validated model stored as JSON on the company row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from models import Company, utcnow
+
+
+class CompanySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    feed_window_past_days: int = Field(
+        default=60, ge=0, le=3650, description="Days of past appointments a published feed shows."
+    )
+    feed_window_future_days: int = Field(
+        default=365, ge=1, le=3650, description="Days of future appointments a published feed shows."
+    )
+    feed_refresh_minutes: int = Field(
+        default=60,
+        ge=5,
+        le=10080,
+        description=(
+            "How often calendar apps are asked to refresh a feed (REFRESH-INTERVAL and "
+            "X-PUBLISHED-TTL). Google and Outlook.com use their own schedule whatever this says."
+        ),
+    )
+    show_cancelled: bool = Field(
+        default=False,
+        description=(
+            "Keep cancelled appointments in feeds, marked STATUS:CANCELLED. Off by default "
+            "because Outlook shows cancelled events as if they were still on."
+        ),
+    )
+    feed_color: str | None = Field(
+        default=None,
+        pattern=r"^(#[0-9a-fA-F]{6}|[a-z]{3,20})$",
+        description="Optional calendar colour (RFC 7986 COLOR): a CSS3 colour name or #rrggbb.",
+    )
+
+
+def get_company_settings(company: Company) -> CompanySettings:
+    return CompanySettings.model_validate(company.settings or {})
+
+
+def update_company_settings(
+    session: Session, company: Company, changes: dict[str, Any]
+) -> CompanySettings:
+    """Validate and apply `changes`; every feed of the company gets a new version."""
+    merged = get_company_settings(company).model_dump() | changes
+    new = CompanySettings.model_validate(merged)
+    company.settings = new.model_dump()
+    bump_company_epoch(company)
+    session.flush()
+    return new
+
+
+def bump_company_epoch(company: Company) -> None:
+    company.feed_epoch = (company.feed_epoch or 0) + 1
+    company.feed_epoch_changed_at = utcnow()

@@ -1,0 +1,30 @@
+"""SQLAlchemy models of calsync and the engine/session factory. Imports SQLAlchemy only."""
+
+from models.appointment import STATUS_CANCELLED, STATUS_CONFIRMED, Appointment, Customer
+from models.auth import AdminUser, ApiKey
+from models.base import Base, UTCDateTime, utcnow
+from models.company import Company
+from models.feed import FeedBody, FeedFragment, FeedToken
+from models.session import make_engine, make_session_factory
+from models.staff import Group, Staff, group_member
+
+__all__ = [
+    "STATUS_CANCELLED",
+    "STATUS_CONFIRMED",
+    "AdminUser",
+    "ApiKey",
+    "Appointment",
+    "Base",
+    "Company",
+    "Customer",
+    "FeedBody",
+    "FeedFragment",
+    "FeedToken",
+    "Group",
+    "Staff",
+    "UTCDateTime",
+    "group_member",
+    "make_engine",
+    "make_session_factory",
+    "utcnow",
+]

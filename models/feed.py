@@ -1,0 +1,59 @@
+"""Feed tokens and the two render caches behind published feeds."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, UTCDateTime, utcnow
+
+
+class FeedToken(Base):
+    """The secret in a feed URL. Only its hash is searchable; the token itself is kept
+    encrypted with the application's key so an admin can see the URL again."""
+
+    __tablename__ = "feed_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("company.id", ondelete="CASCADE"), index=True)
+    scope: Mapped[str] = mapped_column(String(16))  # staff | group | company
+    scope_id: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    privacy: Mapped[str] = mapped_column(String(16))  # full | limited | busy
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class FeedFragment(Base):
+    """One appointment rendered as a VEVENT for one variant (privacy level and scope kind).
+
+    Valid while `revision_key` matches the appointment's revision and the company's feed epoch,
+    so a feed render re-serialises only appointments that changed.
+    """
+
+    __tablename__ = "feed_fragment"
+
+    appointment_id: Mapped[int] = mapped_column(
+        ForeignKey("appointment.id", ondelete="CASCADE"), primary_key=True
+    )
+    variant: Mapped[str] = mapped_column(String(32), primary_key=True)
+    revision_key: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+
+
+class FeedBody(Base):
+    """A whole rendered feed, keyed by its version, shared by every process serving it."""
+
+    __tablename__ = "feed_body"
+
+    cache_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # scope_key lets a new render delete the older bodies of the same feed.
+    scope_key: Mapped[str] = mapped_column(String(100), index=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    last_modified: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,50 @@
+"""The JSON API at /api/v1, authenticated with `Authorization: Bearer <api key>`."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, g, request
+
+from feeds.accounts import find_api_key
+from models import Company
+from web import db
+from web.api.errors import ApiError, register_error_handlers
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+register_error_handlers(bp)
+
+PUBLIC_ENDPOINTS = {"api.openapi_document"}
+
+
+@bp.before_request
+def _authenticate() -> Response | None:
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(401, "Send your API key as 'Authorization: Bearer <key>' (calsync api-key create).")
+    session = db.session()
+    row = find_api_key(session, key.strip())
+    if row is None:
+        raise ApiError(401, "That API key is unknown or revoked; create one with 'calsync api-key create'.")
+    company = session.get(Company, row.company_id)
+    if company is None:
+        raise ApiError(401, "That API key's company no longer exists.")
+    g.company = company
+    return None
+
+
+@bp.after_request
+def _www_authenticate(response: Response) -> Response:
+    if response.status_code == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="calsync"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def current_company() -> Company:
+    return g.company  # type: ignore[no-any-return]
+
+
+# Route modules register themselves on bp when imported.
+from web.api import appointments, feeds, openapi, settings, staff  # noqa: E402,F401

@@ -1,0 +1,106 @@
+"""GET /api/v1/openapi.json: OpenAPI 3.1, generated from the routes and their pydantic models."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from flask import jsonify
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from web.api import bp
+from web.api.registry import ROUTES
+from web.api.schemas import ErrorOut
+
+REF = "#/components/schemas/{model}"
+STATUS_TEXT = {
+    200: "OK", 201: "Created", 204: "No content", 400: "Malformed request", 401: "No or bad API key",
+    404: "Not found", 409: "Refused: the slot is taken, outside working hours, or not allowed",
+    415: "Not JSON", 422: "Invalid input; `errors` names each field",
+}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+@lru_cache(maxsize=1)
+def build_openapi() -> dict[str, Any]:
+    models: set[type[BaseModel]] = {ErrorOut}
+    for route in ROUTES:
+        models.update(m for m in (route.body, route.response) if m is not None)
+    _, schema = models_json_schema(
+        [(m, "validation" if m is not ErrorOut else "serialization") for m in
+         sorted(models, key=lambda m: m.__name__)],
+        ref_template=REF,
+    )
+    components = schema.get("$defs", {})
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        op: dict[str, Any] = {
+            "operationId": route.endpoint,
+            "summary": route.summary,
+            "tags": [route.tag],
+            "parameters": [],
+            "responses": {},
+        }
+        for converter, name in route.path_params:
+            op["parameters"].append({
+                "name": name, "in": "path", "required": True,
+                "schema": {"type": "integer"} if converter == "int" else {"type": "string"},
+            })
+        if route.query is not None:
+            qschema = route.query.model_json_schema(ref_template=REF)
+            required = set(qschema.get("required", []))
+            for name, prop in qschema["properties"].items():
+                param: dict[str, Any] = {
+                    "name": name, "in": "query", "required": name in required, "schema": prop,
+                }
+                if "description" in prop:
+                    param["description"] = prop["description"]
+                op["parameters"].append(param)
+        if route.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(route.body)}},
+            }
+        ok: dict[str, Any] = {"description": STATUS_TEXT.get(route.status, "OK")}
+        if route.response is not None:
+            ok["content"] = {"application/json": {"schema": _ref(route.response)}}
+        op["responses"][str(route.status)] = ok
+        errors = set(route.errors) | {401}
+        if route.body is not None:
+            errors |= {400, 415, 422}
+        if route.query is not None:
+            errors |= {422}
+        for code in sorted(errors):
+            op["responses"][str(code)] = {
+                "description": STATUS_TEXT.get(code, "Error"),
+                "content": {"application/json": {"schema": _ref(ErrorOut)}},
+            }
+        if not op["parameters"]:
+            del op["parameters"]
+        paths.setdefault(route.openapi_path, {})[route.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "calsync API",
+            "version": "1",
+            "description": "Staff, groups, appointments, availability and published calendar feeds.",
+        },
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_document():  # type: ignore[no-untyped-def]
+    doc = dict(build_openapi())
+    # The document itself needs no key.
+    return jsonify(doc)

@@ -1,0 +1,201 @@
+"""Request and response schemas of the JSON API (pydantic 2). The OpenAPI document is built
+from these same classes, so documentation and validation cannot drift apart."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Clock = Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")]
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WorkingHours = dict[Day, list[tuple[Clock, Clock]]]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, max_length=64, pattern=r"^[0-9+() ./-]*$")]
+TimeZoneName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- staff and groups -----------------------------------------------------------------------
+
+
+class StaffIn(Strict):
+    name: Name
+    email: EmailStr
+    timezone: TimeZoneName | None = Field(
+        default=None, description="IANA time zone; the company's when left out."
+    )
+    working_hours: WorkingHours | None = Field(
+        default=None,
+        description='Weekly hours in the staff member\'s zone, e.g. {"mon": [["09:00","17:00"]]}; '
+        "Monday to Friday 09:00–17:00 when left out.",
+    )
+
+
+class StaffPatch(Strict):
+    name: Name | None = None
+    email: EmailStr | None = None
+    timezone: TimeZoneName | None = None
+    working_hours: WorkingHours | None = None
+
+
+class StaffOut(BaseModel):
+    id: int
+    name: str
+    email: str
+    timezone: str
+    working_hours: WorkingHours
+    group_ids: list[int]
+
+
+class StaffList(BaseModel):
+    staff: list[StaffOut]
+
+
+class GroupIn(Strict):
+    name: Name
+    staff_ids: list[int] = Field(default_factory=list)
+
+
+class GroupPatch(Strict):
+    name: Name | None = None
+    staff_ids: list[int] | None = None
+
+
+class GroupOut(BaseModel):
+    id: int
+    name: str
+    staff_ids: list[int]
+
+
+class GroupList(BaseModel):
+    groups: list[GroupOut]
+
+
+# --- appointments ---------------------------------------------------------------------------
+
+
+class CustomerIn(Strict):
+    name: Name
+    email: EmailStr | None = None
+    phone: Phone | None = None
+
+
+class CustomerOut(BaseModel):
+    id: int
+    name: str
+    email: str | None
+    phone: str | None
+
+
+class AppointmentIn(Strict):
+    staff_id: int
+    start: AwareDatetime = Field(description="ISO 8601 with a UTC offset.")
+    end: AwareDatetime = Field(description="ISO 8601 with a UTC offset.")
+    service: Name
+    customer: CustomerIn
+    location: Annotated[str, StringConstraints(max_length=500)] | None = None
+    notes: Annotated[str, StringConstraints(max_length=5000)] | None = None
+
+
+class ReschedulePatch(Strict):
+    start: AwareDatetime
+    end: AwareDatetime
+
+
+class AppointmentOut(BaseModel):
+    id: int
+    uid: str
+    sequence: int
+    status: Literal["confirmed", "cancelled"]
+    staff_id: int
+    start: datetime
+    end: datetime
+    service: str
+    location: str | None
+    notes: str | None
+    customer: CustomerOut
+    created_at: datetime
+    updated_at: datetime
+
+
+class AppointmentList(BaseModel):
+    appointments: list[AppointmentOut]
+
+
+class AppointmentQuery(Strict):
+    staff_id: int | None = None
+    start: AwareDatetime | None = None
+    end: AwareDatetime | None = None
+    limit: int = Field(default=500, ge=1, le=5000)
+    offset: int = Field(default=0, ge=0)
+
+
+class AvailabilityQuery(Strict):
+    start: AwareDatetime
+    end: AwareDatetime
+    duration: int = Field(default=30, ge=1, le=1440, description="Slot length in minutes.")
+    step: int | None = Field(
+        default=None, ge=5, le=1440, description="Minutes between slot starts; the duration when left out."
+    )
+
+
+class Period(BaseModel):
+    start: datetime
+    end: datetime
+
+
+class BusyPeriod(Period):
+    kind: str
+
+
+class AvailabilityOut(BaseModel):
+    slots: list[Period]
+    busy: list[BusyPeriod]
+
+
+# --- feeds ----------------------------------------------------------------------------------
+
+Scope = Literal["staff", "group", "company"]
+Privacy = Literal["full", "limited", "busy"]
+
+
+class FeedIn(Strict):
+    scope: Scope
+    scope_id: int
+    privacy: Privacy = "full"
+    name: Name | None = None
+
+
+class FeedOut(BaseModel):
+    token_id: int
+    scope: Scope
+    scope_id: int
+    name: str
+    privacy: Privacy
+    url: str | None = Field(description="null when the app's secret key changed since issue.")
+    webcal_url: str | None
+    google_url: str | None
+    outlook_url: str | None
+    office365_url: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class FeedList(BaseModel):
+    feeds: list[FeedOut]
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: str
+    field: str | None = None
+    errors: list[ErrorDetail] | None = None

@@ -1,0 +1,39 @@
+"""Company-wide settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ConfigDict, create_model
+
+from feeds.company_settings import CompanySettings, get_company_settings, update_company_settings
+from web import db
+from web.api import bp, current_company
+from web.api.registry import api_route
+
+# Every setting, optional: a PATCH changes only what it names. Built from CompanySettings so a
+# new setting appears in the API and its documentation without another edit.
+SettingsPatch = create_model(  # type: ignore[call-overload]
+    "SettingsPatch",
+    __config__=ConfigDict(extra="forbid"),
+    **{
+        name: (field.annotation | None, None)  # type: ignore[operator]
+        for name, field in CompanySettings.model_fields.items()
+    },
+)
+
+
+@api_route(bp, "/settings", "GET", summary="Company-wide settings", tag="settings",
+           response=CompanySettings)
+def get_settings() -> CompanySettings:
+    return get_company_settings(current_company())
+
+
+@api_route(bp, "/settings", "PATCH", summary="Change company-wide settings", tag="settings",
+           body=SettingsPatch, response=CompanySettings, errors=(422,))
+def patch_settings(body: Any) -> CompanySettings:
+    session = db.session()
+    changes = body.model_dump(exclude_unset=True)
+    new = update_company_settings(session, current_company(), changes)
+    session.commit()
+    return new

@@ -1,0 +1,180 @@
+"""The `calsync` command."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+from flask import Flask
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from feeds.accounts import create_admin, create_api_key, get_or_create_company
+from feeds.demo import load_demo
+from feeds.errors import CalsyncError
+from feeds.settings import load_settings
+from feeds.tokens import ensure_default_tokens, feed_links, list_feed_tokens, reveal_token
+from feeds.working_hours import parse_timezone
+from models import AdminUser, Staff
+
+
+def _fail(message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(2)
+
+
+def _app(**overrides: object) -> Flask:
+    from web.app import create_app
+
+    try:
+        return create_app(load_settings(**overrides))
+    except CalsyncError as exc:
+        _fail(str(exc))
+        raise  # unreachable; keeps type checkers calm
+
+
+@contextmanager
+def _session(app: Flask) -> Iterator[Session]:
+    services = app.extensions["calsync"]
+    with services.sessions.begin() as session:
+        yield session
+
+
+@click.group(help="calsync: calendar-sync server. Settings come from CALSYNC_* variables.")
+def main() -> None:
+    pass
+
+
+@main.command(help="Create or upgrade the database schema (safe to repeat).")
+@click.option("--company", "company_name", default="My company", show_default=True,
+              help="Name of the company, when none exists yet.")
+@click.option("--timezone", default="UTC", show_default=True, help="The company's IANA time zone.")
+def init(company_name: str, timezone: str) -> None:
+    try:
+        parse_timezone(timezone)
+    except CalsyncError as exc:
+        _fail(str(exc))
+    app = _app()
+    with _session(app) as session:
+        company = get_or_create_company(session, company_name, timezone)
+        ensure_default_tokens(session, company, app.extensions["calsync"].sealer)
+    click.echo(f"Database ready: {app.extensions['calsync'].settings.resolved_database_url}")
+
+
+@main.command("demo-data", help="Load demo staff, groups and appointments.")
+@click.option("--staff", "staff_count", default=6, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--appointments", default=200, show_default=True, type=click.IntRange(0, 10**6))
+def demo_data(staff_count: int, appointments: int) -> None:
+    app = _app()
+    with _session(app) as session:
+        company = get_or_create_company(session, "Salon Sommer & Söhne", "Europe/Berlin")
+        result = load_demo(session, company, staff_count=staff_count, appointment_count=appointments)
+        ensure_default_tokens(session, company, app.extensions["calsync"].sealer)
+    click.echo(
+        f"Loaded {len(result.staff_ids)} staff, {len(result.group_ids)} groups, "
+        f"{result.appointments} appointments."
+    )
+
+
+@main.command("create-admin", help="Create an admin user of the web UI.")
+@click.option("--email", required=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def create_admin_cmd(email: str, password_stdin: bool) -> None:
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    app = _app()
+    try:
+        with _session(app) as session:
+            company = get_or_create_company(session)
+            create_admin(session, company, email, password)
+    except CalsyncError as exc:
+        _fail(str(exc))
+    click.echo(f"Admin {email.strip().lower()} created.")
+
+
+@main.group("api-key", help="Manage API keys of the JSON API.")
+def api_key() -> None:
+    pass
+
+
+@api_key.command("create", help="Create an API key; the key is printed once, on the last line.")
+@click.option("--name", required=True, help="What the key is for, e.g. 'booking site'.")
+def api_key_create(name: str) -> None:
+    app = _app()
+    try:
+        with _session(app) as session:
+            company = get_or_create_company(session)
+            row, key = create_api_key(session, company, name)
+    except CalsyncError as exc:
+        _fail(str(exc))
+    click.echo(f"API key '{row.name}' created. Keep it safe; it will not be shown again.")
+    click.echo(key)
+
+
+def print_feed_urls(app: Flask) -> None:
+    services = app.extensions["calsync"]
+    with _session(app) as session:
+        company = get_or_create_company(session)
+        for row in list_feed_tokens(session, company):
+            plain = reveal_token(services.sealer, row)
+            url = feed_links(services.settings.base_url, plain).url if plain else "(key changed)"
+            click.echo(f"  {row.scope:<8} {row.name:<40} {url}")
+
+
+def _demo(app: Flask) -> None:
+    services = app.extensions["calsync"]
+    with _session(app) as session:
+        company = get_or_create_company(session, "Salon Sommer & Söhne", "Europe/Berlin")
+        if not session.scalar(select(func.count()).select_from(Staff)):
+            result = load_demo(session, company)
+            click.echo(f"Demo company loaded: {result.appointments} appointments.")
+        ensure_default_tokens(session, company, services.sealer)
+        if not session.scalar(select(func.count()).select_from(AdminUser)):
+            password = secrets.token_urlsafe(12)
+            create_admin(session, company, "admin@demo.calsync.test", password)
+            _, key = create_api_key(session, company, "demo")
+            click.echo("Admin login: admin@demo.calsync.test")
+            click.echo(f"Admin password (shown once): {password}")
+            click.echo(f"API key (shown once): {key}")
+    click.echo("Feed URLs:")
+    print_feed_urls(app)
+
+
+@main.command(help="Serve calsync with waitress (a production WSGI server).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256))
+@click.option("--demo", is_flag=True, help="Load a demo company, admin and API key first.")
+def serve(host: str, port: int, threads: int, demo: bool) -> None:
+    import waitress
+
+    overrides = {}
+    if "CALSYNC_BASE_URL" not in os.environ:
+        # Links printed and shown must point where we actually listen.
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - only a comparison
+        overrides["base_url"] = f"http://{shown}:{port}"
+    app = _app(**overrides)
+    if demo:
+        _demo(app)
+    click.echo(f"Serving on http://{host}:{port}  (Ctrl+C to stop)")
+    waitress.serve(app, host=host, port=port, threads=threads, ident="calsync")
+
+
+@main.group(help="Benchmarks; each prints ratios against a baseline measured in the same run.")
+def bench() -> None:
+    pass
+
+
+@bench.command("feeds", help="Feed serving: warm GET, 304, first GET after a change, memory.")
+@click.option("--appointments", default=10000, show_default=True, type=click.IntRange(100, 10**6))
+@click.option("--rounds", default=30, show_default=True, type=click.IntRange(3, 10000))
+def bench_feeds(appointments: int, rounds: int) -> None:
+    from bench.feeds import run
+
+    run(appointments=appointments, rounds=rounds)
