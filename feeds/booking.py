@@ -32,18 +32,30 @@ class CustomerDetails:
 
 def lock_staff(session: Session, company: Company, staff_id: int) -> Staff:
     """Bump the staff member's feed revision (taking the write lock) and return them."""
-    now = utcnow()
     result = session.execute(
         update(Staff)
         .where(Staff.id == staff_id, Staff.company_id == company.id)
-        .values(feed_revision=Staff.feed_revision + 1, feed_changed_at=now)
+        .values(feed_revision=Staff.feed_revision + 1)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise NotFoundError(f"There is no staff member with id {staff_id}.")
     staff = session.get(Staff, staff_id, populate_existing=True)
     assert staff is not None
+    mark_feed_changed(staff)
     return staff
+
+
+def mark_feed_changed(staff: Staff) -> None:
+    """Advance the feed's change time by at least a second.
+
+    Last-Modified has one-second resolution (RFC 9110 §8.8.2): two changes within the same
+    second would otherwise leave it unchanged, and a client revalidating with If-Modified-Since
+    alone would keep the first version. Safe as read-modify-write: the caller holds the lock.
+    """
+    now = utcnow()
+    previous = staff.feed_changed_at
+    staff.feed_changed_at = max(now, previous + timedelta(seconds=1)) if previous else now
 
 
 def check_slot(

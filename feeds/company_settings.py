@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,5 +60,9 @@ def update_company_settings(
 
 
 def bump_company_epoch(company: Company) -> None:
+    """Give every feed of the company a new version; like staff changes, the change time moves
+    by at least a second so Last-Modified changes too."""
     company.feed_epoch = (company.feed_epoch or 0) + 1
-    company.feed_epoch_changed_at = utcnow()
+    previous = company.feed_epoch_changed_at
+    now = utcnow()
+    company.feed_epoch_changed_at = max(now, previous + timedelta(seconds=1)) if previous else now

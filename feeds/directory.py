@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from feeds.booking import mark_feed_changed
 from feeds.company_settings import bump_company_epoch
 from feeds.errors import NotFoundError, SchedulingError, ValidationError
 from feeds.working_hours import normalise_working_hours, parse_timezone
@@ -70,7 +71,7 @@ def update_staff(
             raise ValidationError(f"Unknown staff field {key!r}.", key)
         setattr(staff, key, value)
     staff.feed_revision += 1
-    staff.feed_changed_at = utcnow()
+    mark_feed_changed(staff)
     if rerender:
         # Cached VEVENTs carry the staff member's name and time zone: make them stale.
         session.execute(

@@ -27,10 +27,9 @@ def _not_found() -> Response:
 
 def _client_has_it(feed: PublishedFeed, etags: list[str]) -> bool:
     if request.if_none_match:
-        # Weak comparison (RFC 9110 §13.1.2): a W/ prefix or our gzip suffix still matches.
-        return request.if_none_match.contains_weak(etags[0]) or any(
-            request.if_none_match.contains_weak(e) for e in etags[1:]
-        )
+        # Weak comparison (RFC 9110 §13.1.2): a W/ prefix some proxies add still matches, and
+        # the identity and gzip forms are the same content. Werkzeug keeps tags unquoted.
+        return any(request.if_none_match.contains_weak(e.strip('"')) for e in etags)
     since = request.if_modified_since
     return since is not None and feed.last_modified <= since.astimezone(UTC)
 
