@@ -16,7 +16,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import and_, delete, func, insert, select
 from sqlalchemy.orm import Session, selectinload
 
 from feeds.company_settings import CompanySettings, get_company_settings
@@ -188,7 +188,7 @@ def _render_stale(session: Session, variant: Variant, stale: dict[int, str]) -> 
                 }
             )
         if new_rows:
-            session.execute(FeedFragment.__table__.insert(), new_rows)
+            session.execute(insert(FeedFragment), new_rows)
     return rendered
 
 

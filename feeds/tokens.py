@@ -50,8 +50,9 @@ def scope_name(session: Session, company: Company, scope: str, scope_id: int) ->
         if scope_id != company.id:
             raise NotFoundError("That company does not exist.")
         return company.name
-    model = Staff if scope == "staff" else Group
-    row = session.get(model, scope_id)
+    row: Staff | Group | None = (
+        session.get(Staff, scope_id) if scope == "staff" else session.get(Group, scope_id)
+    )
     if row is None or row.company_id != company.id:
         raise NotFoundError(f"There is no {scope} with id {scope_id}.")
     return row.name

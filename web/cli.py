@@ -31,7 +31,7 @@ def _app(**overrides: object) -> Flask:
     from web.app import create_app
 
     try:
-        return create_app(load_settings(**overrides))
+        return create_app(load_settings(None, **overrides))
     except CalsyncError as exc:
         _fail(str(exc))
         raise  # unreachable; keeps type checkers calm
@@ -66,8 +66,10 @@ def init(company_name: str, timezone: str) -> None:
 
 
 @main.command("demo-data", help="Load demo staff, groups and appointments.")
-@click.option("--staff", "staff_count", default=6, show_default=True, type=click.IntRange(1, 10000))
-@click.option("--appointments", default=200, show_default=True, type=click.IntRange(0, 10**6))
+@click.option("--staff", "staff_count", default=6, show_default=True, type=click.IntRange(1, 10000),
+              help="How many staff members to add (split into two groups).")
+@click.option("--appointments", default=200, show_default=True, type=click.IntRange(0, 10**6),
+              help="How many appointments to book, across a daylight-saving change.")
 def demo_data(staff_count: int, appointments: int) -> None:
     app = _app()
     with _session(app) as session:
@@ -81,7 +83,7 @@ def demo_data(staff_count: int, appointments: int) -> None:
 
 
 @main.command("create-admin", help="Create an admin user of the web UI.")
-@click.option("--email", required=True)
+@click.option("--email", required=True, help="The admin's email address; it is the login name.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def create_admin_cmd(email: str, password_stdin: bool) -> None:
     if password_stdin:
@@ -147,9 +149,12 @@ def _demo(app: Flask) -> None:
 
 
 @main.command(help="Serve calsync with waitress (a production WSGI server).")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 listens on every network interface.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535),
+              help="TCP port to listen on.")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Worker threads of the WSGI server.")
 @click.option("--demo", is_flag=True, help="Load a demo company, admin and API key first.")
 def serve(host: str, port: int, threads: int, demo: bool) -> None:
     import waitress
@@ -172,8 +177,10 @@ def bench() -> None:
 
 
 @bench.command("feeds", help="Feed serving: warm GET, 304, first GET after a change, memory.")
-@click.option("--appointments", default=10000, show_default=True, type=click.IntRange(100, 10**6))
-@click.option("--rounds", default=30, show_default=True, type=click.IntRange(3, 10000))
+@click.option("--appointments", default=10000, show_default=True, type=click.IntRange(100, 10**6),
+              help="Size of the company feed to measure.")
+@click.option("--rounds", default=30, show_default=True, type=click.IntRange(3, 10000),
+              help="Requests per measurement; the median is reported.")
 def bench_feeds(appointments: int, rounds: int) -> None:
     from bench.feeds import run
 

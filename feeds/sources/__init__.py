@@ -1,0 +1,1 @@
+"""External calendars of staff members: guarded fetching, ICS and CalDAV reading, busy time."""

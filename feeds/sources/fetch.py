@@ -1,0 +1,226 @@
+"""Fetch a user-supplied URL under the rules of PROTOCOL.md ("Fetching user-supplied URLs").
+
+- Every address a host name resolves to is checked (addresses.address_problem) inside the
+  resolver that the connection itself uses, so the checked address is the one connected to:
+  no second lookup, no DNS-rebinding window.
+- Redirects are followed by hand, at most `max_redirects`, each hop checked again.
+- The body is capped in bytes *after* decompression (a gzip bomb stops at the cap), and the
+  whole fetch has a deadline (a server dripping one byte a second stops at the deadline).
+- A stored ETag / Last-Modified makes the request conditional: an unchanged calendar costs a
+  304, not a download and a parse.
+
+niquests is used rather than requests because it accepts a resolver object; it is already a
+dependency of caldav 3, which uses the same stack for CalDAV.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin
+
+import niquests
+from niquests.packages.urllib3.contrib.resolver.system import SystemResolver
+
+from feeds.errors import CalsyncError, ValidationError
+from feeds.sources.addresses import address_problem, normalise_calendar_url
+
+USER_AGENT = "calsync/1.0 (calendar subscription; +https://github.com/calsync)"
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    max_bytes: int = 10 * 1024 * 1024
+    total_seconds: float = 30.0
+    connect_seconds: float = 10.0
+    read_seconds: float = 15.0
+    max_redirects: int = 5
+
+
+@dataclass
+class Fetched:
+    url: str  # after redirects
+    not_modified: bool
+    body: bytes = b""
+    etag: str | None = None
+    last_modified: str | None = None
+    content_type: str = ""
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class FetchError(CalsyncError):
+    """A fetch failed; the message is a sentence for a non-technical admin, `kind` a short code
+    for logs and the API. The message never contains the fetched body or the URL's secrets."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class BlockedAddressError(OSError):
+    """Raised inside the resolver; an OSError so the connection layer gives up cleanly."""
+
+
+class GuardedResolver(SystemResolver):  # type: ignore[misc]
+    """The system resolver, refusing any answer that contains a forbidden address."""
+
+    def __init__(self, allow_private: bool) -> None:
+        super().__init__()
+        self.allow_private = allow_private
+        self.refusal: str | None = None
+
+    def getaddrinfo(self, host: Any, port: Any, family: Any, type: Any, proto: int = 0,
+                    flags: int = 0, *, quic_upgrade_via_dns_rr: bool = False) -> list[Any]:
+        try:
+            answers = socket.getaddrinfo(host, port, family, type, proto, flags)
+        except socket.gaierror:
+            raise
+        for answer in answers:
+            problem = address_problem(str(answer[4][0]).split("%")[0], self.allow_private)
+            if problem is None and answer[4][0].count("%"):
+                problem = "it is a link-local address"
+            if problem is not None:
+                # Refuse the whole name, not just that answer: a name with one inward-pointing
+                # address is an attack or a misconfiguration either way.
+                self.refusal = f"The calendar address is not allowed: {problem}."
+                raise BlockedAddressError(self.refusal)
+        return answers
+
+    def recycle(self) -> GuardedResolver:
+        return self
+
+
+def _session(resolver: GuardedResolver, limits: FetchLimits) -> niquests.Session:
+    session = niquests.Session(
+        resolver=resolver,
+        retries=0,
+        disable_http3=True,  # no QUIC probing: one protocol path to reason about
+        revocation_configuration=None,  # OCSP would be a request to a third host
+    )
+    # Proxy variables from the environment would send the request around our checks.
+    session.trust_env = False
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+def _explain(exc: BaseException, resolver: GuardedResolver) -> FetchError:
+    if resolver.refusal:
+        return FetchError("blocked", resolver.refusal)
+    chain = []
+    cur: BaseException | None = exc
+    while cur is not None and len(chain) < 10:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    text = " ".join(f"{type(e).__name__} {e}" for e in chain).lower()
+    if isinstance(exc, niquests.exceptions.SSLError) or "certificate" in text or "ssl" in text:
+        return FetchError(
+            "tls",
+            "The calendar server's secure connection (TLS certificate) could not be verified.",
+        )
+    if isinstance(exc, niquests.exceptions.Timeout) or "timed out" in text:
+        return FetchError("timeout", "The calendar server did not answer in time.")
+    if "name or service not known" in text or "nameresolution" in text or "gaierror" in text \
+            or "no address associated" in text or "temporary failure in name resolution" in text:
+        return FetchError("dns", "The calendar address was not found: check the host name.")
+    if "refused" in text:
+        return FetchError("connection", "The calendar server refused the connection.")
+    return FetchError("connection", "The calendar server could not be reached.")
+
+
+def fetch_url(
+    url: str,
+    *,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    limits: FetchLimits | None = None,
+    allow_private: bool = False,
+    accept: str = "text/calendar, text/plain;q=0.5, */*;q=0.1",
+    auth: tuple[str, str] | None = None,
+) -> Fetched:
+    """GET a calendar URL safely. Raises FetchError (or ValidationError for a bad URL)."""
+    limits = limits or FetchLimits()
+    deadline = time.monotonic() + limits.total_seconds
+    resolver = GuardedResolver(allow_private)
+    current = normalise_calendar_url(url)
+    headers = {"Accept": accept, "Accept-Encoding": "gzip, deflate"}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    with _session(resolver, limits) as session:
+        for _hop in range(limits.max_redirects + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FetchError("timeout", "The calendar server did not answer in time.")
+            try:
+                response = session.get(
+                    current,
+                    headers=headers,
+                    allow_redirects=False,
+                    stream=True,
+                    timeout=(min(limits.connect_seconds, remaining), min(limits.read_seconds, remaining)),
+                    auth=auth,
+                )
+            except ValidationError:
+                raise
+            except Exception as exc:  # niquests wraps socket, TLS and protocol errors
+                raise _explain(exc, resolver) from exc
+            try:
+                if response.status_code in (301, 302, 303, 307, 308):
+                    location = response.headers.get("Location")
+                    if not location:
+                        raise FetchError("http", "The calendar server sent a redirect without a target.")
+                    current = normalise_calendar_url(urljoin(current, location))
+                    # Credentials never follow a redirect to another host.
+                    auth = None
+                    continue
+                return _read(response, current, limits, deadline)
+            finally:
+                response.close()
+    raise FetchError("redirects", f"The calendar address redirected more than {limits.max_redirects} times.")
+
+
+def _read(response: Any, url: str, limits: FetchLimits, deadline: float) -> Fetched:
+    status = response.status_code
+    hdrs = {k.lower(): v for k, v in response.headers.items()}
+    if status == 304:
+        return Fetched(url=url, not_modified=True, status=304, etag=hdrs.get("etag"),
+                       last_modified=hdrs.get("last-modified"), headers=hdrs)
+    if status in (401, 403):
+        raise FetchError("auth", "The calendar server refused access: the address or the password "
+                                 "is wrong, or the calendar is no longer shared.")
+    if status == 404 or status == 410:
+        raise FetchError("not_found", "The calendar was not found at that address (it may have "
+                                      "been deleted or its secret address reset).")
+    if status >= 400:
+        raise FetchError("http", f"The calendar server answered with an error (HTTP {status}).")
+    declared = hdrs.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.max_bytes:
+        raise FetchError("too_large", _too_large(limits))
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_content(64 * 1024):
+            size += len(chunk)
+            if size > limits.max_bytes:
+                raise FetchError("too_large", _too_large(limits))
+            if time.monotonic() > deadline:
+                raise FetchError("timeout", "The calendar server was too slow to send the calendar.")
+            chunks.append(chunk)
+    except FetchError:
+        raise
+    except Exception as exc:
+        if time.monotonic() > deadline:
+            raise FetchError("timeout", "The calendar server was too slow to send the calendar.") from exc
+        raise FetchError("connection", "The connection broke while the calendar was downloading.") from exc
+    return Fetched(
+        url=url, not_modified=False, body=b"".join(chunks), status=status, etag=hdrs.get("etag"),
+        last_modified=hdrs.get("last-modified"), content_type=hdrs.get("content-type", ""), headers=hdrs,
+    )
+
+
+def _too_large(limits: FetchLimits) -> str:
+    return f"The calendar is larger than the {limits.max_bytes // (1024 * 1024)} MB limit."
