@@ -4,11 +4,16 @@ from models.appointment import STATUS_CANCELLED, STATUS_CONFIRMED, Appointment, 
 from models.auth import AdminUser, ApiKey
 from models.base import Base, UTCDateTime, utcnow
 from models.company import Company
+from models.connection import Alert, BusyBlock, Connection, SyncItem
 from models.feed import FeedBody, FeedFragment, FeedToken
 from models.session import make_engine, make_session_factory
 from models.staff import Group, Staff, group_member
 
 __all__ = [
+    "Alert",
+    "BusyBlock",
+    "Connection",
+    "SyncItem",
     "STATUS_CANCELLED",
     "STATUS_CONFIRMED",
     "AdminUser",

@@ -1,0 +1,194 @@
+"""CalDAV calendars through the caldav library, with every request on the guarded session.
+
+- Discovery: principal → calendar home → calendars (name, colour, URL, writable), as the
+  caldav library does it (RFC 4791 §6 / RFC 5397). DNS-based RFC 6764 discovery is off: its
+  SRV/TXT lookups would bypass the address checks of our resolver.
+- Changes: sync-collection with the stored token (RFC 6578); an invalid or unsupported token
+  makes caldav list everything (its "fake-" token), which we treat as a full listing and
+  compare by ETag. CTag is a cheap hint that nothing changed.
+- Server XML is parsed by caldav with resolve_entities=False and no_network=True (no external
+  entities, no entity expansion), which is what PROTOCOL.md asks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import caldav
+from caldav.elements import dav, ical
+from caldav.elements.base import ValuedBaseElement
+from lxml import etree
+
+from feeds.sources.addresses import normalise_calendar_url
+from feeds.sources.fetch import FetchError, FetchLimits, GuardedResolver, _explain, _session
+
+WRITE_PRIVILEGES = {"write", "write-content", "all", "bind"}
+
+
+class GetCTag(ValuedBaseElement):
+    """CalendarServer's collection tag: changes whenever anything in the calendar changes."""
+
+    tag = "{http://calendarserver.org/ns/}getctag"
+
+
+@dataclass(frozen=True)
+class RemoteCalendar:
+    url: str
+    name: str
+    color: str | None
+    writable: bool
+
+
+@dataclass
+class Listing:
+    """What changed in a calendar since the last sync."""
+
+    etags: dict[str, str]  # href → ETag of present items this listing reported
+    deleted: set[str]  # hrefs reported gone
+    full: bool  # the listing covers the whole calendar (items not in it are gone)
+    sync_token: str | None
+    ctag: str | None
+    data: dict[str, bytes] = field(default_factory=dict)  # href → iCalendar body, for loaded items
+
+
+def _error(exc: BaseException, resolver: GuardedResolver) -> FetchError:
+    if isinstance(exc, FetchError):
+        return exc
+    text = f"{type(exc).__name__} {exc}".lower()
+    if isinstance(exc, caldav.lib.error.AuthorizationError) or "401" in text or "unauthorized" in text:
+        return FetchError("auth", "The calendar server rejected the user name or password "
+                                  "(for iCloud and Fastmail use an app-specific password).")
+    if "403" in text or "forbidden" in text:
+        return FetchError("permission", "The calendar server denied access to that calendar.")
+    if isinstance(exc, caldav.lib.error.NotFoundError) or "404" in text or "not found" in text:
+        return FetchError("not_found", "The calendar was not found at that address.")
+    if isinstance(exc, caldav.lib.error.DAVError):
+        return FetchError("not_caldav", "That address did not answer like a CalDAV calendar server.")
+    return _explain(exc, resolver)
+
+
+@contextmanager
+def dav_client(
+    url: str, username: str | None, password: str | None, *, allow_private: bool,
+    limits: FetchLimits | None = None,
+) -> Iterator[tuple[caldav.DAVClient, GuardedResolver]]:
+    limits = limits or FetchLimits()
+    url = normalise_calendar_url(url)
+    resolver = GuardedResolver(allow_private)
+    client = caldav.DAVClient(
+        url, username=username, password=password, timeout=int(limits.read_seconds),
+        enable_rfc6764=False, require_tls=False,
+    )
+    # Swap caldav's own HTTP session for the guarded one: every request and redirect hop
+    # is resolved (and checked) by our resolver.
+    client.session.close()
+    client.session = _session(resolver, limits)
+    client.session.max_redirects = limits.max_redirects
+    try:
+        yield client, resolver
+    except FetchError:
+        raise
+    except Exception as exc:
+        raise _error(exc, resolver) from exc
+    finally:
+        client.session.close()
+
+
+def _privileges(client: caldav.DAVClient, url: str) -> set[str]:
+    body = dav.Propfind() + [dav.Prop() + [dav.CurrentUserPrivilegeSet()]]
+    response = client.propfind(url, props=etree.tostring(body.xmlelement()), depth=0)
+    tree = response.tree
+    if tree is None:
+        return set()
+    return {
+        etree.QName(child).localname
+        for priv in tree.iter("{DAV:}privilege")
+        for child in priv
+        if isinstance(child.tag, str)
+    }
+
+
+def is_writable(client: caldav.DAVClient, url: str) -> bool:
+    return bool(_privileges(client, url) & WRITE_PRIVILEGES)
+
+
+def discover_calendars(
+    url: str, username: str, password: str, *, allow_private: bool
+) -> list[RemoteCalendar]:
+    """The calendars the user can see on a server, from its URL (any URL on it)."""
+    with dav_client(url, username, password, allow_private=allow_private) as (client, _resolver):
+        calendars = client.principal().calendars()
+        found = []
+        for cal in calendars:
+            props = cal.get_properties([dav.DisplayName(), ical.CalendarColor()])
+            cal_url = str(cal.url)
+            fallback = urlsplit(cal_url).path.rstrip("/").rsplit("/", 1)[-1]
+            found.append(
+                RemoteCalendar(
+                    url=cal_url,
+                    name=str(props.get("{DAV:}displayname") or fallback),
+                    color=props.get("{http://apple.com/ns/ical/}calendar-color") or None,
+                    writable=is_writable(client, cal_url),
+                )
+            )
+        return found
+
+
+def calendar_writable(url: str, username: str, password: str, *, allow_private: bool) -> bool:
+    with dav_client(url, username, password, allow_private=allow_private) as (client, _resolver):
+        calendar = client.calendar(url=normalise_calendar_url(url))
+        calendar.get_properties([dav.DisplayName()])  # 404 / 401 / not-a-calendar surface here
+        return is_writable(client, str(calendar.url))
+
+
+def read_changes(
+    url: str, username: str | None, password: str | None, *, sync_token: str | None,
+    ctag: str | None, known: dict[str, str], allow_private: bool, load_all: bool = False,
+    limits: FetchLimits | None = None, max_items: int = 20_000,
+) -> Listing | None:
+    """Changes since `sync_token`, with the bodies of new and changed items loaded.
+
+    Returns None when the CTag says nothing changed (one cheap PROPFIND). `known` maps hrefs to
+    the ETags stored at the last sync; `load_all` loads every item (the sync window moved).
+    """
+    with dav_client(url, username, password, allow_private=allow_private, limits=limits) as (client, _r):
+        calendar = client.calendar(url=normalise_calendar_url(url))
+        props = calendar.get_properties([GetCTag()])
+        new_ctag = props.get(GetCTag.tag)
+        if ctag and new_ctag and new_ctag == ctag and sync_token and not load_all:
+            return None
+        listing = calendar.objects_by_sync_token(sync_token=sync_token or None, load_objects=False)
+        token = listing.sync_token if isinstance(listing.sync_token, str) else None
+        full = sync_token is None or token is None or token.startswith("fake-")
+        etags: dict[str, str] = {}
+        deleted: set[str] = set()
+        for obj in listing:
+            href = str(obj.url)
+            etag = (obj.props or {}).get("{DAV:}getetag")
+            if etag is None:
+                deleted.add(href)
+            else:
+                etags[href] = etag
+            if len(etags) > max_items:
+                raise FetchError("too_large", f"The calendar has more than {max_items} items.")
+        if full:
+            deleted |= set(known) - set(etags)
+        wanted = [h for h, e in etags.items() if load_all or known.get(h) != e]
+        data: dict[str, bytes] = {}
+        for obj in listing:
+            href = str(obj.url)
+            if href in wanted:
+                obj.load()
+                body = obj.data
+                if body:
+                    data[href] = body.encode("utf-8") if isinstance(body, str) else body
+        return Listing(
+            etags=etags, deleted=deleted, full=full,
+            sync_token=None if token is None or token.startswith("fake-") else token,
+            ctag=new_ctag, data=data,
+        )
+
+

@@ -1,0 +1,110 @@
+"""Connections to staff members' external calendars, the busy blocks read from them, the sync
+state per remote item, and alerts about connections that keep failing."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, UTCDateTime, utcnow
+
+
+class Connection(Base):
+    __tablename__ = "connection"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("company.id", ondelete="CASCADE"), index=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # ics | caldav
+    name: Mapped[str] = mapped_column(String(200))
+    # The URL can itself be the secret (a "secret address in iCal format"): stored sealed with
+    # the credentials key, shown only as url_display with the secret parts cut out.
+    url_sealed: Mapped[str] = mapped_column(Text)
+    url_display: Mapped[str] = mapped_column(String(300))
+    username: Mapped[str | None] = mapped_column(String(320))
+    password_sealed: Mapped[str | None] = mapped_column(Text)
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    sync_mode: Mapped[str] = mapped_column(String(16), default="interval")
+    interval_minutes: Mapped[int] = mapped_column(Integer, default=30)
+    all_day: Mapped[str] = mapped_column(String(8), default="busy")  # busy | ignore
+    treat_all_busy: Mapped[bool] = mapped_column(Boolean, default=False)
+    writable: Mapped[bool | None] = mapped_column(Boolean)
+
+    # Health.
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_kind: Mapped[str | None] = mapped_column(String(32))
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    busy_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    # Change detection: HTTP validators and a hash of the last body (ICS), sync token and CTag
+    # (CalDAV). An unchanged calendar costs a request, not a parse.
+    http_etag: Mapped[str | None] = mapped_column(String(300))
+    http_last_modified: Mapped[str | None] = mapped_column(String(100))
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    sync_token: Mapped[str | None] = mapped_column(Text)
+    ctag: Mapped[str | None] = mapped_column(String(300))
+    # The window the busy blocks were computed for; a moved window forces a fresh expansion.
+    window_key: Mapped[str | None] = mapped_column(String(32))
+
+    # Scheduling and the sync lease (see feeds/sync.py for why a lease and not a queue lock).
+    next_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class BusyBlock(Base):
+    """One busy interval read from a connection. Times only: no title, no attendees."""
+
+    __tablename__ = "busy_block"
+    __table_args__ = (Index("ix_busy_block_staff_start", "staff_id", "start_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("connection.id", ondelete="CASCADE"), index=True
+    )
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"))
+    # For CalDAV: the item it came from, so an incremental sync replaces just that item's blocks.
+    item_href: Mapped[str | None] = mapped_column(String(1000))
+    start_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    end_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SyncItem(Base):
+    """Sync state of one remote item: what two-way sync compares against (vdirsyncer's status)."""
+
+    __tablename__ = "sync_item"
+
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("connection.id", ondelete="CASCADE"), primary_key=True
+    )
+    href: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    etag: Mapped[str | None] = mapped_column(String(300))
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    uid: Mapped[str | None] = mapped_column(String(500))
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Alert(Base):
+    """One episode of a connection failing or going stale; closed when it syncs again."""
+
+    __tablename__ = "alert"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("company.id", ondelete="CASCADE"), index=True)
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("connection.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))  # failing | stale
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
