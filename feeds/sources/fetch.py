@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
@@ -64,12 +65,20 @@ class BlockedAddressError(OSError):
     """Raised inside the resolver; an OSError so the connection layer gives up cleanly."""
 
 
-class GuardedResolver(SystemResolver):  # type: ignore[misc]
-    """The system resolver, refusing any answer that contains a forbidden address."""
+AddressPolicy = Callable[[str], str | None]
 
-    def __init__(self, allow_private: bool) -> None:
+
+class GuardedResolver(SystemResolver):  # type: ignore[misc]
+    """The system resolver, refusing any answer that contains a forbidden address.
+
+    `policy` maps an address to the reason it is refused (None: allowed); the default is
+    address_problem with the operator's private-network setting.
+    """
+
+    def __init__(self, allow_private: bool, policy: AddressPolicy | None = None) -> None:
         super().__init__()
         self.allow_private = allow_private
+        self.policy: AddressPolicy = policy or (lambda ip: address_problem(ip, allow_private))
         self.refusal: str | None = None
 
     def getaddrinfo(self, host: Any, port: Any, family: Any, type: Any, proto: int = 0,
@@ -79,7 +88,7 @@ class GuardedResolver(SystemResolver):  # type: ignore[misc]
         except socket.gaierror:
             raise
         for answer in answers:
-            problem = address_problem(str(answer[4][0]).split("%")[0], self.allow_private)
+            problem = self.policy(str(answer[4][0]).split("%")[0])
             if problem is None and answer[4][0].count("%"):
                 problem = "it is a link-local address"
             if problem is not None:
@@ -139,11 +148,12 @@ def fetch_url(
     allow_private: bool = False,
     accept: str = "text/calendar, text/plain;q=0.5, */*;q=0.1",
     auth: tuple[str, str] | None = None,
+    policy: AddressPolicy | None = None,
 ) -> Fetched:
     """GET a calendar URL safely. Raises FetchError (or ValidationError for a bad URL)."""
     limits = limits or FetchLimits()
     deadline = time.monotonic() + limits.total_seconds
-    resolver = GuardedResolver(allow_private)
+    resolver = GuardedResolver(allow_private, policy)
     current = normalise_calendar_url(url)
     headers = {"Accept": accept, "Accept-Encoding": "gzip, deflate"}
     if etag:

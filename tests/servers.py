@@ -1,0 +1,192 @@
+"""Real servers on loopback, started by fixtures: Radicale and Xandikos (CalDAV), a scriptable
+HTTP calendar server, and a canary that records every request it receives."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import caldav
+import pytest
+import waitress
+
+
+def _serve_wsgi(app: Any) -> tuple[Any, str]:
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    return server, f"http://127.0.0.1:{server.effective_port}"
+
+
+@dataclass
+class CalDAVServer:
+    """A CalDAV server with one user; `calendar(name)` makes (or opens) a calendar."""
+
+    kind: str
+    base_url: str
+    username: str
+    password: str
+    home: str  # calendar home path
+
+    def client(self) -> caldav.DAVClient:
+        return caldav.DAVClient(self.base_url + "/", username=self.username,
+                                password=self.password, enable_rfc6764=False)
+
+    def calendar(self, slug: str = "work", name: str = "Work") -> caldav.Calendar:
+        url = f"{self.base_url}{self.home}{slug}/"
+        client = self.client()
+        cal = client.calendar(url=url)
+        try:
+            cal.get_properties()
+            return cal
+        except Exception:
+            return client.principal().make_calendar(name=name, cal_id=slug)
+
+    def url_of(self, slug: str = "work") -> str:
+        return f"{self.base_url}{self.home}{slug}/"
+
+
+@pytest.fixture
+def radicale(tmp_path: Path) -> Iterator[CalDAVServer]:
+    import radicale
+    import radicale.config
+
+    users = tmp_path / "radicale-users"
+    users.write_text("zoe:app-password-1\nreader:reader-pass\n")
+    cfg = radicale.config.load([])
+    cfg.update({
+        "auth": {"type": "htpasswd", "htpasswd_filename": str(users), "htpasswd_encryption": "plain"},
+        "storage": {"filesystem_folder": str(tmp_path / "radicale-data")},
+        "rights": {"type": "owner_only"},
+    }, "test", privileged=True)
+    server, url = _serve_wsgi(radicale.Application(cfg))
+    yield CalDAVServer("radicale", url, "zoe", "app-password-1", "/zoe/")
+    server.close()
+
+
+@pytest.fixture
+def xandikos(tmp_path: Path) -> Iterator[CalDAVServer]:
+    from xandikos.web import SingleUserFilesystemBackend, XandikosApp
+
+    backend = SingleUserFilesystemBackend(str(tmp_path / "xandikos-data"), autocreate=True)
+    backend.create_principal("/zoe/", create_defaults=True)
+    app = XandikosApp(backend, "/zoe/")
+    server, url = _serve_wsgi(app)
+    yield CalDAVServer("xandikos", url, "zoe", "any-password", "/zoe/calendars/")
+    server.close()
+
+
+@pytest.fixture(params=["radicale", "xandikos"])
+def caldav_server(request: pytest.FixtureRequest) -> CalDAVServer:
+    """Each test using this runs against both real CalDAV servers."""
+    return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
+
+
+# --- a scriptable HTTP calendar server -----------------------------------------------------------
+
+
+@dataclass
+class Route:
+    body: bytes = b""
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    etag: bool = True  # answer If-None-Match with 304
+    gzip: bool = False
+    drip_seconds: float = 0.0  # delay between bytes: a slow server
+    handler: Callable[[BaseHTTPRequestHandler], None] | None = None
+
+
+class CalendarHTTPServer:
+    """Serves registered routes on loopback and counts requests per path."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.hits: dict[str, int] = {}
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                path = self.path.split("?")[0]
+                outer.hits[path] = outer.hits.get(path, 0) + 1
+                outer.requests.append((self.path, dict(self.headers)))
+                route = outer.routes.get(path)
+                if route is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if route.handler is not None:
+                    route.handler(self)
+                    return
+                body = route.body
+                tag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+                if route.etag and route.status == 200 and self.headers.get("If-None-Match") == tag:
+                    self.send_response(304)
+                    self.send_header("ETag", tag)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if route.gzip and "gzip" in self.headers.get("Accept-Encoding", ""):
+                    body = gzip.compress(body)
+                self.send_response(route.status)
+                if route.etag:
+                    self.send_header("ETag", tag)
+                for k, v in route.headers.items():
+                    self.send_header(k, v)
+                if route.gzip and "gzip" in self.headers.get("Accept-Encoding", ""):
+                    self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    if route.drip_seconds:
+                        for i in range(len(body)):
+                            self.wfile.write(body[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(route.drip_seconds)
+                    else:
+                        self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def add(self, path: str, body: bytes = b"", **kw: Any) -> str:
+        self.routes[path] = Route(body=body, **kw)
+        return self.base_url + path
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def calendar_http() -> Iterator[CalendarHTTPServer]:
+    server = CalendarHTTPServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def canary() -> Iterator[CalendarHTTPServer]:
+    """A loopback server that must receive nothing in SSRF tests."""
+    server = CalendarHTTPServer()
+    server.add("/calendar.ics", b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n")
+    yield server
+    server.close()
