@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
@@ -40,6 +40,42 @@ class CompanySettings(BaseModel):
         default=None,
         pattern=r"^(#[0-9a-fA-F]{6}|[a-z]{3,20})$",
         description="Optional calendar colour (RFC 7986 COLOR): a CSS3 colour name or #rrggbb.",
+    )
+
+    sync_window_past_days: int = Field(
+        default=1, ge=0, le=60,
+        description="Days back that staff members' own calendars are read for busy time.",
+    )
+    sync_window_future_days: int = Field(
+        default=180, ge=7, le=730,
+        description="Days ahead that staff members' own calendars are read for busy time.",
+    )
+    ics_subscriptions: bool = Field(
+        default=True, description="Allow connecting calendars by their ICS address."
+    )
+    caldav_connections: bool = Field(
+        default=True, description="Allow connecting CalDAV calendars (iCloud, Fastmail, Nextcloud, ...)."
+    )
+    default_sync_mode: Literal["realtime", "interval", "manual"] = Field(
+        default="interval", description="Sync mode of a new connection unless another is chosen."
+    )
+    default_interval_minutes: int = Field(
+        default=30, ge=5, le=10080, description="Minutes between syncs of an 'interval' connection."
+    )
+    alert_after_failures: int = Field(
+        default=3, ge=1, le=100,
+        description="Consecutive failed syncs of a connection before the admin is alerted.",
+    )
+    stale_after_hours: int = Field(
+        default=24, ge=1, le=24 * 30,
+        description="Hours without a successful sync after which a connection counts as stale.",
+    )
+    stale_policy: Literal["keep", "block"] = Field(
+        default="keep",
+        description=(
+            "What a stale connection does: 'keep' its last busy times (default), or 'block' "
+            "booking the staff member until it syncs again."
+        ),
     )
 
 

@@ -6,16 +6,22 @@ wsgi.py; tests build `Settings(...)` directly. Nothing reads the environment at 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from feeds.errors import ConfigurationError
 
 ENV_PREFIX = "CALSYNC_"
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
+# A generated key has 64 characters; anything much shorter is a truncated or hand-edited file.
+MIN_SECRET_KEY_LENGTH = 32
 
 
 class Settings(BaseModel):
@@ -54,6 +60,21 @@ class Settings(BaseModel):
         ),
     )
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_parses(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            # Parsing and loading the dialect import no database driver and open no connection.
+            make_url(value).get_dialect()
+        except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+            raise ValueError(
+                "is not a SQLAlchemy database URL such as postgresql+psycopg://user@host/calsync "
+                f"({exc})"
+            ) from exc
+        return value
+
     @field_validator("base_url")
     @classmethod
     def _base_url_is_http(cls, value: str) -> str:
@@ -75,13 +96,44 @@ class Settings(BaseModel):
         """
         if self.secret_key:
             return self
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        key_file = self.data_dir / "secret_key"
-        if not key_file.exists():
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(48))
-        return self.model_copy(update={"secret_key": key_file.read_text().strip()})
+        key_file = self.data_dir / SECRET_KEY_FILE
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            if not key_file.exists():
+                _write_new_key(key_file)
+            key = key_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"The data folder {self.data_dir} (CALSYNC_DATA_DIR) cannot hold the secret key: "
+                f"{exc.strerror or exc}. Point CALSYNC_DATA_DIR at a writable folder, or set "
+                "CALSYNC_SECRET_KEY."
+            ) from exc
+        if len(key) < MIN_SECRET_KEY_LENGTH:
+            raise ConfigurationError(
+                f"The secret key file {key_file} is empty or too short. Restore it from a backup, "
+                "or delete it to generate a new one (stored feed URLs must then be issued again)."
+            )
+        return self.model_copy(update={"secret_key": key})
+
+
+def _write_new_key(key_file: Path) -> None:
+    """Create the key file with its content in one step.
+
+    The key is written to a private temporary file first and then hard-linked into place:
+    a link fails when the name exists, so of several processes starting at once (gunicorn
+    workers) exactly one key wins, and nobody ever reads a half-written or empty file.
+    """
+    tmp = key_file.with_name(f".{key_file.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):  # another process won; use its key
+            os.link(tmp, key_file)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -89,11 +141,12 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     env = dict(os.environ if environ is None else environ)
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
     # Variables that only the tests read are allowed beside the settings.
-    known |= {"CALSYNC_TEST_DATABASE_URL", "CALSYNC_TEST_REDIS_URL"}
-    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
+    test_only = {"CALSYNC_TEST_DATABASE_URL", "CALSYNC_TEST_REDIS_URL"}
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known | test_only)
     if unknown:
         raise ConfigurationError(
-            f"Unknown setting {', '.join(unknown)}. Known settings: {', '.join(sorted(known))}."
+            f"Unknown setting {', '.join(unknown)}: remove it or fix its spelling. "
+            f"Known settings: {', '.join(sorted(known))}."
         )
     values: dict[str, Any] = {
         name: env[ENV_PREFIX + name.upper()]
@@ -105,6 +158,8 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         return Settings.model_validate(values)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
+            f"{ENV_PREFIX}{str(err['loc'][0]).upper() if err['loc'] else 'settings'}: "
+            + err["msg"].removeprefix("Value error, ")
+            for err in exc.errors()
         )
         raise ConfigurationError(f"Invalid setting — {problems}.") from exc

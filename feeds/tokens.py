@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import quote
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
 from feeds.errors import NotFoundError, ValidationError
@@ -100,17 +100,22 @@ def find_feed_token(session: Session, token: str) -> FeedToken | None:
     return row
 
 
-def touch_feed_token(session: Session, row: FeedToken, every: timedelta) -> None:
-    """Record use at most once per `every`: a conditional UPDATE, no read-modify-write race."""
+def touch_feed_token(
+    conn: Connection, token_id: int, last_used_at: datetime | None, every: timedelta
+) -> bool:
+    """Record use at most once per `every`, so polling clients do not turn every feed GET into
+    a write. A conditional UPDATE: no read-modify-write race between processes. Returns whether
+    it wrote (the caller then commits)."""
     now = utcnow()
-    if row.last_used_at is not None and now - row.last_used_at < every:
-        return
-    session.execute(
+    if last_used_at is not None and now - last_used_at < every:
+        return False
+    conn.execute(
         update(FeedToken)
-        .where(FeedToken.id == row.id)
+        .where(FeedToken.id == token_id)
         .where((FeedToken.last_used_at.is_(None)) | (FeedToken.last_used_at < now - every))
         .values(last_used_at=now)
     )
+    return True
 
 
 def revoke_feed_token(session: Session, company: Company, token_id: int) -> FeedToken:

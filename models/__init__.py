@@ -5,7 +5,7 @@ from models.auth import AdminUser, ApiKey
 from models.base import Base, UTCDateTime, utcnow
 from models.company import Company
 from models.connection import Alert, BusyBlock, Connection, SyncItem
-from models.feed import FeedBody, FeedFragment, FeedToken
+from models.feed import FeedFragment, FeedSegment, FeedToken
 from models.session import make_engine, make_session_factory
 from models.staff import Group, Staff, group_member
 
@@ -22,8 +22,8 @@ __all__ = [
     "Base",
     "Company",
     "Customer",
-    "FeedBody",
     "FeedFragment",
+    "FeedSegment",
     "FeedToken",
     "Group",
     "Staff",

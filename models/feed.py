@@ -46,14 +46,19 @@ class FeedFragment(Base):
     body: Mapped[str] = mapped_column(Text)
 
 
-class FeedBody(Base):
-    """A whole rendered feed, keyed by its version, shared by every process serving it."""
+class FeedSegment(Base):
+    """The VEVENTs of one staff member's appointments in a feed window, for one variant.
 
-    __tablename__ = "feed_body"
+    A feed body is its header plus one segment per staff member in scope, so a change to one
+    appointment re-reads one staff member's fragments, not the whole company's. Keyed by the
+    staff member's feed revision, so every process can share it without going stale.
+    """
 
-    cache_key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    # scope_key lets a new render delete the older bodies of the same feed.
-    scope_key: Mapped[str] = mapped_column(String(100), index=True)
+    __tablename__ = "feed_segment"
+
+    segment_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"), index=True)
+    # Everything in the key but the revision: lets a new segment delete its older versions.
+    family: Mapped[str] = mapped_column(String(150), index=True)
     body: Mapped[bytes] = mapped_column(LargeBinary)
-    last_modified: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

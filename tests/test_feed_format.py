@@ -159,7 +159,7 @@ def test_calendar_properties_and_event_basics(api: Api, staff: dict) -> None:
 
 def test_same_data_gives_same_bytes_whenever_it_is_rendered(api: Api, staff: dict, app) -> None:
     """DTSTAMP comes from the last change, not the request: a re-render is byte-identical."""
-    from models import FeedBody, FeedFragment
+    from models import FeedFragment, FeedSegment
 
     api.book(staff["id"], iso(soon(3)), iso(soon(3) + timedelta(hours=1)))
     url = api.feed_url("staff", staff["id"])
@@ -167,7 +167,7 @@ def test_same_data_gives_same_bytes_whenever_it_is_rendered(api: Api, staff: dic
     services = app.extensions["calsync"]
     services.feed_cache.memory.clear()
     with services.sessions.begin() as session:
-        session.query(FeedBody).delete()
+        session.query(FeedSegment).delete()
         session.query(FeedFragment).delete()
     second = api.client.get(url)
     assert first.data == second.data

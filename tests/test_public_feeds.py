@@ -232,3 +232,23 @@ def test_deleted_staff_feed_is_gone(api: Api, staff: dict) -> None:
     url = api.feed_url("staff", staff["id"])
     assert api.delete(f"/staff/{staff['id']}").status_code == 204
     assert api.client.get(url).status_code == 404
+
+
+def test_a_feed_version_moves_only_with_its_own_scope(api: Api, staff: dict) -> None:
+    """Changes outside a staff member's or group's scope leave its ETag alone; changes inside
+    move it. (Pins the correlation of the version query's subqueries.)"""
+    member = api.make_staff(name="Member", email="m@example.com", working_hours=ALL_DAY)
+    outsider = api.make_staff(name="Outsider", email="o@example.com", working_hours=ALL_DAY)
+    group = api.post("/groups", {"name": "G", "staff_ids": [member["id"]]}).get_json()
+    api.post("/groups", {"name": "Other", "staff_ids": [outsider["id"]]})
+    group_url = api.feed_url("group", group["id"])
+    staff_url = api.feed_url("staff", member["id"])
+    etags = lambda: (api.client.get(group_url).headers["ETag"],  # noqa: E731
+                     api.client.get(staff_url).headers["ETag"])
+    before = etags()
+    assert api.book(outsider["id"], iso(soon(3)), iso(soon(3, 11))).status_code == 201
+    assert api.book(staff["id"], iso(soon(4)), iso(soon(4, 11))).status_code == 201
+    assert etags() == before
+    assert api.book(member["id"], iso(soon(5)), iso(soon(5, 11))).status_code == 201
+    after = etags()
+    assert after[0] != before[0] and after[1] != before[1]

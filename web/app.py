@@ -6,7 +6,11 @@ import logging
 from pathlib import Path
 
 from flask import Flask
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
+from feeds.errors import ConfigurationError
 from feeds.feed_cache import FeedCache
 from feeds.keys import Sealer
 from feeds.settings import Settings, load_settings
@@ -24,10 +28,24 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         assert settings.secret_key
         self.settings = settings
-        self.engine = make_engine(settings.resolved_database_url)
+        self.engine = _engine(settings)
         self.sessions = make_session_factory(self.engine)
         self.sealer = Sealer(settings.secret_key, TOKEN_PURPOSE)
         self.feed_cache = FeedCache(settings.feed_cache_bytes)
+
+
+def _shown_url(settings: Settings) -> str:
+    return make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+
+
+def _engine(settings: Settings) -> Engine:
+    try:
+        return make_engine(settings.resolved_database_url)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"The database driver for {_shown_url(settings)} (CALSYNC_DATABASE_URL) is not "
+            f"installed ({exc}). For PostgreSQL install calsync[postgres]."
+        ) from exc
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Flask:
@@ -48,7 +66,15 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fla
     if migrate:
         from migrations import upgrade_database
 
-        upgrade_database(services.engine)
+        try:
+            upgrade_database(services.engine)
+        except OperationalError as exc:
+            services.engine.dispose()
+            raise ConfigurationError(
+                f"Cannot open the database {_shown_url(settings)} (CALSYNC_DATABASE_URL, or "
+                f"CALSYNC_DATA_DIR for the default SQLite file): {exc.orig}. Check that it exists "
+                "and can be reached, and that the folder is writable."
+            ) from exc
     db.init_app(app)
     init_security(app)
 

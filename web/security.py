@@ -11,6 +11,9 @@ CSP = (
 
 
 def _headers(response: Response) -> Response:
+    if response.status_code == 304:
+        # A 304 only refreshes the cached response's validators (RFC 9110 §15.4.5).
+        return response
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers.setdefault("X-Frame-Options", "DENY")

@@ -17,9 +17,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import caldav
+from caldav.davclient import DAVClient
 from caldav.elements import dav, ical
 from caldav.elements.base import ValuedBaseElement
+from caldav.lib import error as dav_error
 from lxml import etree
 
 from feeds.sources.addresses import normalise_calendar_url
@@ -58,14 +59,14 @@ def _error(exc: BaseException, resolver: GuardedResolver) -> FetchError:
     if isinstance(exc, FetchError):
         return exc
     text = f"{type(exc).__name__} {exc}".lower()
-    if isinstance(exc, caldav.lib.error.AuthorizationError) or "401" in text or "unauthorized" in text:
+    if isinstance(exc, dav_error.AuthorizationError) or "401" in text or "unauthorized" in text:
         return FetchError("auth", "The calendar server rejected the user name or password "
                                   "(for iCloud and Fastmail use an app-specific password).")
     if "403" in text or "forbidden" in text:
         return FetchError("permission", "The calendar server denied access to that calendar.")
-    if isinstance(exc, caldav.lib.error.NotFoundError) or "404" in text or "not found" in text:
+    if isinstance(exc, dav_error.NotFoundError) or "404" in text or "not found" in text:
         return FetchError("not_found", "The calendar was not found at that address.")
-    if isinstance(exc, caldav.lib.error.DAVError):
+    if isinstance(exc, dav_error.DAVError):
         return FetchError("not_caldav", "That address did not answer like a CalDAV calendar server.")
     return _explain(exc, resolver)
 
@@ -74,11 +75,11 @@ def _error(exc: BaseException, resolver: GuardedResolver) -> FetchError:
 def dav_client(
     url: str, username: str | None, password: str | None, *, allow_private: bool,
     limits: FetchLimits | None = None,
-) -> Iterator[tuple[caldav.DAVClient, GuardedResolver]]:
+) -> Iterator[tuple[DAVClient, GuardedResolver]]:
     limits = limits or FetchLimits()
     url = normalise_calendar_url(url)
     resolver = GuardedResolver(allow_private)
-    client = caldav.DAVClient(
+    client = DAVClient(
         url, username=username, password=password, timeout=int(limits.read_seconds),
         enable_rfc6764=False, require_tls=False,
     )
@@ -97,7 +98,7 @@ def dav_client(
         client.session.close()
 
 
-def _privileges(client: caldav.DAVClient, url: str) -> set[str]:
+def _privileges(client: DAVClient, url: str) -> set[str]:
     body = dav.Propfind() + [dav.Prop() + [dav.CurrentUserPrivilegeSet()]]
     response = client.propfind(url, props=etree.tostring(body.xmlelement()), depth=0)
     tree = response.tree
@@ -111,7 +112,7 @@ def _privileges(client: caldav.DAVClient, url: str) -> set[str]:
     }
 
 
-def is_writable(client: caldav.DAVClient, url: str) -> bool:
+def is_writable(client: DAVClient, url: str) -> bool:
     return bool(_privileges(client, url) & WRITE_PRIVILEGES)
 
 

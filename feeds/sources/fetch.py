@@ -89,7 +89,7 @@ class GuardedResolver(SystemResolver):  # type: ignore[misc]
             raise
         for answer in answers:
             problem = self.policy(str(answer[4][0]).split("%")[0])
-            if problem is None and answer[4][0].count("%"):
+            if problem is None and "%" in str(answer[4][0]):
                 problem = "it is a link-local address"
             if problem is not None:
                 # Refuse the whole name, not just that answer: a name with one inward-pointing
@@ -118,7 +118,7 @@ def _session(resolver: GuardedResolver, limits: FetchLimits) -> niquests.Session
 def _explain(exc: BaseException, resolver: GuardedResolver) -> FetchError:
     if resolver.refusal:
         return FetchError("blocked", resolver.refusal)
-    chain = []
+    chain: list[BaseException] = []
     cur: BaseException | None = exc
     while cur is not None and len(chain) < 10:
         chain.append(cur)

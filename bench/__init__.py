@@ -1,0 +1,1 @@
+"""Benchmarks of calsync, run by `calsync bench ...`; each compares against a baseline from the same run."""

@@ -1,0 +1,325 @@
+"""The layering of DESIGN.md, enforced: models <- feeds <- web <- wsgi.py, nothing at import
+time, and feeds/ modules of a readable size."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYERS = ("models", "feeds", "web")
+OURS = {"models", "feeds", "web", "wsgi", "migrations", "bench", "tests"}
+MAX_FEEDS_MODULE_LINES = 400  # DESIGN.md: "under about 400 lines each"
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str  # the imported module, absolute ("sqlalchemy.orm", "feeds.errors")
+    line: int
+
+    @property
+    def top(self) -> str:
+        return self.module.split(".")[0]
+
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def python_files(layer: str) -> list[Path]:
+    return sorted((ROOT / layer).rglob("*.py"))
+
+
+def imports_of(path: Path, root: Path = ROOT) -> list[Import]:
+    """Every import in the file, wherever it is (top level, functions, TYPE_CHECKING blocks):
+    a layer may not depend on another even lazily."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    name = module_name(path, root)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [Import(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the file's package
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            found.append(Import(prefix, node.lineno))
+            # `from package import submodule` imports the submodule too.
+            found += [Import(f"{prefix}.{alias.name}", node.lineno) for alias in node.names]
+    return found
+
+
+ALL_FILES = [path for layer in LAYERS for path in python_files(layer)]
+
+
+def _id(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def test_the_layers_exist() -> None:
+    for layer in LAYERS:
+        assert (ROOT / layer).is_dir(), layer
+    assert len(python_files("models")) >= 3
+    assert len(python_files("feeds")) >= 3
+    assert len(python_files("web")) >= 3
+
+
+@pytest.mark.parametrize("path", python_files("models"), ids=_id)
+def test_models_import_only_stdlib_sqlalchemy_and_models(path: Path) -> None:
+    bad = [
+        f"line {imp.line}: {imp.module}"
+        for imp in imports_of(path)
+        if imp.top not in sys.stdlib_module_names
+        and imp.top not in {"sqlalchemy", "models", "__future__"}
+    ]
+    assert not bad, f"{_id(path)} may import only the standard library, SQLAlchemy and models: {bad}"
+
+
+FRAMEWORKS = ("flask", "werkzeug", "flask_login", "flask_wtf", "wtforms", "jinja2", "itsdangerous")
+
+
+@pytest.mark.parametrize("path", python_files("feeds"), ids=_id)
+def test_feeds_never_import_the_web_framework_or_web(path: Path) -> None:
+    bad = [
+        f"line {imp.line}: {imp.module}"
+        for imp in imports_of(path)
+        if imp.top in FRAMEWORKS or imp.top.startswith("flask_") or imp.top in {"web", "wsgi"}
+    ]
+    assert not bad, f"{_id(path)} is part of the calendar core and must not import {bad}"
+
+
+@pytest.mark.parametrize("path", python_files("models") + python_files("feeds"), ids=_id)
+def test_models_and_feeds_never_import_web(path: Path) -> None:
+    bad = [f"line {imp.line}: {imp.module}" for imp in imports_of(path) if imp.top in {"web", "wsgi"}]
+    assert not bad, f"{_id(path)} imports the web layer: {bad}"
+
+
+@pytest.mark.parametrize("path", python_files("web"), ids=_id)
+def test_web_never_imports_wsgi_or_the_tests(path: Path) -> None:
+    bad = [
+        f"line {imp.line}: {imp.module}"
+        for imp in imports_of(path)
+        if imp.top in {"wsgi", "tests"}
+    ]
+    assert not bad, f"{_id(path)} imports {bad}; wsgi.py sits on top of web, not below it"
+
+
+def test_wsgi_only_builds_the_app() -> None:
+    tree = ast.parse((ROOT / "wsgi.py").read_text(encoding="utf-8"))
+    statements = [node for node in tree.body if not isinstance(node, ast.Expr)]  # skip docstring
+    assert [ast.unparse(node) for node in statements] == [
+        "from web import create_app",
+        "app = create_app()",
+    ]
+
+
+def test_the_import_checker_sees_relative_and_lazy_imports(tmp_path: Path) -> None:
+    """The checks above are only as good as imports_of: prove it on a sample module."""
+    sample = tmp_path / "feeds" / "sample.py"
+    sample.parent.mkdir()
+    sample.write_text(
+        "from . import errors\n"
+        "from .errors import ConfigurationError\n"
+        "def f():\n"
+        "    from flask import request\n"
+        "    import web.app\n"
+    )
+    modules = {imp.module for imp in imports_of(sample, root=tmp_path)}
+    assert {"feeds.errors", "feeds.errors.ConfigurationError", "flask", "web.app"} <= modules
+
+
+def test_the_import_time_check_sees_decorators_defaults_and_class_bodies() -> None:
+    tree = ast.parse(
+        "import os\n"
+        "def f(x=os.getenv('A')):\n"
+        "    return os.environ['B']\n"
+        "class C:\n"
+        "    url = os.environ.get('C')\n"
+        "    def m(self):\n"
+        "        return create_engine('sqlite://')\n"
+    )
+    names = [n.attr for n in _import_time_nodes(tree) if isinstance(n, ast.Attribute)]
+    assert sorted(names) == ["environ", "get", "getenv"]
+
+
+# --- size -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", python_files("feeds"), ids=_id)
+def test_feeds_modules_stay_under_400_lines(path: Path) -> None:
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines < MAX_FEEDS_MODULE_LINES, (
+        f"{_id(path)} has {lines} lines; DESIGN.md keeps one concept a module under "
+        f"{MAX_FEEDS_MODULE_LINES}: split it"
+    )
+
+
+def test_feeds_sub_packages_say_what_lives_there() -> None:
+    for init in (ROOT / "feeds").rglob("__init__.py"):
+        tree = ast.parse(init.read_text(encoding="utf-8"))
+        assert ast.get_docstring(tree), f"{_id(init)} needs a one-line docstring (DESIGN.md)"
+
+
+# --- nothing at import time -------------------------------------------------------------------
+
+# Static half: no module-level statement mentions the environment or builds an engine or app.
+AT_IMPORT_FORBIDDEN = {"environ", "getenv", "create_engine", "make_engine", "create_app", "load_settings"}
+
+
+def _import_time_nodes(tree: ast.Module) -> list[ast.AST]:
+    """Nodes evaluated when the module is imported: everything but function bodies (decorators,
+    default values and class bodies do run at import)."""
+    out: list[ast.AST] = []
+    todo: list[ast.AST] = list(tree.body)
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            todo += node.decorator_list + node.args.defaults + [d for d in node.args.kw_defaults if d]
+            continue
+        if isinstance(node, ast.Lambda):
+            continue
+        todo += list(ast.iter_child_nodes(node))
+    return out
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=_id)
+def test_no_environment_or_engine_at_module_level(path: Path) -> None:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    bad = []
+    for node in _import_time_nodes(tree):
+        name = None
+        if isinstance(node, ast.Attribute):
+            name = node.attr
+        elif isinstance(node, ast.Name):
+            name = node.id
+        if name in AT_IMPORT_FORBIDDEN and not isinstance(getattr(node, "ctx", None), ast.Store):
+            bad.append(f"line {node.lineno}: {name}")  # type: ignore[attr-defined]
+    assert not bad, f"{_id(path)} runs this at import time: {bad}"
+
+
+# Dynamic half: import every module in a fresh interpreter whose settings are all wrong, and
+# record any read of a CALSYNC_ variable and any engine created while doing so.
+IMPORT_PROBE = textwrap.dedent(
+    """
+    import _collections_abc, collections.abc, importlib, json, os, sys, traceback
+    import sqlalchemy, sqlalchemy.engine, sqlalchemy.engine.create
+
+    ours = tuple(os.environ["PROBE_ROOTS"].split(os.pathsep))
+    events = []
+
+    skipped = {os.__file__, _collections_abc.__file__, "<string>", "<frozen os>",
+               "<frozen _collections_abc>"}
+
+    def called_from_ours():
+        # The reader is the innermost frame that is neither this probe nor the os / Mapping
+        # code in between (os.getenv, Mapping.get); frozen stdlib modules say "<frozen os>".
+        for frame in reversed(traceback.extract_stack()[:-2]):
+            if frame.filename not in skipped:
+                return frame.filename.startswith(ours)
+        return False
+
+    real_create_engine = sqlalchemy.create_engine
+    def recording_create_engine(*args, **kwargs):
+        events.append(f"create_engine{args!r}")
+        return real_create_engine(*args, **kwargs)
+    for module in (sqlalchemy, sqlalchemy.engine, sqlalchemy.engine.create):
+        module.create_engine = recording_create_engine
+
+    class RecordingEnviron(collections.abc.MutableMapping):
+        # A Mapping, not a dict subclass: dict(os.environ) must go through __iter__/__getitem__.
+        def __init__(self, real):
+            self.real = real
+        def _record(self, what):
+            if called_from_ours():
+                events.append(what)
+        def __getitem__(self, key):
+            self._record(f"os.environ[{key!r}]")
+            return self.real[key]
+        def __contains__(self, key):
+            self._record(f"{key!r} in os.environ")
+            return key in self.real
+        def __iter__(self):
+            self._record("iter(os.environ)")
+            return iter(self.real)
+        def __len__(self):
+            return len(self.real)
+        def __setitem__(self, key, value):
+            self.real[key] = value
+        def __delitem__(self, key):
+            del self.real[key]
+        def copy(self):
+            self._record("os.environ.copy()")
+            return self.real.copy()
+    real_environ = os.environ
+    os.environ = RecordingEnviron(real_environ)
+
+    failed = {}
+    for name in sys.argv[1:]:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # report every module, not just the first failure
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    os.environ = real_environ
+    print(json.dumps({"events": events, "failed": failed}))
+    """
+)
+
+
+def test_importing_every_module_reads_no_environment_and_creates_no_engine(tmp_path: Path) -> None:
+    modules = sorted({module_name(path) for path in ALL_FILES})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALSYNC_")}
+    env.update(
+        CALSYNC_DATABASE_URL="this is not a database url",
+        CALSYNC_BASE_URL="ftp://invalid",
+        CALSYNC_DATA_DIR=str(tmp_path / "must-not-be-created"),
+        CALSYNC_BOGUS="1",
+    )
+    env["PROBE_ROOTS"] = os.pathsep.join(str(ROOT / layer) + os.sep for layer in LAYERS)
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE, *modules],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["failed"] == {}, report["failed"]
+    assert report["events"] == [], report["events"]
+    assert not (tmp_path / "must-not-be-created").exists()
+    assert len(modules) >= 20  # the probe really walked the packages
+
+
+def test_the_import_probe_notices_a_module_level_read(tmp_path: Path) -> None:
+    """A probe that never fires proves nothing: feed it a module that does what is forbidden."""
+    (tmp_path / "probe_sample").mkdir()
+    (tmp_path / "probe_sample" / "forbidden.py").write_text(
+        "import os\n"
+        "from sqlalchemy import create_engine\n"
+        "URL = os.getenv('CALSYNC_DATABASE_URL')\n"
+        "ALL = dict(os.environ)\n"
+        "ENGINE = create_engine('sqlite://')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE, "probe_sample.forbidden"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PROBE_ROOTS": str(tmp_path / "probe_sample") + os.sep},
+    )
+    assert proc.returncode == 0, proc.stderr
+    events = json.loads(proc.stdout.strip().splitlines()[-1])["events"]
+    assert "os.environ['CALSYNC_DATABASE_URL']" in events
+    assert "iter(os.environ)" in events
+    assert "create_engine('sqlite://',)" in events
