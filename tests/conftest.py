@@ -60,12 +60,43 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- app --------------------------------------------------------------------------------------
 
 
+def _database_url(tmp_path: Path) -> Iterator[str]:
+    """SQLite in the test's folder, or a fresh PostgreSQL schema per test when
+    CALSYNC_TEST_DATABASE_URL points at PostgreSQL (dropped afterwards)."""
+    url = os.environ.get("CALSYNC_TEST_DATABASE_URL")
+    if not url:
+        yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
+        return
+    if not url.startswith("postgresql"):
+        yield url
+        return
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    schema = "t_" + uuid.uuid4().hex[:16]
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    joiner = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{joiner}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def database_url(tmp_path: Path) -> Iterator[str]:
+    yield from _database_url(tmp_path)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
-        database_url=os.environ.get("CALSYNC_TEST_DATABASE_URL")
-        or f"sqlite:///{tmp_path / 'test.sqlite3'}",
+        database_url=database_url,
         base_url="https://cal.example.test",
         secret_key="test-secret-key-" + "x" * 32,
     )
