@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -68,7 +69,7 @@ def find_availability(
     duration: timedelta,
     step: timedelta | None = None,
 ) -> Availability:
-    """Bookable slots of `duration` in [start, end), on a grid of `step` in local time."""
+    """Bookable slots of `duration` in [start, end), `step` apart, starting on the local clock."""
     check_range(start, end)
     if duration <= timedelta(0) or duration > timedelta(days=1):
         raise ValidationError("duration must be between 1 minute and 24 hours.", "duration")
@@ -81,11 +82,19 @@ def find_availability(
     tz = parse_timezone(staff.timezone)
     slots: list[Interval] = []
     for a, b in free:
-        cursor = _align(a, step, tz)
+        cursor = _align(a, _grid(step), tz)
         while cursor + duration <= b:
             slots.append((cursor, cursor + duration))
             cursor += step
     return Availability(slots=slots, busy=busy)
+
+
+def _grid(step: timedelta) -> timedelta:
+    """Where the first slot of a free interval may start: on the largest division of the hour
+    that `step` is a multiple of. Counting whole steps from midnight instead would start a
+    2-hour service at 10:00 in a day that begins at 09:00 (and never offer 09:00-11:00)."""
+    minutes = max(1, round(step / timedelta(minutes=1)))
+    return timedelta(minutes=math.gcd(minutes, 60))
 
 
 def _align(moment: datetime, step: timedelta, tz: object) -> datetime:

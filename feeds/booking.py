@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -120,6 +120,8 @@ def book_appointment(
 ) -> Appointment:
     staff = lock_staff(session, company, staff_id)
     check_slot(session, staff, start, end)
+    # Stored, returned and compared in UTC whatever offset the caller wrote.
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
     now = utcnow()
     appointment = Appointment(
         company_id=company.id,
@@ -182,7 +184,7 @@ def reschedule_appointment(
         exclude_appointment_id=appointment.id,
         within_working_hours=within_working_hours,
     )
-    appointment.start_at, appointment.end_at = start, end
+    appointment.start_at, appointment.end_at = start.astimezone(UTC), end.astimezone(UTC)
     _touch(appointment, new_sequence=True)
     session.flush()
     return appointment

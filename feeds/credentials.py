@@ -7,7 +7,6 @@ first, re-seal everything (`rotate_all`), then drop the old key.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -15,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from feeds.errors import ConfigurationError
+from feeds.settings import write_secret_file
 from models import Connection
 
 KEY_FILE = "credentials_key"
@@ -63,9 +63,7 @@ def load_or_create_keys(configured: str | None, data_dir: Path) -> list[str]:
     path = data_dir / KEY_FILE
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(Fernet.generate_key().decode() + "\n")
+        write_secret_file(path, Fernet.generate_key().decode() + "\n")
     return parse_keys(path.read_text())
 
 

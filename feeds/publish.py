@@ -131,7 +131,7 @@ class _FeedLookup:
         self.positional = bool(compiled.positional)
         self.order = list(compiled.positiontup or [])
         self.base = dict(compiled.params)
-        self.columns = [c.key for c in _FEED_QUERY.selected_columns]
+        self.columns = [str(c.key) for c in _FEED_QUERY.selected_columns]
 
     def run(self, conn: Connection, digest: str) -> dict[str, Any] | None:
         values = dict(self.base, digest=digest)

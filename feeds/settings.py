@@ -59,6 +59,45 @@ class Settings(BaseModel):
             "often, so polling clients do not turn every feed GET into a database write."
         ),
     )
+    credentials_key: str | None = Field(
+        default=None,
+        description=(
+            "CALSYNC_CREDENTIALS_KEY: Fernet key(s), comma-separated, that seal stored calendar "
+            "passwords and secret calendar addresses. The first seals, all open (rotation). "
+            "Generated into the data dir when unset; keep it out of database backups."
+        ),
+    )
+    allow_private_networks: bool = Field(
+        default=False,
+        description=(
+            "CALSYNC_ALLOW_PRIVATE_NETWORKS: let calendar subscriptions reach loopback and private "
+            "addresses. Only for tests and a local demo: it disables the SSRF protection."
+        ),
+    )
+    queue_url: str | None = Field(
+        default=None,
+        description=(
+            "CALSYNC_QUEUE_URL: redis://host:6379/0 to share background work between "
+            "`calsync worker` processes; default a SQLite queue in the data dir, run inside "
+            "`calsync serve`."
+        ),
+    )
+    workers: int = Field(
+        default=2, ge=0, le=64,
+        description="CALSYNC_WORKERS: background worker threads inside `calsync serve` (0: none).",
+    )
+    fetch_max_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024,
+        description="CALSYNC_FETCH_MAX_BYTES: largest calendar accepted from a subscription.",
+    )
+    fetch_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600,
+        description="CALSYNC_FETCH_TIMEOUT_SECONDS: total time allowed for fetching one calendar.",
+    )
+    max_occurrences: int = Field(
+        default=10_000, ge=100, le=1_000_000,
+        description="CALSYNC_MAX_OCCURRENCES: busy blocks read from one connection per sync window.",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -100,7 +139,7 @@ class Settings(BaseModel):
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             if not key_file.exists():
-                _write_new_key(key_file)
+                write_secret_file(key_file, secrets.token_urlsafe(48))
             key = key_file.read_text().strip()
         except OSError as exc:
             raise ConfigurationError(
@@ -116,7 +155,7 @@ class Settings(BaseModel):
         return self.model_copy(update={"secret_key": key})
 
 
-def _write_new_key(key_file: Path) -> None:
+def write_secret_file(key_file: Path, content: str) -> None:
     """Create the key file with its content in one step.
 
     The key is written to a private temporary file first and then hard-linked into place:
@@ -127,7 +166,7 @@ def _write_new_key(key_file: Path) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(48))
+            fh.write(content)
             fh.flush()
             os.fsync(fh.fileno())
         with contextlib.suppress(FileExistsError):  # another process won; use its key

@@ -20,7 +20,8 @@ Interval = tuple[datetime, datetime]
 def parse_timezone(name: str, field: str = "timezone") -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+    # OSError: a name such as "Europe" that is a folder of the zone database, not a zone.
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError) as exc:
         raise ValidationError(
             f"'{name}' is not a known time zone; use an IANA name such as Europe/Berlin.", field
         ) from exc

@@ -10,10 +10,14 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from feeds.credentials import Vault, load_or_create_keys
 from feeds.errors import ConfigurationError
 from feeds.feed_cache import FeedCache
+from feeds.jobs import Jobs, make_huey
 from feeds.keys import Sealer
 from feeds.settings import Settings, load_settings
+from feeds.sources.fetch import FetchLimits
+from feeds.sync import SyncContext
 from feeds.tokens import TOKEN_PURPOSE
 from models import make_engine, make_session_factory
 from web import db
@@ -32,6 +36,25 @@ class Services:
         self.sessions = make_session_factory(self.engine)
         self.sealer = Sealer(settings.secret_key, TOKEN_PURPOSE)
         self.feed_cache = FeedCache(settings.feed_cache_bytes)
+        self.vault = Vault(load_or_create_keys(settings.credentials_key, settings.data_dir))
+        self.sync = SyncContext(
+            sessions=self.sessions,
+            vault=self.vault,
+            allow_private=settings.allow_private_networks,
+            limits=FetchLimits(
+                max_bytes=settings.fetch_max_bytes, total_seconds=settings.fetch_timeout_seconds
+            ),
+            max_occurrences=settings.max_occurrences,
+        )
+        self._jobs: Jobs | None = None
+
+    @property
+    def jobs(self) -> Jobs:
+        """The task queue, built on first use (the API enqueues; serve/worker consume)."""
+        if self._jobs is None:
+            huey = make_huey(self.settings.queue_url, self.settings.data_dir)
+            self._jobs = Jobs(huey, lambda: self.sync)
+        return self._jobs
 
 
 def _shown_url(settings: Settings) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -168,7 +169,114 @@ def serve(host: str, port: int, threads: int, demo: bool) -> None:
     if demo:
         _demo(app)
     click.echo(f"Serving on http://{host}:{port}  (Ctrl+C to stop)")
-    waitress.serve(app, host=host, port=port, threads=threads, ident="calsync")
+    services = app.extensions["calsync"]
+    consumer = None
+    if services.settings.workers and not services.settings.queue_url:
+        # The embedded default: the queue's consumer runs in this process, in threads.
+        consumer = services.jobs.consumer(workers=services.settings.workers)
+        # Huey's consumer takes over SIGINT/SIGTERM for a process of its own; here the web
+        # server owns the process, so put the handlers back and let SIGTERM end it cleanly.
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        consumer.start()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+        click.echo(f"Background worker: {services.settings.workers} thread(s), SQLite queue.")
+    elif services.settings.queue_url:
+        click.echo("Background work is done by `calsync worker` processes (CALSYNC_QUEUE_URL).")
+    try:
+        waitress.serve(app, host=host, port=port, threads=threads, ident="calsync")
+    finally:
+        if consumer is not None:
+            consumer.stop(graceful=True)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@main.command(help="Run a background worker: syncs calendars and delivers queued work.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Worker threads in this process.")
+@click.option("--no-schedule", is_flag=True,
+              help="Do not run the periodic scheduler here (run it in exactly one place).")
+def worker(workers: int, no_schedule: bool) -> None:
+    app = _app()
+    services = app.extensions["calsync"]
+    click.echo(f"Worker started: {workers} thread(s); queue "
+               f"{'Redis' if services.settings.queue_url else 'SQLite in the data dir'}.")
+    services.jobs.consumer(workers=workers, periodic=not no_schedule).run()
+
+
+@main.command(help="Sync calendar connections now, from the shell.")
+@click.option("--connection", "connection_id", type=int, help="Sync this connection only.")
+@click.option("--all", "sync_all", is_flag=True, help="Sync every connection.")
+def sync(connection_id: int | None, sync_all: bool) -> None:
+    from feeds.sync import sync_connection
+    from models import Connection
+
+    if (connection_id is None) == (not sync_all):
+        _fail("Give either --connection ID or --all.")
+    app = _app()
+    services = app.extensions["calsync"]
+    with _session(app) as session:
+        if sync_all:
+            ids = list(session.scalars(select(Connection.id).order_by(Connection.id)))
+        else:
+            if session.get(Connection, connection_id) is None:
+                _fail(f"There is no connection with id {connection_id}.")
+            ids = [connection_id]  # type: ignore[list-item]
+    failed = 0
+    with click.progressbar(ids, label="Syncing", show_pos=True,
+                           item_show_func=lambda i: f"connection {i}" if i else "") as bar:
+        outcomes = []
+        for cid in bar:
+            outcome = sync_connection(services.sync, cid)
+            outcomes.append(outcome)
+            failed += outcome.status == "error"
+    for outcome in outcomes:
+        line = f"  connection {outcome.connection_id}: {outcome.status}, {outcome.busy_count} busy block(s)"
+        click.echo(line + (f" — {outcome.error}" if outcome.error else ""))
+    if failed:
+        sys.exit(1)
+
+
+@main.command("rotate-credentials-key",
+              help="Seal every stored calendar password and address with a new key.")
+@click.option("--print-new-key", is_flag=True,
+              help="Only print a new key (to put first in CALSYNC_CREDENTIALS_KEY).")
+def rotate_credentials_key(print_new_key: bool) -> None:
+    from feeds.credentials import KEY_FILE, Vault, new_key, parse_keys, rotate_all
+
+    if print_new_key:
+        click.echo(new_key())
+        return
+    app = _app()
+    services = app.extensions["calsync"]
+    settings = services.settings
+    if settings.credentials_key:
+        keys = parse_keys(settings.credentials_key)
+        if len(keys) < 2:
+            _fail("CALSYNC_CREDENTIALS_KEY holds one key. Put a new key first (see "
+                  "--print-new-key), keep the old one after a comma, run this again, then remove "
+                  "the old key.")
+        vault = Vault(keys)
+        with _session(app) as session:
+            count = rotate_all(session, vault)
+        click.echo(f"Re-sealed {count} connection(s) with the first key; you can now remove the "
+                   "other keys from CALSYNC_CREDENTIALS_KEY.")
+        return
+    # The key lives in the data dir: put a new one first, re-seal, then drop the old ones.
+    key_file = settings.data_dir / KEY_FILE
+    old = parse_keys(key_file.read_text())
+    fresh = new_key()
+    vault = Vault([fresh, *old])
+    with _session(app) as session:
+        count = rotate_all(session, vault)
+        # Written before the commit: if writing fails, nothing was re-sealed.
+        key_file.write_text(",".join([fresh, *old]) + "\n")
+    key_file.write_text(fresh + "\n")
+    click.echo(f"Re-sealed {count} connection(s) with a new key in {key_file}.")
 
 
 @main.group(help="Benchmarks; each prints ratios against a baseline measured in the same run.")

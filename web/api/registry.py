@@ -13,6 +13,7 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel
 
 from web.api.errors import ApiError
+from web.api.schemas import MAX_ID
 
 
 @dataclass
@@ -73,6 +74,10 @@ def api_route(
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
         def wrapper(**kwargs: Any) -> Response:
+            for name, value in kwargs.items():
+                # Flask's int converter takes any length; the database keys are 64-bit.
+                if isinstance(value, int) and value > MAX_ID:
+                    raise ApiError(404, f"There is no {name.removesuffix('_id')} with id {value}.")
             if body is not None:
                 kwargs["body"] = _parse_body(body)
             if query is not None:

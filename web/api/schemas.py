@@ -3,10 +3,20 @@ from these same classes, so documentation and validation cannot drift apart."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+)
+from pydantic.json_schema import JsonDict
+from pydantic_core import PydanticCustomError
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Clock = Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")]
@@ -15,9 +25,36 @@ WorkingHours = dict[Day, list[tuple[Clock, Clock]]]
 Phone = Annotated[str, StringConstraints(strip_whitespace=True, max_length=64, pattern=r"^[0-9+() ./-]*$")]
 TimeZoneName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
+# Ids are 64-bit database keys: a larger number is refused here instead of overflowing the driver.
+MAX_ID = 2**63 - 1
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+# Far enough from datetime.min/max that moving a moment into any time zone, and a day either
+# side of it (working hours are computed per local day), cannot overflow.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _within_calendar(value: datetime) -> datetime:
+    if not EARLIEST <= value < LATEST:
+        raise PydanticCustomError("date_range", "Give a moment between the years 1900 and 9998")
+    return value
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(_within_calendar)]
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _drop_default(schema: JsonDict) -> None:
+    schema.pop("default", None)
+
+
+def unchanged() -> Any:
+    """Default of a PATCH field: left out means "keep it"; an explicit null is refused."""
+    return Field(default=None, json_schema_extra=_drop_default)
 
 
 # --- staff and groups -----------------------------------------------------------------------
@@ -37,10 +74,10 @@ class StaffIn(Strict):
 
 
 class StaffPatch(Strict):
-    name: Name | None = None
-    email: EmailStr | None = None
-    timezone: TimeZoneName | None = None
-    working_hours: WorkingHours | None = None
+    name: Name = unchanged()
+    email: EmailStr = unchanged()
+    timezone: TimeZoneName = unchanged()
+    working_hours: WorkingHours = unchanged()
 
 
 class StaffOut(BaseModel):
@@ -58,12 +95,12 @@ class StaffList(BaseModel):
 
 class GroupIn(Strict):
     name: Name
-    staff_ids: list[int] = Field(default_factory=list)
+    staff_ids: list[Id] = Field(default_factory=list)
 
 
 class GroupPatch(Strict):
-    name: Name | None = None
-    staff_ids: list[int] | None = None
+    name: Name = unchanged()
+    staff_ids: list[Id] = unchanged()
 
 
 class GroupOut(BaseModel):
@@ -93,9 +130,9 @@ class CustomerOut(BaseModel):
 
 
 class AppointmentIn(Strict):
-    staff_id: int
-    start: AwareDatetime = Field(description="ISO 8601 with a UTC offset.")
-    end: AwareDatetime = Field(description="ISO 8601 with a UTC offset.")
+    staff_id: Id
+    start: Moment = Field(description="ISO 8601 with a UTC offset.")
+    end: Moment = Field(description="ISO 8601 with a UTC offset.")
     service: Name
     customer: CustomerIn
     location: Annotated[str, StringConstraints(max_length=500)] | None = None
@@ -103,8 +140,8 @@ class AppointmentIn(Strict):
 
 
 class ReschedulePatch(Strict):
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Moment
+    end: Moment
 
 
 class AppointmentOut(BaseModel):
@@ -128,16 +165,16 @@ class AppointmentList(BaseModel):
 
 
 class AppointmentQuery(Strict):
-    staff_id: int | None = None
-    start: AwareDatetime | None = None
-    end: AwareDatetime | None = None
+    staff_id: Id | None = None
+    start: Moment | None = None
+    end: Moment | None = None
     limit: int = Field(default=500, ge=1, le=5000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_ID)
 
 
 class AvailabilityQuery(Strict):
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Moment
+    end: Moment
     duration: int = Field(default=30, ge=1, le=1440, description="Slot length in minutes.")
     step: int | None = Field(
         default=None, ge=5, le=1440, description="Minutes between slot starts; the duration when left out."
@@ -166,7 +203,7 @@ Privacy = Literal["full", "limited", "busy"]
 
 class FeedIn(Strict):
     scope: Scope
-    scope_id: int
+    scope_id: Id
     privacy: Privacy = "full"
     name: Name | None = None
 

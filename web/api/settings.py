@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, create_model
 
@@ -10,14 +10,16 @@ from feeds.company_settings import CompanySettings, get_company_settings, update
 from web import db
 from web.api import bp, current_company
 from web.api.registry import api_route
+from web.api.schemas import unchanged
 
-# Every setting, optional: a PATCH changes only what it names. Built from CompanySettings so a
-# new setting appears in the API and its documentation without another edit.
+# Every setting, optional: a PATCH changes only what it names. Built from CompanySettings — each
+# field with its own constraints and description, so the document shows the limits that are
+# enforced and an explicit null is refused where the setting cannot be null.
 SettingsPatch = create_model(  # type: ignore[call-overload]
     "SettingsPatch",
     __config__=ConfigDict(extra="forbid"),
     **{
-        name: (field.annotation | None, None)  # type: ignore[operator]
+        name: (Annotated[field.annotation, field], unchanged())
         for name, field in CompanySettings.model_fields.items()
     },
 )

@@ -64,9 +64,7 @@ def get_staff(staff_id: int) -> StaffOut:
            body=StaffPatch, response=StaffOut, errors=(404, 422))
 def patch_staff(staff_id: int, body: StaffPatch) -> StaffOut:
     session = db.session()
-    changes = body.model_dump(exclude_unset=True)
-    for key in [k for k, v in changes.items() if v is None]:
-        del changes[key]
+    changes = body.model_dump(exclude_unset=True)  # nulls are refused by StaffPatch
     staff = directory.update_staff(session, current_company(), staff_id, changes)
     session.commit()
     return staff_out(staff)
@@ -106,7 +104,7 @@ def get_group(group_id: int) -> GroupOut:
            tag="groups", body=GroupPatch, response=GroupOut, errors=(404, 422))
 def patch_group(group_id: int, body: GroupPatch) -> GroupOut:
     session = db.session()
-    changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
+    changes = body.model_dump(exclude_unset=True)  # nulls are refused by GroupPatch
     group = directory.update_group(session, current_company(), group_id, changes)
     session.commit()
     return group_out(group)

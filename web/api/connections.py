@@ -1,0 +1,217 @@
+"""Staff members' external calendars: CalDAV discovery, connections, sync now, busy time."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import select
+
+from feeds import connections as conns
+from feeds.availability import check_range
+from feeds.company_settings import get_company_settings
+from feeds.directory import get_staff
+from feeds.errors import ValidationError
+from feeds.sources.caldav_source import discover_calendars
+from feeds.sources.fetch import FetchError
+from feeds.sync import sync_connection
+from models import BusyBlock, Connection
+from web import db
+from web.api import bp, current_company
+from web.api.registry import api_route
+
+Role = Literal["conflict", "linked", "additional"]
+Secret = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048)]
+
+
+class DiscoverIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: Url = Field(description="Any URL of the CalDAV server, e.g. https://caldav.fastmail.com/")
+    username: Secret
+    password: Secret = Field(description="For iCloud and Fastmail an app-specific password.")
+
+
+class RemoteCalendarOut(BaseModel):
+    url: str
+    name: str
+    color: str | None
+    writable: bool
+
+
+class DiscoverOut(BaseModel):
+    calendars: list[RemoteCalendarOut]
+
+
+class ConnectionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["ics", "caldav"]
+    url: Url
+    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+    username: Secret | None = None
+    password: Secret | None = None
+    roles: list[Role] = Field(default_factory=lambda: list[Role](["conflict"]), min_length=1)
+    sync_mode: Literal["realtime", "interval", "manual"] | None = None
+    interval_minutes: int | None = Field(default=None, ge=5, le=10080)
+    all_day: Literal["busy", "ignore"] = "busy"
+    treat_all_busy: bool = False
+
+
+class ConnectionPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
+    roles: list[Role] | None = Field(default=None, min_length=1)
+    sync_mode: Literal["realtime", "interval", "manual"] | None = None
+    interval_minutes: int | None = Field(default=None, ge=5, le=10080)
+    all_day: Literal["busy", "ignore"] | None = None
+    treat_all_busy: bool | None = None
+
+
+class ConnectionOut(BaseModel):
+    id: int
+    staff_id: int
+    kind: str
+    name: str
+    url: str = Field(description="The address with its secret parts removed.")
+    username: str | None
+    roles: list[str]
+    writable: bool | None
+    sync_mode: str
+    interval_minutes: int
+    all_day: str
+    treat_all_busy: bool
+    status: Literal["pending", "ok", "error", "stale"]
+    last_attempt_at: datetime | None
+    last_success_at: datetime | None
+    last_error: str | None
+    consecutive_failures: int
+    busy_count: int
+
+
+class ConnectionList(BaseModel):
+    connections: list[ConnectionOut]
+
+
+class BusyQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    start: AwareDatetime
+    end: AwareDatetime
+
+
+class BusyOut(BaseModel):
+    start: datetime
+    end: datetime
+    connection_id: int
+
+
+class BusyList(BaseModel):
+    busy: list[BusyOut]
+
+
+def connection_out(conn: Connection) -> ConnectionOut:
+    return ConnectionOut(
+        id=conn.id, staff_id=conn.staff_id, kind=conn.kind, name=conn.name, url=conn.url_display,
+        username=conn.username, roles=list(conn.roles or []), writable=conn.writable,
+        sync_mode=conn.sync_mode, interval_minutes=conn.interval_minutes, all_day=conn.all_day,
+        treat_all_busy=conn.treat_all_busy, status=conn.status,  # type: ignore[arg-type]
+        last_attempt_at=conn.last_attempt_at, last_success_at=conn.last_success_at,
+        last_error=conn.last_error, consecutive_failures=conn.consecutive_failures,
+        busy_count=conn.busy_count,
+    )
+
+
+@api_route(bp, "/caldav/discover", "POST", summary="List the calendars on a CalDAV server",
+           tag="connections", body=DiscoverIn, response=DiscoverOut, errors=(422,))
+def discover(body: DiscoverIn) -> DiscoverOut:
+    if not get_company_settings(current_company()).caldav_connections:
+        raise ValidationError("CalDAV connections are switched off for this company.", "url")
+    try:
+        found = discover_calendars(body.url, body.username, body.password,
+                                   allow_private=db.services().settings.allow_private_networks)
+    except FetchError as exc:
+        raise ValidationError(str(exc), "url") from exc
+    return DiscoverOut(calendars=[RemoteCalendarOut(url=c.url, name=c.name, color=c.color,
+                                                    writable=c.writable) for c in found])
+
+
+@api_route(bp, "/staff/<int:staff_id>/connections", "POST", summary="Connect a calendar",
+           tag="connections", body=ConnectionIn, response=ConnectionOut, status=201, errors=(404, 422))
+def create(staff_id: int, body: ConnectionIn) -> ConnectionOut:
+    session = db.session()
+    company = current_company()
+    company_settings = get_company_settings(company)
+    if body.kind == "ics" and not company_settings.ics_subscriptions:
+        raise ValidationError("ICS subscriptions are switched off for this company.", "kind")
+    if body.kind == "caldav" and not company_settings.caldav_connections:
+        raise ValidationError("CalDAV connections are switched off for this company.", "kind")
+    data = conns.ConnectionInput(
+        kind=body.kind, url=body.url, name=body.name, username=body.username, password=body.password,
+        roles=tuple(body.roles), sync_mode=body.sync_mode or company_settings.default_sync_mode,
+        interval_minutes=body.interval_minutes or company_settings.default_interval_minutes,
+        all_day=body.all_day, treat_all_busy=body.treat_all_busy,
+    )
+    services = db.services()
+    conn = conns.create_connection(session, company, services.vault, staff_id, data,
+                                   allow_private=services.settings.allow_private_networks)
+    session.commit()
+    return connection_out(conn)
+
+
+@api_route(bp, "/staff/<int:staff_id>/connections", "GET", summary="A staff member's calendars",
+           tag="connections", response=ConnectionList, errors=(404,))
+def list_for_staff(staff_id: int) -> ConnectionList:
+    session = db.session()
+    get_staff(session, current_company(), staff_id)
+    rows = conns.list_connections(session, current_company(), staff_id)
+    return ConnectionList(connections=[connection_out(c) for c in rows])
+
+
+@api_route(bp, "/connections/<int:connection_id>", "GET", summary="Get a connection",
+           tag="connections", response=ConnectionOut, errors=(404,))
+def get_one(connection_id: int) -> ConnectionOut:
+    return connection_out(conns.get_connection(db.session(), current_company(), connection_id))
+
+
+@api_route(bp, "/connections/<int:connection_id>", "PATCH", summary="Change a connection",
+           tag="connections", body=ConnectionPatch, response=ConnectionOut, errors=(404, 422))
+def patch(connection_id: int, body: ConnectionPatch) -> ConnectionOut:
+    session = db.session()
+    changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
+    conn = conns.update_connection(session, current_company(), connection_id, changes)
+    session.commit()
+    return connection_out(conn)
+
+
+@api_route(bp, "/connections/<int:connection_id>", "DELETE", summary="Remove a connection",
+           tag="connections", status=204, errors=(404,))
+def delete(connection_id: int) -> None:
+    session = db.session()
+    conns.delete_connection(session, current_company(), connection_id)
+    session.commit()
+
+
+@api_route(bp, "/connections/<int:connection_id>/sync", "POST", summary="Sync a connection now",
+           tag="connections", response=ConnectionOut, errors=(404,))
+def sync_now(connection_id: int) -> ConnectionOut:
+    session = db.session()
+    conns.get_connection(session, current_company(), connection_id)
+    session.rollback()  # no transaction may stay open while the sync uses the network
+    sync_connection(db.services().sync, connection_id)
+    session.expire_all()
+    return connection_out(conns.get_connection(session, current_company(), connection_id))
+
+
+@api_route(bp, "/staff/<int:staff_id>/busy", "GET", summary="Busy time read from a staff member's calendars",
+           tag="connections", query=BusyQuery, response=BusyList, errors=(404, 422))
+def busy(staff_id: int, query: BusyQuery) -> BusyList:
+    session = db.session()
+    get_staff(session, current_company(), staff_id)
+    check_range(query.start, query.end)
+    rows = session.execute(
+        select(BusyBlock.start_at, BusyBlock.end_at, BusyBlock.connection_id)
+        .where(BusyBlock.staff_id == staff_id, BusyBlock.start_at < query.end,
+               BusyBlock.end_at > query.start)
+        .order_by(BusyBlock.start_at)
+    ).all()
+    return BusyList(busy=[BusyOut(start=a, end=b, connection_id=c) for a, b, c in rows])
