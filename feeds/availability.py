@@ -1,4 +1,8 @@
-"""Availability: working hours minus appointments (and, later, busy blocks)."""
+"""Availability: working hours minus appointments minus busy blocks from staff calendars.
+
+A staff member whose calendar connection has never synced is *pending*: we do not know when they
+are busy, so they cannot be booked (and have no free slots) until it has.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from feeds.company_settings import get_company_settings
 from feeds.errors import ValidationError
 from feeds.working_hours import Interval, merge, parse_timezone, subtract, working_intervals
-from models import STATUS_CONFIRMED, Appointment, Staff
+from models import STATUS_CONFIRMED, Appointment, BusyBlock, Company, Connection, Staff
 
 MAX_RANGE = timedelta(days=366)
 
@@ -20,13 +25,14 @@ MAX_RANGE = timedelta(days=366)
 class Busy:
     start: datetime
     end: datetime
-    kind: str  # "appointment" (later also "calendar")
+    kind: str  # "appointment" or "calendar" (busy time from the staff member's own calendars)
 
 
 @dataclass(frozen=True)
 class Availability:
     slots: list[Interval]
     busy: list[Busy]
+    blocked: str | None = None  # why there are no slots at all (pending or stale calendar)
 
 
 def check_range(start: datetime, end: datetime) -> None:
@@ -58,7 +64,41 @@ def busy_times(
     )
     if exclude_appointment_id is not None:
         query = query.where(Appointment.id != exclude_appointment_id)
-    return [Busy(a, b, "appointment") for a, b in session.execute(query)]
+    found = [Busy(a, b, "appointment") for a, b in session.execute(query)]
+    # Busy blocks carry no title: only that the time is taken (staff privacy).
+    blocks = session.execute(
+        select(BusyBlock.start_at, BusyBlock.end_at)
+        .where(BusyBlock.staff_id == staff_id, BusyBlock.start_at < end, BusyBlock.end_at > start)
+        .order_by(BusyBlock.start_at)
+    )
+    found.extend(Busy(a, b, "calendar") for a, b in blocks)
+    return sorted(found, key=lambda b: (b.start, b.end))
+
+
+def calendar_blocker(session: Session, staff: Staff) -> str | None:
+    """Why this staff member cannot be booked because of their calendar connections, or None.
+
+    Pending (a connection never synced) always blocks; a stale connection blocks only when the
+    company's stale_policy says so.
+    """
+    rows = session.execute(
+        select(Connection.name, Connection.last_success_at, Connection.status)
+        .where(Connection.staff_id == staff.id)
+    ).all()
+    for name, last_success, _status in rows:
+        if last_success is None:
+            return (
+                f"{staff.name}'s calendar connection '{name}' has not synced yet, so their busy "
+                "time is unknown; try again in a minute or use 'Sync now'."
+            )
+    if any(status == "stale" for _n, _l, status in rows):
+        company = session.get(Company, staff.company_id)
+        if company is not None and get_company_settings(company).stale_policy == "block":
+            return (
+                f"{staff.name}'s calendar has not synced for too long, so their busy time may be "
+                "out of date; fix the connection (see Sync health) before booking."
+            )
+    return None
 
 
 def find_availability(
@@ -75,6 +115,9 @@ def find_availability(
         raise ValidationError("duration must be between 1 minute and 24 hours.", "duration")
     step = step or duration
     busy = busy_times(session, staff.id, start, end)
+    blocked = calendar_blocker(session, staff)
+    if blocked:
+        return Availability(slots=[], busy=busy, blocked=blocked)
     free = subtract(
         merge(list(working_intervals(staff.working_hours, staff.timezone, start, end))),
         merge([(b.start, b.end) for b in busy]),

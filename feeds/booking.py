@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from feeds.availability import busy_times, check_range
+from feeds.availability import busy_times, calendar_blocker, check_range
 from feeds.errors import NotFoundError, SchedulingError, ValidationError
 from feeds.working_hours import merge, working_intervals
 from models import STATUS_CANCELLED, STATUS_CONFIRMED, Appointment, Company, Customer, Staff, utcnow
@@ -78,9 +78,18 @@ def check_slot(
                 f"{staff.name} does not work at that time; choose a slot within their "
                 "working hours (see the availability endpoint)."
             )
-    if busy_times(session, staff.id, start, end, exclude_appointment_id):
+    blocker = calendar_blocker(session, staff)
+    if blocker:
+        raise SchedulingError(blocker)
+    taken = busy_times(session, staff.id, start, end, exclude_appointment_id)
+    if any(b.kind == "appointment" for b in taken):
         raise SchedulingError(
             f"{staff.name} already has an appointment at that time; choose another slot."
+        )
+    if taken:
+        # Say that, not what: the staff member's own calendar stays private.
+        raise SchedulingError(
+            f"{staff.name} is busy at that time in their own calendar; choose another slot."
         )
 
 

@@ -89,7 +89,7 @@ def test_range_clips_working_hours(api: Api, staff: dict[str, Any]) -> None:
 def test_no_slots_on_days_off(api: Api, staff: dict[str, Any]) -> None:
     # Saturday and Sunday.
     got = availability(api, staff["id"], utc(2030, 1, 5), utc(2030, 1, 7), duration=30)
-    assert got == {"slots": [], "busy": []}
+    assert got == {"slots": [], "busy": [], "blocked": None}
 
 
 def test_booked_appointments_are_busy_not_free(api: Api, staff: dict[str, Any]) -> None:

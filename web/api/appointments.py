@@ -112,4 +112,5 @@ def staff_availability(staff_id: int, query: AvailabilityQuery) -> AvailabilityO
     return AvailabilityOut(
         slots=[Period(start=a, end=b) for a, b in result.slots],
         busy=[BusyPeriod(start=b.start, end=b.end, kind=b.kind) for b in result.busy],
+        blocked=result.blocked,
     )

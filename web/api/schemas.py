@@ -193,6 +193,11 @@ class BusyPeriod(Period):
 class AvailabilityOut(BaseModel):
     slots: list[Period]
     busy: list[BusyPeriod]
+    blocked: str | None = Field(
+        default=None,
+        description="Why no slot is offered at all: a calendar connection that has not synced yet "
+        "(pending), or a stale one when the company blocks booking then.",
+    )
 
 
 # --- feeds ----------------------------------------------------------------------------------
