@@ -55,12 +55,12 @@ def check_host(url: str, allow_private: bool) -> None:
                                      type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ValidationError(
-            f"The host name '{host}' was not found; check the calendar address.", "url"
+            f"The host name '{host}' was not found; check the calendar address.", "url", "address"
         ) from exc
     for answer in answers:
         problem = address_problem(str(answer[4][0]).split("%")[0], allow_private)
         if problem:
-            raise ValidationError(f"That calendar address is not allowed: {problem}.", "url")
+            raise ValidationError(f"That calendar address is not allowed: {problem}.", "url", "address")
 
 
 def _validate(data: ConnectionInput) -> None:

@@ -18,9 +18,10 @@ class NotFoundError(CalsyncError):
 class ValidationError(CalsyncError):
     """Input is well-formed but not acceptable; `field` names what to fix."""
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    def __init__(self, message: str, field: str | None = None, kind: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+        self.kind = kind  # e.g. "address": the URL itself is malformed or not allowed
 
 
 class SchedulingError(CalsyncError):

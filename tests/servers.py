@@ -67,11 +67,20 @@ def radicale(tmp_path: Path) -> Iterator[CalDAVServer]:
 
     users = tmp_path / "radicale-users"
     users.write_text("zoe:app-password-1\nreader:reader-pass\n")
+    # Owners write their own calendars; "reader" may only read zoe/work (a calendar shared
+    # read-only, as a colleague's calendar often is).
+    rights = tmp_path / "radicale-rights"
+    rights.write_text(
+        "[reader-on-zoe]\nuser: reader\ncollection: zoe/work(/.*)?\npermissions: r\n\n"
+        "[reader-principal-of-zoe]\nuser: reader\ncollection: zoe\npermissions: R\n\n"
+        "[owner]\nuser: .+\ncollection: {user}(/.*)?\npermissions: RrWw\n\n"
+        "[root]\nuser: .+\ncollection:\npermissions: R\n"
+    )
     cfg = radicale.config.load([])
     cfg.update({
         "auth": {"type": "htpasswd", "htpasswd_filename": str(users), "htpasswd_encryption": "plain"},
         "storage": {"filesystem_folder": str(tmp_path / "radicale-data")},
-        "rights": {"type": "owner_only"},
+        "rights": {"type": "from_file", "file": str(rights)},
     }, "test", privileged=True)
     server, url = _serve_wsgi(radicale.Application(cfg))
     yield CalDAVServer("radicale", url, "zoe", "app-password-1", "/zoe/")

@@ -65,9 +65,11 @@ def normalise_calendar_url(url: str) -> str:
     """
     text = (url or "").strip()
     if not text:
-        raise ValidationError("Enter the calendar's address (an https:// or webcal:// URL).", "url")
+        raise ValidationError(
+            "Enter the calendar's address (an https:// or webcal:// URL).", "url", "address"
+        )
     if len(text) > 2048:
-        raise ValidationError("That address is too long (over 2048 characters).", "url")
+        raise ValidationError("That address is too long (over 2048 characters).", "url", "address")
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme in ("webcal", "webcals"):
@@ -75,22 +77,23 @@ def normalise_calendar_url(url: str) -> str:
         scheme = "https"
     if scheme not in ("http", "https"):
         raise ValidationError(
-            "Only http://, https:// and webcal:// calendar addresses can be subscribed to.", "url"
+            "Only http://, https:// and webcal:// calendar addresses can be subscribed to.", "url", "address"
         )
     if not parts.hostname:
-        raise ValidationError("That address has no host name.", "url")
+        raise ValidationError("That address has no host name.", "url", "address")
     if parts.username or parts.password:
         raise ValidationError(
             "Remove the user name and password from the address; use a CalDAV connection for "
             "calendars that need a login.",
             "url",
+            "address",
         )
     try:
         parts.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError as exc:
-        raise ValidationError("That address has an invalid port number.", "url") from exc
+        raise ValidationError("That address has an invalid port number.", "url", "address") from exc
     if any(ch in text for ch in "\r\n\t "):
-        raise ValidationError("That address contains spaces or line breaks.", "url")
+        raise ValidationError("That address contains spaces or line breaks.", "url", "address")
     return urlunsplit((scheme, parts.netloc, parts.path or "/", parts.query, ""))
 
 

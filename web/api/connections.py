@@ -19,6 +19,7 @@ from feeds.sync import sync_connection
 from models import BusyBlock, Connection
 from web import db
 from web.api import bp, current_company
+from web.api.errors import ApiError
 from web.api.registry import api_route
 
 Role = Literal["conflict", "linked", "additional"]
@@ -152,8 +153,14 @@ def create(staff_id: int, body: ConnectionIn) -> ConnectionOut:
         all_day=body.all_day, treat_all_busy=body.treat_all_busy,
     )
     services = db.services()
-    conn = conns.create_connection(session, company, services.vault, staff_id, data,
-                                   allow_private=services.settings.allow_private_networks)
+    try:
+        conn = conns.create_connection(session, company, services.vault, staff_id, data,
+                                       allow_private=services.settings.allow_private_networks)
+    except ValidationError as exc:
+        if exc.field == "url" and exc.kind == "address":
+            # A blocked or malformed address is a bad request, not a semantic one (issue #3).
+            raise ApiError(400, str(exc), "url") from exc
+        raise
     session.commit()
     return connection_out(conn)
 
