@@ -227,3 +227,26 @@ def test_caldav_wrong_password_is_a_sentence(world: World, radicale: CalDAVServe
     assert outcome.status == "error"
     assert world.connection(cid).last_error_kind == "auth"
     assert "password" in (outcome.error or "")
+
+
+def test_stale_connections_alert_and_the_policy_decides_booking(world: World, api,  # type: ignore[no-untyped-def]
+                                                                 calendar_http: CalendarHTTPServer) -> None:
+    from feeds.health import mark_stale
+
+    url = calendar_http.add("/cal.ics", ics((day(1), day(1, 10), "")))
+    cid = world.connect(kind="ics", url=url)
+    world.sync(cid)
+    with world.services.sessions.begin() as s:
+        s.get(Connection, cid).last_success_at = datetime.now(UTC) - timedelta(hours=30)
+    with world.services.sessions.begin() as s:
+        assert mark_stale(s, datetime.now(UTC)) == 1
+    assert world.connection(cid).status == "stale"
+    with world.services.sessions() as s:
+        assert s.scalars(select(Alert)).one().kind == "stale"
+    # keep (default): the last busy times still block, other times are bookable
+    slot = (day(2, 14).isoformat(), day(2, 15).isoformat())
+    resp = api.book(world.staff_id, *slot)
+    assert resp.status_code == 201, resp.get_json()
+    api.patch("/settings", {"stale_policy": "block"})
+    refused = api.book(world.staff_id, day(3, 14).isoformat(), day(3, 15).isoformat())
+    assert refused.status_code == 409 and "not synced for too long" in refused.get_json()["error"]

@@ -1,0 +1,129 @@
+"""Stored CalDAV passwords and secret calendar addresses: sealed at rest, key outside the
+database, rotation with `calsync rotate-credentials-key`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import create_engine, text
+
+from feeds.credentials import KEY_FILE, CredentialsError, Vault, new_key, parse_keys
+from feeds.settings import Settings
+from tests.conftest import Api
+from tests.servers import CalendarHTTPServer
+from web import create_app
+from web.cli import main
+
+ICS = b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nEND:VCALENDAR\r\n"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"allow_private_networks": True})
+
+
+def _stored(settings: Settings) -> list[tuple[str, str | None]]:
+    engine = create_engine(settings.resolved_database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT url_sealed, password_sealed FROM connection")).all()
+    engine.dispose()
+    return [(r[0], r[1]) for r in rows]
+
+
+def test_a_database_copy_alone_reveals_no_address(
+    api: Api, settings: Settings, calendar_http: CalendarHTTPServer
+) -> None:
+    url = calendar_http.add("/private-abcdef0123456789/basic.ics", ICS)
+    api.post("/staff", {"name": "A", "email": "a@example.com"})
+    assert api.post("/staff/1/connections", {"kind": "ics", "url": url}).status_code == 201
+    database = Path(settings.resolved_database_url.removeprefix("sqlite:///")).read_bytes()
+    assert b"private-abcdef0123456789" not in database
+    assert (settings.data_dir / KEY_FILE).stat().st_mode & 0o077 == 0
+
+
+def test_rotation_with_the_key_in_the_data_dir(
+    api: Api,
+    settings: Settings,
+    monkeypatch,  # type: ignore[no-untyped-def]
+    calendar_http: CalendarHTTPServer,
+) -> None:
+    url = calendar_http.add("/c.ics", ICS)
+    api.post("/staff", {"name": "A", "email": "a@example.com"})
+    api.post("/staff/1/connections", {"kind": "ics", "url": url})
+    key_file = settings.data_dir / KEY_FILE
+    old = parse_keys(key_file.read_text())
+    for name, value in {
+        "CALSYNC_DATA_DIR": str(settings.data_dir),
+        "CALSYNC_DATABASE_URL": settings.resolved_database_url,
+        "CALSYNC_SECRET_KEY": settings.secret_key or "",
+    }.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(main, ["rotate-credentials-key"])
+    assert result.exit_code == 0, result.output
+    new = parse_keys(key_file.read_text())
+    assert len(new) == 1 and new != old
+    ((sealed_url, _),) = _stored(settings)
+    assert Vault(new).open(sealed_url) == url
+    with pytest.raises(CredentialsError):
+        Vault(old).open(sealed_url)
+    # The app keeps working with the rotated key.
+    app = create_app(settings)
+    assert app.extensions["calsync"].vault.open(sealed_url) == url
+
+
+def test_rotation_with_keys_from_the_environment(settings: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    first = new_key()
+    app = create_app(settings.model_copy(update={"credentials_key": first}))
+    vault = app.extensions["calsync"].vault
+    with app.extensions["calsync"].sessions.begin() as s:
+        s.execute(
+            text(
+                "INSERT INTO company (id, name, timezone, settings, feed_epoch, "
+                "feed_epoch_changed_at, created_at) VALUES (1, 'C', 'UTC', '{}', 1, "
+                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+        s.execute(
+            text(
+                "INSERT INTO staff (id, company_id, name, email, timezone, working_hours, "
+                "feed_revision, feed_changed_at, created_at) VALUES (1, 1, 'A', 'a@x', 'UTC', "
+                "'{}', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+        s.execute(
+            text(
+                "INSERT INTO connection (company_id, staff_id, kind, name, url_sealed, "
+                "url_display, password_sealed, roles, sync_mode, interval_minutes, all_day, "
+                "treat_all_busy, status, consecutive_failures, busy_count, created_at, "
+                "updated_at, extra) VALUES (1, 1, 'caldav', 'n', :u, 'd', :p, '[]', 'manual', "
+                "30, 'busy', 0, 'pending', 0, 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, '{}')"
+            ),
+            {"u": vault.seal("https://dav.example/cal/"), "p": vault.seal("app-password")},
+        )
+    second = new_key()
+    env = {
+        "CALSYNC_DATA_DIR": str(settings.data_dir),
+        "CALSYNC_DATABASE_URL": settings.resolved_database_url,
+        "CALSYNC_SECRET_KEY": settings.secret_key or "",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CALSYNC_CREDENTIALS_KEY", first)
+    refused = CliRunner().invoke(main, ["rotate-credentials-key"])
+    assert refused.exit_code != 0 and "Put a new key first" in refused.output
+    monkeypatch.setenv("CALSYNC_CREDENTIALS_KEY", f"{second},{first}")
+    result = CliRunner().invoke(main, ["rotate-credentials-key"])
+    assert result.exit_code == 0, result.output
+    ((url, password),) = _stored(settings)
+    assert Vault([second]).open(url) == "https://dav.example/cal/"
+    assert Vault([second]).open(password or "") == "app-password"
+
+
+def test_a_bad_key_is_a_sentence(settings: Settings) -> None:
+    from feeds.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as err:
+        create_app(settings.model_copy(update={"credentials_key": "not-a-fernet-key"}))
+    assert "CALSYNC_CREDENTIALS_KEY" in str(err.value)
