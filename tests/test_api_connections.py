@@ -205,3 +205,18 @@ def test_connections_of_unknown_staff_and_ids_are_404(api: Api) -> None:
     assert api.get("/staff/999/connections").status_code == 404
     assert api.post("/connections/999/sync").status_code == 404
     assert api.patch("/connections/999", {"name": "x"}).status_code == 404
+
+
+def test_busy_time_from_staff_calendars_never_reaches_a_feed(
+    api: Api, staff: dict, calendar_http: CalendarHTTPServer
+) -> None:
+    url = calendar_http.add("/c.ics", busy_ics((at(2, 10), at(2, 12))))
+    conn = api.post(f"/staff/{staff['id']}/connections", {"kind": "ics", "url": url}).get_json()
+    assert api.post(f"/connections/{conn['id']}/sync").get_json()["busy_count"] == 1
+    booked = api.book(staff["id"], iso(at(3, 9)), iso(at(3, 10))).get_json()
+    group = api.post("/groups", {"name": "All", "staff_ids": [staff["id"]]}).get_json()
+    for scope, scope_id in (("staff", staff["id"]), ("group", group["id"])):
+        for privacy in ("full", "limited", "busy"):
+            body = api.client.get(api.feed_url(scope, scope_id, privacy)).get_data(as_text=True)
+            assert body.count("BEGIN:VEVENT") == 1 and booked["uid"] in body
+            assert "Therapy" not in body and f"{at(2, 10):%Y%m%dT%H%M}" not in body
