@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from feeds.availability import busy_times, calendar_blocker, check_range
+from feeds.change_effects import after_change
 from feeds.errors import NotFoundError, SchedulingError, ValidationError
 from feeds.working_hours import merge, working_intervals
 from models import STATUS_CANCELLED, STATUS_CONFIRMED, Appointment, Company, Customer, Staff, utcnow
@@ -126,6 +127,7 @@ def book_appointment(
     customer: CustomerDetails,
     location: str | None = None,
     notes: str | None = None,
+    source: str = "api",
 ) -> Appointment:
     staff = lock_staff(session, company, staff_id)
     check_slot(session, staff, start, end)
@@ -150,6 +152,7 @@ def book_appointment(
     )
     session.add(appointment)
     session.flush()
+    after_change(session, appointment, "booked", source, start=start, end=end)
     return appointment
 
 
@@ -177,6 +180,7 @@ def reschedule_appointment(
     start: datetime,
     end: datetime,
     within_working_hours: bool = True,
+    source: str = "api",
 ) -> Appointment:
     appointment = get_appointment(session, company, appointment_id)
     staff = lock_staff(session, company, appointment.staff_id)
@@ -193,13 +197,18 @@ def reschedule_appointment(
         exclude_appointment_id=appointment.id,
         within_working_hours=within_working_hours,
     )
+    previous = (appointment.start_at, appointment.end_at)
     appointment.start_at, appointment.end_at = start.astimezone(UTC), end.astimezone(UTC)
     _touch(appointment, new_sequence=True)
     session.flush()
+    after_change(session, appointment, "rescheduled", source, start=appointment.start_at,
+                 end=appointment.end_at, previous_start=previous[0], previous_end=previous[1])
     return appointment
 
 
-def cancel_appointment(session: Session, company: Company, appointment_id: int) -> Appointment:
+def cancel_appointment(
+    session: Session, company: Company, appointment_id: int, *, source: str = "api"
+) -> Appointment:
     appointment = get_appointment(session, company, appointment_id)
     lock_staff(session, company, appointment.staff_id)
     session.refresh(appointment)
@@ -208,6 +217,7 @@ def cancel_appointment(session: Session, company: Company, appointment_id: int) 
     appointment.status = STATUS_CANCELLED
     _touch(appointment, new_sequence=True)
     session.flush()
+    after_change(session, appointment, "cancelled", source)
     return appointment
 
 

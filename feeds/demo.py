@@ -132,6 +132,7 @@ def load_demo(
             ),
             location=rng.choice([None, "Salon Mitte, Torstraße 1, 10119 Berlin", "Room 2"]),
             notes=rng.choice(NOTES),
+            source="demo",
         )
         booked += 1
     return DemoResult([s.id for s in staff], [g.id for g in groups], booked)

@@ -8,8 +8,13 @@ from models.connection import Alert, BusyBlock, Connection, SyncItem
 from models.feed import FeedFragment, FeedSegment, FeedToken
 from models.session import make_engine, make_session_factory
 from models.staff import Group, Staff, group_member
+from models.twoway import AppointmentChange, Conflict, LinkedItem, OutboxEmail
 
 __all__ = [
+    "AppointmentChange",
+    "Conflict",
+    "LinkedItem",
+    "OutboxEmail",
     "Alert",
     "BusyBlock",
     "Connection",

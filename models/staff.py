@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Integer, String, Table
+from sqlalchemy import JSON, Column, ForeignKey, Integer, String, Table, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, UTCDateTime, utcnow
@@ -33,6 +33,8 @@ class Staff(Base):
     # The UPDATE that bumps it doubles as the per-staff write lock for booking.
     feed_revision: Mapped[int] = mapped_column(Integer, default=1)
     feed_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Per-staff opt-out of bidirectional sync (the company toggle turns it on for everyone).
+    bidirectional_opt_out: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     groups: Mapped[list[Group]] = relationship(

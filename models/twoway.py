@@ -1,0 +1,106 @@
+"""Two-way sync and customer email: the outbox, appointment history, conflicts, and the state of
+each appointment's copy in a staff member's linked or additional calendar."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, UTCDateTime, utcnow
+
+
+class OutboxEmail(Base):
+    """An email written in the same transaction as the change that causes it, sent later.
+
+    (uid, sequence, kind) is unique: the same change can never be emailed twice, whichever
+    worker picks it up or however often delivery is retried.
+    """
+
+    __tablename__ = "outbox_email"
+    __table_args__ = (
+        UniqueConstraint("dedupe_key", name="uq_outbox_email_dedupe_key"),
+        Index("ix_outbox_email_status_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("company.id", ondelete="CASCADE"), index=True)
+    appointment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("appointment.id", ondelete="SET NULL"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(32))  # booked | rescheduled | cancelled | alert | invitation
+    method: Mapped[str | None] = mapped_column(String(16))  # iTIP REQUEST | CANCEL
+    uid: Mapped[str | None] = mapped_column(String(255))
+    sequence: Mapped[int | None] = mapped_column(Integer)
+    dedupe_key: Mapped[str] = mapped_column(String(400))
+    to_address: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(300))
+    message: Mapped[bytes] = mapped_column(LargeBinary)  # the whole RFC 5322 message
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AppointmentChange(Base):
+    """One applied change of an appointment: what, from where, by whom."""
+
+    __tablename__ = "appointment_change"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    appointment_id: Mapped[int] = mapped_column(ForeignKey("appointment.id", ondelete="CASCADE"), index=True)
+    action: Mapped[str] = mapped_column(String(32))  # booked | rescheduled | cancelled | restored
+    source: Mapped[str] = mapped_column(String(32))  # api | admin | calendar | conflict
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    sequence: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LinkedItem(Base):
+    """The copy of one appointment in one linked/additional calendar, and what we last knew of
+    it: the sync state two-way sync compares against (href, ETag, content hash)."""
+
+    __tablename__ = "linked_item"
+    __table_args__ = (UniqueConstraint("connection_id", "appointment_id", name="uq_linked_item_conn_appt"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connection.id", ondelete="CASCADE"), index=True)
+    appointment_id: Mapped[int] = mapped_column(ForeignKey("appointment.id", ondelete="CASCADE"), index=True)
+    href: Mapped[str | None] = mapped_column(String(1000))
+    etag: Mapped[str | None] = mapped_column(String(300))
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    # The appointment as it was when the calendar copy was last in step with it.
+    pushed_revision: Mapped[int] = mapped_column(Integer, default=0)
+    pushed_sequence: Mapped[int] = mapped_column(Integer, default=0)
+    synced_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    synced_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | synced | deleted | error
+    last_error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Conflict(Base):
+    """A calendar-side change that was not applied: both sides changed, or the move collides."""
+
+    __tablename__ = "sync_conflict"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("company.id", ondelete="CASCADE"), index=True)
+    appointment_id: Mapped[int] = mapped_column(ForeignKey("appointment.id", ondelete="CASCADE"), index=True)
+    connection_id: Mapped[int | None] = mapped_column(ForeignKey("connection.id", ondelete="SET NULL"))
+    reason: Mapped[str] = mapped_column(Text)
+    calendar_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    calendar_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    calendar_deleted: Mapped[bool] = mapped_column(default=False)
+    platform_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    platform_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | resolved
+    resolution: Mapped[str | None] = mapped_column(String(16))  # platform | calendar
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
