@@ -404,6 +404,8 @@ def _print_table(rows: list[Row], info: list[str]) -> None:
             ratio = ""
         elif row.metric.startswith("first GET after a change") or row.metric.startswith("cold"):
             ratio = f"{1 / row.ratio:,.1f}× faster"
+        elif row.ratio < 0.1:  # a small share reads better as a percentage
+            ratio = f"{row.ratio:.1%}"
         else:
             ratio = f"{row.ratio:.2f}"
         result = "" if row.passed is None else ("PASS" if row.passed else "MISS")

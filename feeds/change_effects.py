@@ -15,10 +15,27 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from feeds.history import record_change
+from feeds.notifications import queue_customer_email
+from feeds.push import queue_pushes
 from models import Appointment
+
+JOBS_KEY = "calsync_jobs_after_commit"
+
+
+def request_job(session: Session, task: str, argument: int) -> None:
+    """Ask for a background job once this transaction commits (never if it rolls back).
+
+    The web app hooks the session factory's after_commit event and enqueues these; the rows
+    written in the transaction stay the source of truth, so a lost enqueue only delays work
+    until the next periodic run.
+    """
+    session.info.setdefault(JOBS_KEY, set()).add((task, argument))
 
 
 def after_change(
     session: Session, appointment: Appointment, action: str, source: str, **detail: Any
 ) -> None:
     record_change(session, appointment, action, source, **detail)
+    queue_customer_email(session, appointment, action, source)
+    for connection_id in queue_pushes(session, appointment):
+        request_job(session, "sync_connection", connection_id)

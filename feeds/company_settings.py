@@ -77,6 +77,27 @@ class CompanySettings(BaseModel):
             "booking the staff member until it syncs again."
         ),
     )
+    bidirectional_sync: bool = Field(
+        default=False,
+        description=(
+            "Apply moves and deletions that staff make in their linked calendar to the booking, "
+            "and email the customer. Off: the booked time wins and the calendar is put back."
+        ),
+    )
+    calendar_delete_action: Literal["cancel", "restore"] = Field(
+        default="cancel",
+        description=(
+            "With two-way sync, what deleting a booking in the linked calendar does: 'cancel' the "
+            "appointment (the customer is emailed) or 'restore' the event in the calendar."
+        ),
+    )
+    cancelled_in_calendar: Literal["delete", "mark"] = Field(
+        default="delete",
+        description=(
+            "What a cancelled appointment becomes in staff calendars: 'delete' the event, or "
+            "'mark' it cancelled and keep it."
+        ),
+    )
 
 
 def get_company_settings(company: Company) -> CompanySettings:

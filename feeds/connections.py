@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from feeds.credentials import Vault
 from feeds.directory import get_staff
 from feeds.errors import NotFoundError, ValidationError
+from feeds.push import queue_existing
 from feeds.sources.addresses import address_problem, normalise_calendar_url, redact_url
 from feeds.sources.caldav_source import calendar_writable
 from feeds.sources.fetch import FetchError
@@ -42,6 +43,7 @@ class ConnectionInput:
     interval_minutes: int = 30
     all_day: str = "busy"
     treat_all_busy: bool = False
+    push_existing: bool = False  # copy upcoming appointments into a linked/additional calendar
 
 
 def check_host(url: str, allow_private: bool) -> None:
@@ -124,6 +126,9 @@ def create_connection(
     )
     session.add(conn)
     session.flush()
+    if data.push_existing and set(roles) & WRITE_ROLES:
+        # Only when asked: a staff member may not want months of bookings appearing at once.
+        queue_existing(session, conn, now)
     return conn
 
 

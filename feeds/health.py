@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from feeds.company_settings import get_company_settings
+from feeds.notifications import queue_alert_emails
 from models import Alert, Company, Connection
 
 REALTIME_SECONDS = 60
@@ -42,6 +43,15 @@ def _open_alert(session: Session, conn: Connection, kind: str) -> Alert | None:
     )
 
 
+def _raise_alert(session: Session, conn: Connection, kind: str, now: datetime, message: str) -> Alert:
+    """Open an alert episode and email it (admins and the staff member) in the same transaction."""
+    alert = Alert(company_id=conn.company_id, connection_id=conn.id, kind=kind, created_at=now,
+                  message=message)
+    session.add(alert)
+    queue_alert_emails(session, alert)
+    return alert
+
+
 def record_success(session: Session, conn: Connection, now: datetime) -> None:
     conn.status = "ok"
     conn.last_success_at = now
@@ -68,11 +78,9 @@ def record_failure(session: Session, conn: Connection, kind: str, message: str, 
     settings = get_company_settings(company)
     failing = conn.consecutive_failures >= settings.alert_after_failures
     if failing and _open_alert(session, conn, "failing") is None:
-        session.add(Alert(
-            company_id=conn.company_id, connection_id=conn.id, kind="failing", created_at=now,
-            message=f"The calendar '{conn.name}' has failed to sync {conn.consecutive_failures} times "
-                    f"in a row: {message}",
-        ))
+        _raise_alert(session, conn, "failing", now,
+                     f"The calendar '{conn.name}' has failed to sync {conn.consecutive_failures} times "
+                     f"in a row: {message}")
 
 
 def mark_stale(session: Session, now: datetime) -> int:
@@ -89,9 +97,7 @@ def mark_stale(session: Session, now: datetime) -> int:
             conn.status = "stale"
             count += 1
             if _open_alert(session, conn, "stale") is None:
-                session.add(Alert(
-                    company_id=conn.company_id, connection_id=conn.id, kind="stale", created_at=now,
-                    message=f"The calendar '{conn.name}' has not synced since "
-                            f"{conn.last_success_at:%Y-%m-%d %H:%M} UTC.",
-                ))
+                _raise_alert(session, conn, "stale", now,
+                             f"The calendar '{conn.name}' has not synced since "
+                             f"{conn.last_success_at:%Y-%m-%d %H:%M} UTC.")
     return count

@@ -1,4 +1,5 @@
-"""Background work on a Huey queue: find due connections every minute, sync each in its own job.
+"""Background work on a Huey queue: find due connections every minute, sync each in its own job;
+deliver the email outbox.
 
 Storage: SQLite in the data dir for the embedded default (the consumer runs inside
 `calsync serve`), Redis with CALSYNC_QUEUE_URL=redis://... where `calsync worker` processes on
@@ -19,6 +20,7 @@ from huey import Huey, RedisHuey, SqliteHuey, crontab
 from sqlalchemy import or_, select
 
 from feeds.health import mark_stale
+from feeds.mailer import DeliveryReport, MailContext, deliver_due, due_email_ids
 from feeds.sync import SyncContext, SyncOutcome, sync_connection
 from models import Connection, utcnow
 
@@ -50,15 +52,20 @@ def due_connection_ids(ctx: SyncContext, now: datetime, limit: int = 1000) -> li
 class Jobs:
     """The queue and its tasks, bound to one SyncContext."""
 
-    def __init__(self, huey: Huey, context: Callable[[], SyncContext]) -> None:
+    def __init__(self, huey: Huey, context: Callable[[], SyncContext],
+                 mail: Callable[[], MailContext] | None = None) -> None:
         self.huey = huey
         self._context = context
+        self._mail = mail
         # Retries are the sync's own business (backoff recorded in the connection's health);
         # a job that fails outright is simply picked up again by the next schedule run.
         self.sync_task = huey.task(name="sync_connection")(self._sync)
         self.schedule_task = huey.periodic_task(crontab(minute="*"), name="schedule_due")(
             self._schedule_due
         )
+        # Also the feeds.mailer's business: leases keep two deliver jobs from sending the same
+        # email, and failed attempts are rescheduled in the outbox row, found by the schedule.
+        self.deliver_task = huey.task(name="deliver_outbox")(self._deliver)
 
     def _sync(self, connection_id: int) -> dict[str, Any]:
         outcome: SyncOutcome = sync_connection(self._context(), connection_id)
@@ -74,10 +81,30 @@ class Jobs:
             self.sync_task(connection_id)
         if due:
             log.info("queued %d due connection syncs", len(due))
+        self._schedule_delivery(now)
         return len(due)
+
+    def _deliver(self) -> dict[str, Any]:
+        report = deliver_due(self._mail()) if self._mail else DeliveryReport(not_configured=True)
+        return asdict(report)
+
+    def _schedule_delivery(self, now: datetime) -> None:
+        """Queue a delivery run when emails are due: the outbox rows are the source of truth,
+        so an email whose enqueue after commit was lost goes out within a minute."""
+        mail = self._mail() if self._mail else None
+        if mail is not None and mail.smtp is not None and due_email_ids(mail, now, limit=1):
+            self.deliver_task()
+
+    def enqueue_delivery(self) -> None:
+        self.deliver_task()
 
     def enqueue_sync(self, connection_id: int) -> None:
         self.sync_task(connection_id)
+
+    def enqueue(self, task: str, argument: int) -> None:
+        """Enqueue a task requested with change_effects.request_job."""
+        tasks = {"sync_connection": self.sync_task}
+        tasks[task](argument)
 
     def consumer(self, workers: int = 2, periodic: bool = True) -> Any:
         return self.huey.create_consumer(

@@ -12,11 +12,13 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from feeds.errors import ConfigurationError
+from feeds.mime import check_address
+from feeds.smtp import parse_smtp_url
 
 ENV_PREFIX = "CALSYNC_"
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
@@ -98,6 +100,32 @@ class Settings(BaseModel):
         default=10_000, ge=100, le=1_000_000,
         description="CALSYNC_MAX_OCCURRENCES: busy blocks read from one connection per sync window.",
     )
+    mail_from: str = Field(
+        default="calsync@localhost",
+        description=(
+            "CALSYNC_MAIL_FROM: sender of every email and ORGANIZER of the calendar invitations "
+            "customers receive; use an address of your domain that accepts replies."
+        ),
+    )
+    smtp_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "CALSYNC_SMTP_URL: mail server, e.g. smtp://user:pass@host:587?starttls=1 or "
+            "smtps://user:pass@host:465 (URL-encode special characters of the password). "
+            "Unset: emails stay in the outbox, visible through the API, and are not sent."
+        ),
+    )
+    smtp_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=300,
+        description="CALSYNC_SMTP_TIMEOUT_SECONDS: time allowed for each exchange with the mail server.",
+    )
+    mail_max_attempts: int = Field(
+        default=8, ge=1, le=50,
+        description=(
+            "CALSYNC_MAIL_MAX_ATTEMPTS: delivery attempts of one email, with growing pauses "
+            "between them, before it is marked failed (it can then be retried through the API)."
+        ),
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -112,6 +140,19 @@ class Settings(BaseModel):
                 "is not a SQLAlchemy database URL such as postgresql+psycopg://user@host/calsync "
                 f"({exc})"
             ) from exc
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from_is_an_address(cls, value: str) -> str:
+        return check_address(value)
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        parse_smtp_url(value.get_secret_value())  # raises ValueError without the password
         return value
 
     @field_validator("base_url")

@@ -18,6 +18,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,12 +27,15 @@ from feeds.company_settings import get_company_settings
 from feeds.credentials import Vault
 from feeds.errors import CalsyncError
 from feeds.health import record_failure, record_success
+from feeds.push import PushJob, PushResult, content_hash, execute_push, job_for, plan_pushes, record_push
 from feeds.sources.busy_time import BusyOptions, CalendarDataError, extract_busy, parse_calendars
-from feeds.sources.caldav_source import read_changes
+from feeds.sources.caldav_source import dav_client, read_changes
 from feeds.sources.fetch import FetchError, FetchLimits, fetch_url
-from models import BusyBlock, Company, Connection, Staff, SyncItem, utcnow
+from feeds.twoway import reconcile, reconcile_item
+from models import Appointment, BusyBlock, Company, Connection, LinkedItem, Staff, SyncItem, utcnow
 
 log = logging.getLogger("calsync.sync")
+WRITE_ROLES = {"linked", "additional"}
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,9 @@ class _Job:
     ctag: str | None
     known: dict[str, str]
     had_busy: bool
+    writes: bool = False  # a linked/additional calendar: reconcile and push too
+    ours: frozenset[str] = frozenset()  # hrefs of our bookings in it
+    our_uids: frozenset[str] = frozenset()  # UIDs of the staff member's appointments
 
 
 def sync_window(company: Company, now: datetime) -> tuple[datetime, datetime]:
@@ -121,6 +128,11 @@ def _acquire(ctx: SyncContext, connection_id: int, owner: str, now: datetime) ->
             etag=conn.http_etag, last_modified=conn.http_last_modified,
             content_hash=conn.content_hash, sync_token=conn.sync_token, ctag=conn.ctag,
             known={k: v or "" for k, v in known.items()}, had_busy=conn.busy_count > 0,
+            writes=bool(WRITE_ROLES & set(conn.roles or [])) and bool(conn.writable),
+            ours=frozenset(h for h in session.scalars(select(LinkedItem.href).where(
+                LinkedItem.connection_id == conn.id, LinkedItem.href.is_not(None))) if h),
+            our_uids=frozenset(session.scalars(select(Appointment.uid).where(
+                Appointment.staff_id == conn.staff_id))),
         )
 
 
@@ -205,6 +217,14 @@ def _sync_caldav(ctx: SyncContext, job: _Job, owner: str) -> SyncOutcome:
         ctag=job.ctag, known=job.known, allow_private=ctx.allow_private, load_all=job.window_moved,
         limits=ctx.limits,
     )
+    pushed = push_failures = 0
+    if job.writes:
+        # Calendar-side changes first (they may cancel or move bookings), then our pending
+        # writes; all under this connection's lease, before the sync token moves on.
+        if listing is not None:
+            reconcile(ctx.sessions, job.id, etags=listing.etags, data=listing.data,
+                      deleted=listing.deleted, full=listing.full)
+        pushed, push_failures = push_pending(ctx, job)
     if listing is None:
         with ctx.sessions.begin() as session:
             conn = session.get(Connection, job.id)
@@ -212,7 +232,9 @@ def _sync_caldav(ctx: SyncContext, job: _Job, owner: str) -> SyncOutcome:
                 return SyncOutcome(job.id, "missing")
             record_success(session, conn, utcnow())
             _release(conn, owner)
-            return SyncOutcome(job.id, "unchanged", conn.busy_count)
+            # Nothing changed in the calendar; if we wrote into it, this sync still did work.
+            outcome = SyncOutcome(job.id, "ok" if pushed else "unchanged", conn.busy_count)
+        return _after_push(ctx, job, outcome, pushed, push_failures)
     if listing.full and not listing.etags and job.known:
         # vdirsyncer's guard: an empty listing where we knew items is more likely a server
         # glitch than a staff member deleting everything at once.
@@ -222,7 +244,10 @@ def _sync_caldav(ctx: SyncContext, job: _Job, owner: str) -> SyncOutcome:
     per_item: list[tuple[str | None, datetime, datetime]] = []
     hashes: dict[str, tuple[str, str | None]] = {}
     for href, body in listing.data.items():
-        hashes[href] = (hashlib.sha256(body).hexdigest(), _uid(body))
+        uid = _uid(body)
+        hashes[href] = (hashlib.sha256(body).hexdigest(), uid)
+        if href in job.ours or uid in job.our_uids:
+            continue  # our own booking: it must never block its own appointment
         try:
             result = extract_busy(body, job.options)
         except CalendarDataError:
@@ -247,7 +272,99 @@ def _sync_caldav(ctx: SyncContext, job: _Job, owner: str) -> SyncOutcome:
         conn.window_key = job.window_key
         record_success(session, conn, utcnow())
         _release(conn, owner)
-        return SyncOutcome(job.id, "ok", conn.busy_count)
+        outcome = SyncOutcome(job.id, "ok", conn.busy_count)
+    return _after_push(ctx, job, outcome, pushed, push_failures)
+
+
+def _after_push(
+    ctx: SyncContext, job: _Job, outcome: SyncOutcome, pushed: int, failures: int
+) -> SyncOutcome:
+    """Reading worked; if writing did not, the connection's health says so (and it retries)."""
+    if pushed:
+        # Our writes changed the calendar after its CTag and sync token were read, so neither
+        # is a safe baseline any more: servers such as Radicale derive the CTag from the
+        # content (a staff member undoing our write brings back the CTag we stored: ABA), and
+        # from the old token an item we created and the staff member then deleted may not be
+        # reported at all (Xandikos). The next sync lists by ETag instead, where a vanished
+        # booking shows by its absence.
+        with ctx.sessions.begin() as session:
+            conn = session.get(Connection, job.id)
+            if conn is not None:
+                conn.ctag = None
+                conn.sync_token = None
+    if not failures:
+        return outcome
+    message = (f"{failures} booking(s) could not be written to this calendar yet; they will be "
+               "retried.")
+    with ctx.sessions.begin() as session:
+        conn = session.get(Connection, job.id)
+        if conn is not None:
+            record_failure(session, conn, "push", message, utcnow())
+    return SyncOutcome(job.id, "error", outcome.busy_count, message)
+
+
+def push_pending(ctx: SyncContext, job: _Job) -> tuple[int, int]:
+    """Write pending booking copies into the calendar; returns (written, failed)."""
+    with ctx.sessions.begin() as session:
+        conn = session.get(Connection, job.id)
+        if conn is None:
+            return 0, 0
+        plans = plan_pushes(session, conn)
+        uids = {p.appointment_id: session.get(Appointment, p.appointment_id).uid  # type: ignore[union-attr]
+                for p in plans}
+    if not plans:
+        return 0, 0
+    failed = 0
+    with dav_client(job.url, job.username, job.password, allow_private=ctx.allow_private,
+                    limits=ctx.limits) as (client, _resolver):
+        for plan in plans:
+            result = _push_one(ctx, client, job, uids[plan.appointment_id], plan)
+            failed += not result.ok
+    return len(plans) - failed, failed
+
+
+def _push_one(ctx: SyncContext, client: Any, job: _Job, uid: str, plan: PushJob) -> PushResult:
+    try:
+        result = execute_push(client, job.url, uid, plan)
+        if result.precondition_failed and plan.href is not None:
+            # 412: the item changed since we last saw it. Re-read it and decide again —
+            # never overwrite blindly (PROTOCOL.md "CalDAV").
+            retry = _redecide(ctx, client, plan)
+            if retry is not None:
+                result = execute_push(client, job.url, uid, retry)
+    except Exception as exc:  # the server went away mid-push: keep it pending, retry later
+        log.info("push of appointment %s failed: %s", plan.appointment_id, type(exc).__name__)
+        result = PushResult(plan, False, error="The calendar server could not be reached to store "
+                            "the booking; it will be retried.")
+    with ctx.sessions.begin() as session:
+        record_push(session, result)
+    return result
+
+
+def _redecide(ctx: SyncContext, client: Any, plan: PushJob) -> PushJob | None:
+    """After a 412: the plan to retry with the item's current ETag, or None when the calendar
+    side's change was handed to two-way sync (which re-queues a push if one is still due)."""
+    current = client.request(plan.href, "GET")
+    if current.status in (404, 410):
+        reconcile_item(ctx.sessions, plan.item_id, None)
+        return None
+    raw = current.raw
+    body = raw if isinstance(raw, bytes) else str(raw).encode("utf-8")
+    etag = current.headers.get("ETag")
+    with ctx.sessions() as session:
+        item = session.get(LinkedItem, plan.item_id)
+        known_hash = item.content_hash if item else None
+    if content_hash(body) == known_hash:
+        plan.etag = etag  # only the version moved (the server rewrote it): write again
+        return plan
+    reconcile_item(ctx.sessions, plan.item_id, (body, etag))
+    with ctx.sessions.begin() as session:
+        item = session.get(LinkedItem, plan.item_id)
+        if item is None or item.state != "pending":
+            return None
+        # Plan again from the appointment as it is now (the calendar's change may just have
+        # moved it), with the ETag we have just read.
+        return job_for(session, item)
 
 
 def _uid(body: bytes) -> str | None:

@@ -1,5 +1,6 @@
 """Real servers on loopback, started by fixtures: Radicale and Xandikos (CalDAV), a scriptable
-HTTP calendar server, and a canary that records every request it receives."""
+HTTP calendar server, a canary that records every request it receives, and an SMTP sink
+(aiosmtpd) that keeps the emails it is sent."""
 
 from __future__ import annotations
 
@@ -206,3 +207,99 @@ def canary() -> Iterator[CalendarHTTPServer]:
     server.add("/calendar.ics", b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n")
     yield server
     server.close()
+
+
+# --- an SMTP sink ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ReceivedMail:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> Any:
+        import email
+        from email import policy
+
+        return email.message_from_bytes(self.data, policy=policy.default)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class SmtpSink:
+    """aiosmtpd on loopback keeping every message it accepts. `stop()` and `start()` take it
+    down and bring it back on the same port (the mail server is down); `refuse` makes it answer
+    every message with that SMTP reply instead; with `auth` it requires that login."""
+
+    def __init__(self, auth: tuple[str, str] | None = None) -> None:
+        self.host = "127.0.0.1"
+        self.port = _free_port()
+        self.auth = auth
+        self.messages: list[ReceivedMail] = []
+        self.logins: list[tuple[str, str]] = []
+        self.refuse: str | None = None
+        self._lock = threading.Lock()
+        self._controller: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
+
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+                if sink.refuse:
+                    return sink.refuse
+                with sink._lock:
+                    sink.messages.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos),
+                                                      bytes(envelope.original_content or envelope.content)))
+                return "250 Message accepted for delivery"
+
+        def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+            login = data.login.decode() if isinstance(data.login, bytes) else str(data.login)
+            password = data.password.decode() if isinstance(data.password, bytes) else str(data.password)
+            sink.logins.append((login, password))
+            ok = (login, password) == sink.auth
+            # handled=False: aiosmtpd answers the failure with 535 itself.
+            return AuthResult(success=ok, handled=ok)
+
+        extra: dict[str, Any] = {}
+        if self.auth:
+            extra = {"authenticator": authenticator, "auth_required": True, "auth_require_tls": False}
+        self._controller = Controller(Handler(), hostname=self.host, port=self.port,
+                                      server_hostname="localhost", **extra)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def by_message_id(self) -> dict[str, int]:
+        """How many times each Message-ID arrived: every email exactly once means all 1."""
+        counts: dict[str, int] = {}
+        for mail in self.messages:
+            key = str(mail.message["Message-ID"])
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpSink]:
+    server = SmtpSink()
+    server.start()
+    yield server
+    server.stop()

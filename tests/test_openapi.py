@@ -124,7 +124,7 @@ def test_request_bodies_reference_the_validating_schemas(doc: dict[str, Any]) ->
         ("patch", "/groups/{group_id}"), ("post", "/appointments"),
         ("patch", "/appointments/{appointment_id}"), ("post", "/feeds"), ("patch", "/settings"),
         ("post", "/caldav/discover"), ("post", "/staff/{staff_id}/connections"),
-        ("patch", "/connections/{connection_id}"),
+        ("patch", "/connections/{connection_id}"), ("post", "/conflicts/{conflict_id}/resolve"),
     }
     for key, schema in bodies.items():
         # Unknown fields are refused (422), so the document says so.

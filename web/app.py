@@ -6,16 +6,21 @@ import logging
 from pathlib import Path
 
 from flask import Flask
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
+from feeds.change_effects import JOBS_KEY
 from feeds.credentials import Vault, load_or_create_keys
 from feeds.errors import ConfigurationError
 from feeds.feed_cache import FeedCache
 from feeds.jobs import Jobs, make_huey
 from feeds.keys import Sealer
+from feeds.mailer import MailContext
+from feeds.outbox import MailIdentity, configure_sessions, take_written
 from feeds.settings import Settings, load_settings
+from feeds.smtp import parse_smtp_url
 from feeds.sources.fetch import FetchLimits
 from feeds.sync import SyncContext
 from feeds.tokens import TOKEN_PURPOSE
@@ -47,14 +52,48 @@ class Services:
             max_occurrences=settings.max_occurrences,
         )
         self._jobs: Jobs | None = None
+        self.mail = _mail_context(settings, self.sessions)
+        configure_sessions(self.sessions, MailIdentity(settings.mail_from, settings.base_url))
+        event.listen(self.sessions, "after_commit", self._deliver_written_emails)
+        event.listen(self.sessions, "after_rollback", take_written)
+        event.listen(self.sessions, "after_commit", self._enqueue_requested_jobs)
+        event.listen(self.sessions, "after_rollback", self._forget_requested_jobs)
+
+    def _enqueue_requested_jobs(self, session: Session) -> None:
+        for task, argument in sorted(session.info.pop(JOBS_KEY, set())):
+            try:
+                self.jobs.enqueue(task, argument)
+            except Exception:  # the queue being down must not fail a committed change
+                logging.getLogger("calsync.jobs").exception("could not enqueue %s", task)
+
+    def _forget_requested_jobs(self, session: Session) -> None:
+        session.info.pop(JOBS_KEY, None)
+
+    def _deliver_written_emails(self, session: Session) -> None:
+        """Emails written in the committed transaction go out now, not at the next schedule
+        run; without SMTP they wait in the outbox."""
+        if take_written(session) and self.mail.smtp is not None:
+            try:
+                self.jobs.enqueue_delivery()
+            except Exception as exc:  # the outbox row is kept; the schedule sends it
+                logging.getLogger("calsync.jobs").warning(
+                    "could not queue email delivery (%s); the next scheduled run sends it",
+                    type(exc).__name__)
 
     @property
     def jobs(self) -> Jobs:
         """The task queue, built on first use (the API enqueues; serve/worker consume)."""
         if self._jobs is None:
             huey = make_huey(self.settings.queue_url, self.settings.data_dir)
-            self._jobs = Jobs(huey, lambda: self.sync)
+            self._jobs = Jobs(huey, lambda: self.sync, lambda: self.mail)
         return self._jobs
+
+
+def _mail_context(settings: Settings, sessions: sessionmaker[Session]) -> MailContext:
+    smtp = None
+    if settings.smtp_url is not None:
+        smtp = parse_smtp_url(settings.smtp_url.get_secret_value(), settings.smtp_timeout_seconds)
+    return MailContext(sessions=sessions, smtp=smtp, max_attempts=settings.mail_max_attempts)
 
 
 def _shown_url(settings: Settings) -> str:

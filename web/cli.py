@@ -293,3 +293,17 @@ def bench_feeds(appointments: int, rounds: int) -> None:
     from bench.feeds import run
 
     run(appointments=appointments, rounds=rounds)
+
+
+@bench.command("sync", help="Calendar sync: full sync, unchanged sync, queue throughput, memory.")
+@click.option("--events", default=5000, show_default=True, type=click.IntRange(100, 10**6),
+              help="Events in the large ICS calendar (a fifth of them recurring series).")
+@click.option("--connections", default=200, show_default=True, type=click.IntRange(1, 100_000),
+              help="Small ICS connections (20 events each) synced through the queue for the "
+                   "throughput figure.")
+@click.option("--rounds", default=10, show_default=True, type=click.IntRange(3, 10000),
+              help="Timed syncs per measurement after warm-ups; the median is reported.")
+def bench_sync(events: int, connections: int, rounds: int) -> None:
+    from bench.sync import run
+
+    run(events=events, connections=connections, rounds=rounds)

@@ -47,4 +47,13 @@ def current_company() -> Company:
 
 
 # Route modules register themselves on bp when imported.
-from web.api import appointments, connections, feeds, openapi, settings, staff  # noqa: E402,F401
+from web.api import (  # noqa: E402,F401
+    appointments,
+    conflicts,
+    connections,
+    emails,
+    feeds,
+    openapi,
+    settings,
+    staff,
+)

@@ -57,6 +57,11 @@ class ConnectionIn(BaseModel):
     interval_minutes: int | None = Field(default=None, ge=5, le=10080)
     all_day: Literal["busy", "ignore"] = "busy"
     treat_all_busy: bool = False
+    push_existing: bool = Field(
+        default=False,
+        description="For a linked/additional calendar: also write the staff member's upcoming "
+        "appointments into it (otherwise only new changes are written).",
+    )
 
 
 class ConnectionPatch(BaseModel):
@@ -150,7 +155,7 @@ def create(staff_id: int, body: ConnectionIn) -> ConnectionOut:
         kind=body.kind, url=body.url, name=body.name, username=body.username, password=body.password,
         roles=tuple(body.roles), sync_mode=body.sync_mode or company_settings.default_sync_mode,
         interval_minutes=body.interval_minutes or company_settings.default_interval_minutes,
-        all_day=body.all_day, treat_all_busy=body.treat_all_busy,
+        all_day=body.all_day, treat_all_busy=body.treat_all_busy, push_existing=body.push_existing,
     )
     services = db.services()
     try:
