@@ -26,6 +26,7 @@ from models import (
     Appointment,
     AppointmentChange,
     Company,
+    Conflict,
     Connection,
     OutboxEmail,
     Staff,
@@ -176,6 +177,48 @@ def queue_alert_emails(session: Session, alert: Alert) -> list[OutboxEmail]:
                 sender=Party(company.name, identity.from_address), recipient=party,
                 subject=subject, text=render("alert.txt", **context),
                 html=render("alert.html", **context), date=created,
+            ),
+        ))
+        if email is not None:
+            written.append(email)
+    return written
+
+
+def queue_conflict_emails(session: Session, conflict: Conflict) -> list[OutboxEmail]:
+    """Tell the staff member (and the admins) that a calendar-side change was not applied;
+    once per conflict (dedupe key conflict:{id}:{address})."""
+    session.flush()
+    appt = session.get(Appointment, conflict.appointment_id)
+    assert appt is not None
+    company = session.get(Company, appt.company_id)
+    staff = session.get(Staff, appt.staff_id)
+    assert company is not None and staff is not None
+    identity = mail_identity(session)
+    zone = zone_of(staff, company)
+    subject = f"A calendar change was not applied: {appt.service} ({staff.name})"
+    calendar_time = (
+        "deleted" if conflict.calendar_deleted or conflict.calendar_start is None
+        or conflict.calendar_end is None
+        else describe_time(conflict.calendar_start, conflict.calendar_end, zone)
+    )
+    written = []
+    for key, party in _alert_recipients(session, company, staff).items():
+        context = {
+            "subject": subject, "reason": conflict.reason, "company": company.name,
+            "staff": staff.name, "service": appt.service, "customer": appt.customer.name,
+            "platform_time": describe_time(appt.start_at, appt.end_at, zone),
+            "calendar_time": calendar_time,
+            "for_staff": key == staff.email.strip().lower(),
+            "admin_url": f"{identity.base_url}/" if identity.base_url else None,
+        }
+        email = add_email(session, OutboxEmail(
+            company_id=company.id, appointment_id=None, kind="conflict",
+            dedupe_key=f"conflict:{conflict.id}:{key}", to_address=party.address,
+            subject=subject[:300], created_at=utcnow(),
+            message=build_message(
+                sender=Party(company.name, identity.from_address), recipient=party,
+                subject=subject, text=render("conflict.txt", **context),
+                html=render("conflict.html", **context), date=utcnow(),
             ),
         ))
         if email is not None:

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from feeds.booking import cancel_appointment, reschedule_appointment
 from feeds.company_settings import get_company_settings
 from feeds.errors import CalsyncError, SchedulingError
+from feeds.notifications import queue_conflict_emails
 from feeds.push import content_hash
 from feeds.sources.busy_time import CalendarDataError
 from models import STATUS_CANCELLED, Appointment, Company, Conflict, Connection, LinkedItem, Staff, utcnow
@@ -113,6 +114,7 @@ def _open_conflict(
     )
     session.add(conflict)
     item.state = "conflict"  # no push until an admin decides
+    queue_conflict_emails(session, conflict)  # "the staff member is told"
     return conflict
 
 
