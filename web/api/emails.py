@@ -15,6 +15,7 @@ from web import db
 from web.api import bp, current_company
 from web.api.errors import ApiError
 from web.api.registry import api_route
+from web.api.schemas import MAX_ID
 
 Status = Literal["pending", "sent", "failed"]
 
@@ -23,7 +24,7 @@ class EmailQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Status | None = Field(default=None, description="Only emails in this state.")
     limit: int = Field(default=100, ge=1, le=500)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_ID)
 
 
 class EmailOut(BaseModel):

@@ -25,8 +25,9 @@ WorkingHours = dict[Day, list[tuple[Clock, Clock]]]
 Phone = Annotated[str, StringConstraints(strip_whitespace=True, max_length=64, pattern=r"^[0-9+() ./-]*$")]
 TimeZoneName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
-# Ids are 64-bit database keys: a larger number is refused here instead of overflowing the driver.
-MAX_ID = 2**63 - 1
+# Primary keys are INTEGER: 32-bit on PostgreSQL (64-bit on SQLite). Larger ids cannot exist,
+# so the API answers 404 or 422 instead of letting the driver overflow.
+MAX_ID = 2**31 - 1
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 # Far enough from datetime.min/max that moving a moment into any time zone, and a day either
