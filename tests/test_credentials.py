@@ -3,14 +3,15 @@ database, rotation with `calsync rotate-credentials-key`."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
+from feeds.accounts import get_or_create_company
 from feeds.credentials import KEY_FILE, CredentialsError, Vault, new_key, parse_keys
+from feeds.directory import create_staff
 from feeds.settings import Settings
+from models import Connection
 from tests.conftest import Api
 from tests.servers import CalendarHTTPServer
 from web import create_app
@@ -38,8 +39,13 @@ def test_a_database_copy_alone_reveals_no_address(
     url = calendar_http.add("/private-abcdef0123456789/basic.ics", ICS)
     api.post("/staff", {"name": "A", "email": "a@example.com"})
     assert api.post("/staff/1/connections", {"kind": "ics", "url": url}).status_code == 201
-    database = Path(settings.resolved_database_url.removeprefix("sqlite:///")).read_bytes()
-    assert b"private-abcdef0123456789" not in database
+    # Every text column of the connection table, as a database dump would hold it.
+    engine = create_engine(settings.resolved_database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT * FROM connection")).all()
+    engine.dispose()
+    dumped = " ".join(str(value) for row in rows for value in row)
+    assert "private-abcdef0123456789" not in dumped
     assert (settings.data_dir / KEY_FILE).stat().st_mode & 0o077 == 0
 
 
@@ -78,30 +84,29 @@ def test_rotation_with_keys_from_the_environment(settings: Settings, monkeypatch
     app = create_app(settings.model_copy(update={"credentials_key": first}))
     vault = app.extensions["calsync"].vault
     with app.extensions["calsync"].sessions.begin() as s:
-        s.execute(
-            text(
-                "INSERT INTO company (id, name, timezone, settings, feed_epoch, "
-                "feed_epoch_changed_at, created_at) VALUES (1, 'C', 'UTC', '{}', 1, "
-                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+        company = get_or_create_company(s, "C", "UTC")
+        staff = create_staff(s, company, name="A", email="a@example.com")
+        s.add(
+            Connection(
+                company_id=company.id,
+                staff_id=staff.id,
+                kind="caldav",
+                name="n",
+                url_sealed=vault.seal("https://dav.example/cal/"),
+                url_display="d",
+                password_sealed=vault.seal("app-password"),
+                roles=[],
+                sync_mode="manual",
+                interval_minutes=30,
+                all_day="busy",
+                treat_all_busy=False,
+                status="pending",
+                consecutive_failures=0,
+                busy_count=0,
+                extra={},
             )
         )
-        s.execute(
-            text(
-                "INSERT INTO staff (id, company_id, name, email, timezone, working_hours, "
-                "feed_revision, feed_changed_at, created_at) VALUES (1, 1, 'A', 'a@x', 'UTC', "
-                "'{}', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
-            )
-        )
-        s.execute(
-            text(
-                "INSERT INTO connection (company_id, staff_id, kind, name, url_sealed, "
-                "url_display, password_sealed, roles, sync_mode, interval_minutes, all_day, "
-                "treat_all_busy, status, consecutive_failures, busy_count, created_at, "
-                "updated_at, extra) VALUES (1, 1, 'caldav', 'n', :u, 'd', :p, '[]', 'manual', "
-                "30, 'busy', 0, 'pending', 0, 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, '{}')"
-            ),
-            {"u": vault.seal("https://dav.example/cal/"), "p": vault.seal("app-password")},
-        )
+    app.extensions["calsync"].engine.dispose()
     second = new_key()
     env = {
         "CALSYNC_DATA_DIR": str(settings.data_dir),
