@@ -101,3 +101,14 @@ def mark_stale(session: Session, now: datetime) -> int:
                              f"The calendar '{conn.name}' has not synced since "
                              f"{conn.last_success_at:%Y-%m-%d %H:%M} UTC.")
     return count
+
+
+def open_alerts(session: Session, company: Company) -> dict[int, list[Alert]]:
+    """The company's unresolved alerts, by connection id, oldest first."""
+    found: dict[int, list[Alert]] = {}
+    for alert in session.scalars(
+        select(Alert).where(Alert.company_id == company.id, Alert.resolved_at.is_(None))
+        .order_by(Alert.created_at, Alert.id)
+    ):
+        found.setdefault(alert.connection_id, []).append(alert)
+    return found

@@ -127,6 +127,18 @@ def revoke_feed_token(session: Session, company: Company, token_id: int) -> Feed
     return row
 
 
+def rotate_feed_token(
+    session: Session, company: Company, sealer: Sealer, token_id: int
+) -> tuple[FeedToken, str]:
+    """Issue a new token with the old one's scope, privacy and name, and revoke the old one:
+    everyone subscribed with the old URL loses access; the new URL is handed out again."""
+    old = revoke_feed_token(session, company, token_id)
+    return issue_feed_token(
+        session, company, sealer, scope=old.scope, scope_id=old.scope_id, privacy=old.privacy,
+        name=old.name,
+    )
+
+
 def list_feed_tokens(session: Session, company: Company) -> list[FeedToken]:
     return list(
         session.scalars(

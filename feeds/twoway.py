@@ -133,10 +133,12 @@ def reconcile(
         conn = s.get(Connection, connection_id)
         if conn is None:
             return report
-        items = {
-            i.href: (i.id, i.etag, i.content_hash)
-            for i in s.scalars(
-                select(LinkedItem).where(
+        # Plain rows, not ORM objects: a linked calendar holds thousands of our events, and
+        # every sync reads them all.
+        items: dict[str, tuple[int, str | None, str | None]] = {
+            href: (item_id, etag, known_hash)
+            for href, item_id, etag, known_hash in s.execute(
+                select(LinkedItem.href, LinkedItem.id, LinkedItem.etag, LinkedItem.content_hash).where(
                     LinkedItem.connection_id == connection_id,
                     LinkedItem.href.is_not(None),
                     LinkedItem.state.in_(("synced", "pending", "error")),

@@ -1,7 +1,7 @@
 """SQLAlchemy models of calsync and the engine/session factory. Imports SQLAlchemy only."""
 
 from models.appointment import STATUS_CANCELLED, STATUS_CONFIRMED, Appointment, Customer
-from models.auth import AdminUser, ApiKey
+from models.auth import AdminUser, ApiKey, LoginThrottle
 from models.base import Base, UTCDateTime, utcnow
 from models.company import Company
 from models.connection import Alert, BusyBlock, Connection, SyncItem
@@ -30,6 +30,7 @@ __all__ = [
     "FeedFragment",
     "FeedSegment",
     "FeedToken",
+    "LoginThrottle",
     "Group",
     "Staff",
     "UTCDateTime",

@@ -1,10 +1,10 @@
-"""Admin users of the web UI and API keys of the JSON API."""
+"""Admin users of the web UI, their failed-login counters, and API keys of the JSON API."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UTCDateTime, utcnow
@@ -19,6 +19,21 @@ class AdminUser(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LoginThrottle(Base):
+    """Failed admin logins of one email or one client address (feeds.login_lockout).
+
+    In the database, not in process memory, so the limit holds across workers and machines.
+    """
+
+    __tablename__ = "login_throttle"
+
+    # SHA-256 of "email:<address>" or "address:<ip>": a fixed size whatever an attacker types.
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ApiKey(Base):

@@ -307,3 +307,14 @@ def bench_sync(events: int, connections: int, rounds: int) -> None:
     from bench.sync import run
 
     run(events=events, connections=connections, rounds=rounds)
+
+
+@bench.command("twoway", help="Two-way sync: one moved event found by sync token vs a full listing.")
+@click.option("--appointments", default=2000, show_default=True, type=click.IntRange(100, 10_000),
+              help="Bookings in the linked Radicale calendar.")
+@click.option("--rounds", default=10, show_default=True, type=click.IntRange(3, 10000),
+              help="Moved events (timed sync passes) after warm-ups; the median is reported.")
+def bench_twoway(appointments: int, rounds: int) -> None:
+    from bench.twoway import run
+
+    run(appointments=appointments, rounds=rounds)

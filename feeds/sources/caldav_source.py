@@ -8,6 +8,12 @@
   compare by ETag. CTag is a cheap hint that nothing changed.
 - Server XML is parsed by caldav with resolve_entities=False and no_network=True (no external
   entities, no entity expansion), which is what PROTOCOL.md asks for.
+- Authentication: the first client for a calendar sends a request without credentials and
+  answers the server's 401 challenge (caldav's negotiation). Once a calendar's server has asked
+  for Basic, later clients for it (same URL and user name) send Basic up front (RFC 7617 §2.2:
+  the protection space of that URL), sparing a round trip per sync — and on servers that slow
+  down 401 answers against password guessing (Radicale: about a second each), that second. If
+  such a request is refused, the client negotiates again from the server's challenge.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from caldav.davclient import DAVClient
@@ -27,6 +34,9 @@ from feeds.sources.addresses import normalise_calendar_url
 from feeds.sources.fetch import FetchError, FetchLimits, GuardedResolver, _explain, _session
 
 WRITE_PRIVILEGES = {"write", "write-content", "all", "bind"}
+# (URL given to dav_client, user name) of calendars whose server asked for Basic: this
+# process's clients send Basic to them up front. Only ever a hint, so it is never persisted.
+_BASIC_SPACES: set[tuple[str, str]] = set()
 
 
 class GetCTag(ValuedBaseElement):
@@ -71,6 +81,27 @@ def _error(exc: BaseException, resolver: GuardedResolver) -> FetchError:
     return _explain(exc, resolver)
 
 
+class _Client(DAVClient):
+    """caldav's client; with `basic_up_front` it sends Basic credentials on the first request
+    (caldav's auth_type="basic"), and a 401 to that makes it negotiate from the challenge, as a
+    client without the hint would have done."""
+
+    def __init__(self, *args: Any, basic_up_front: bool, **kwargs: Any) -> None:
+        kwargs["auth_type"] = "basic" if basic_up_front else None
+        super().__init__(*args, **kwargs)
+        self.basic_up_front = basic_up_front
+
+    def _should_negotiate_auth(self, status_code: int, headers: Any) -> bool:
+        if self.basic_up_front and status_code == 401:
+            self.basic_up_front = False  # once: a second refusal is a wrong password
+            self.auth, self.auth_type = None, None
+        return bool(super()._should_negotiate_auth(status_code, headers))
+
+    @property
+    def uses_basic(self) -> bool:
+        return type(self.auth).__name__ == "HTTPBasicAuth"
+
+
 @contextmanager
 def dav_client(
     url: str, username: str | None, password: str | None, *, allow_private: bool,
@@ -79,9 +110,11 @@ def dav_client(
     limits = limits or FetchLimits()
     url = normalise_calendar_url(url)
     resolver = GuardedResolver(allow_private)
-    client = DAVClient(
+    space = (url, username or "")
+    client = _Client(
         url, username=username, password=password, timeout=int(limits.read_seconds),
         enable_rfc6764=False, require_tls=False,
+        basic_up_front=bool(username) and password is not None and space in _BASIC_SPACES,
     )
     # Swap caldav's own HTTP session for the guarded one: every request and redirect hop
     # is resolved (and checked) by our resolver.
@@ -91,9 +124,16 @@ def dav_client(
     try:
         yield client, resolver
     except FetchError:
+        _BASIC_SPACES.discard(space)
         raise
     except Exception as exc:
+        _BASIC_SPACES.discard(space)
         raise _error(exc, resolver) from exc
+    else:
+        if client.uses_basic:
+            _BASIC_SPACES.add(space)
+        else:
+            _BASIC_SPACES.discard(space)
     finally:
         client.session.close()
 

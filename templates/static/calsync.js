@@ -1,0 +1,119 @@
+/* calsync pages: small progressive enhancements. Everything works without this file. */
+(function () {
+  "use strict";
+
+  var csrfMeta = document.querySelector('meta[name="csrf-token"]');
+  var live = document.getElementById("live");
+
+  function announce(text) {
+    if (!live) return;
+    live.textContent = "";
+    window.setTimeout(function () { live.textContent = text; }, 50);
+  }
+
+  function each(selector, fn) {
+    Array.prototype.forEach.call(document.querySelectorAll(selector), fn);
+  }
+
+  /* Copy buttons: hidden in the page, shown here because they need script. */
+  function copyText(input) {
+    if (navigator.clipboard && window.isSecureContext) {
+      return navigator.clipboard.writeText(input.value);
+    }
+    input.focus();
+    input.select();
+    return new Promise(function (resolve, reject) {
+      try { document.execCommand("copy") ? resolve() : reject(new Error("copy failed")); }
+      catch (err) { reject(err); }
+    });
+  }
+
+  each("[data-copy]", function (button) {
+    var input = document.getElementById(button.getAttribute("data-copy"));
+    if (!input) return;
+    button.hidden = false;
+    var label = button.textContent;
+    button.addEventListener("click", function () {
+      copyText(input).then(function () {
+        button.textContent = "Copied";
+        announce("Link copied to the clipboard.");
+      }, function () {
+        input.focus();
+        input.select();
+        announce("Press Ctrl+C or ⌘C to copy the selected link.");
+      });
+      window.setTimeout(function () { button.textContent = label; }, 2000);
+    });
+  });
+
+  each("input.url", function (input) {
+    input.addEventListener("focus", function () { input.select(); });
+  });
+
+  /* Destructive actions ask first. */
+  each("form[data-confirm]", function (form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
+    });
+  });
+
+  /* Calendar colours from the CalDAV server (inline styles are not allowed by the CSP). */
+  each(".swatch[data-color]", function (el) {
+    var colour = el.getAttribute("data-color");
+    if (/^#[0-9a-fA-F]{6,8}$/.test(colour)) el.style.backgroundColor = colour.slice(0, 7);
+  });
+
+  /* Sync now: POST through fetch (session cookie + CSRF header) and update the card in place. */
+  function setField(card, name, text) {
+    var el = card.querySelector('[data-field="' + name + '"]');
+    if (el) el.textContent = text;
+    return el;
+  }
+
+  function showNote(card, name, text) {
+    var el = setField(card, name, text || "");
+    if (el) el.hidden = !text;
+  }
+
+  each("form[data-sync]", function (form) {
+    var card = document.getElementById(form.getAttribute("data-sync"));
+    var button = form.querySelector("button");
+    if (!card || !button || !window.fetch) return;
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var label = button.textContent;
+      button.disabled = true;
+      button.textContent = "Syncing…";
+      card.setAttribute("aria-busy", "true");
+      fetch(form.action, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Accept": "application/json", "X-CSRFToken": csrfMeta ? csrfMeta.content : "" }
+      }).then(function (response) {
+        return response.json().then(function (body) {
+          if (!response.ok) throw new Error(body.error || "The sync could not be run; reload the page.");
+          return body;
+        });
+      }).then(function (data) {
+        var badge = setField(card, "status", data.status_label);
+        if (badge) badge.className = "badge badge-" + data.status;
+        var when = card.querySelector('[data-field="last-sync"]');
+        if (when) {
+          when.textContent = data.last_sync;
+          if (data.last_success_at) when.setAttribute("title", data.last_success_at);
+        }
+        setField(card, "busy-count", String(data.busy_count));
+        showNote(card, "last-error", data.last_error);
+        showNote(card, "result", data.message);
+        announce(data.message);
+      }).catch(function (err) {
+        showNote(card, "result", err.message);
+        announce(err.message);
+      }).then(function () {
+        button.disabled = false;
+        button.textContent = label;
+        card.removeAttribute("aria-busy");
+      });
+    });
+  });
+})();

@@ -1,0 +1,89 @@
+"""The "Add calendar" forms and "Sync now", shared by the admin's staff page and the staff
+self-service page: form fields in, feeds.calendar_setup / feeds.connections calls, results out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify
+from werkzeug.datastructures import MultiDict
+from werkzeug.wrappers import Response
+
+from feeds import calendar_setup
+from feeds import connections as conns
+from feeds.sources.caldav_source import RemoteCalendar
+from feeds.sync import sync_connection
+from models import Company, Connection
+from web import db
+from web.admin.formatting import STATUS_LABELS, ago
+
+# What the add-calendar forms show again after an error (never the password).
+KEPT_FIELDS = ("kind", "url", "name", "username", "caldav_url")
+
+
+def kept_values(form: MultiDict[str, str]) -> dict[str, str]:
+    return {k: form.get(k, "") for k in KEPT_FIELDS}
+
+
+def chosen_roles(form: MultiDict[str, str], key: str = "roles") -> list[str]:
+    return [r for r in form.getlist(key) if r in conns.ROLES]
+
+
+def add_ics(company: Company, staff_id: int, form: MultiDict[str, str]) -> Connection:
+    """Connect a calendar by its ICS address (read-only, so busy time only)."""
+    services = db.services()
+    data = calendar_setup.connection_input(
+        company, kind="ics", url=form.get("url", "").strip(),
+        name=form.get("name", "").strip() or None, roles=("conflict",),
+    )
+    return conns.create_connection(db.session(), company, services.vault, staff_id, data,
+                                   allow_private=services.settings.allow_private_networks)
+
+
+def discover(company: Company, staff_id: int, form: MultiDict[str, str]) -> tuple[list[RemoteCalendar], str]:
+    services = db.services()
+    return calendar_setup.discover(
+        company, services.vault, staff_id, form.get("caldav_url", ""), form.get("username", "").strip(),
+        form.get("password", ""), allow_private=services.settings.allow_private_networks,
+    )
+
+
+def connect_chosen(company: Company, staff_id: int, form: MultiDict[str, str]) -> list[Connection]:
+    """Connect the calendars ticked on the discovery page: roles-<n> lists calendar n's roles."""
+    services = db.services()
+    discovery = calendar_setup.open_discovery(services.vault, form.get("discovery", ""), staff_id)
+    choices: dict[int, list[str]] = {}
+    for index in range(len(discovery.calendars)):
+        roles = chosen_roles(form, f"roles-{index}")
+        if roles:
+            choices[index] = roles
+    return calendar_setup.connect_discovered(
+        db.session(), company, services.vault, discovery, choices,
+        allow_private=services.settings.allow_private_networks,
+    )
+
+
+def sync_now(company: Company, connection_id: int) -> Connection:
+    """Sync one connection while the request waits, and return it with its new health."""
+    s = db.session()
+    conns.get_connection(s, company, connection_id)
+    s.rollback()  # no transaction may stay open while the sync uses the network
+    sync_connection(db.services().sync, connection_id)
+    s.expire_all()
+    return conns.get_connection(s, company, connection_id)
+
+
+def connection_json(conn: Connection) -> Response:
+    """What calsync.js needs to update a connection card in place."""
+    body: dict[str, Any] = {
+        "id": conn.id,
+        "status": conn.status,
+        "status_label": STATUS_LABELS.get(conn.status, conn.status),
+        "last_sync": ago(conn.last_success_at),
+        "last_success_at": conn.last_success_at.isoformat() if conn.last_success_at else None,
+        "busy_count": conn.busy_count,
+        "last_error": conn.last_error,
+        "message": (f"'{conn.name}' synced: {conn.busy_count} busy time(s)." if conn.status == "ok"
+                    else f"'{conn.name}' did not sync: {conn.last_error or conn.status}"),
+    }
+    return jsonify(body)

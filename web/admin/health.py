@@ -1,0 +1,52 @@
+"""Sync health: every calendar connection of the company with its status, last success,
+failures and open alerts; filters for failing and stale ones; "Sync all now"."""
+
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from feeds import connections as conns
+from feeds import directory
+from feeds.health import open_alerts
+from web import db
+from web.admin import bp, current_company
+
+FILTERS = {
+    "all": ("All", lambda status: True),
+    "errors": ("Failing", lambda status: status == "error"),
+    "stale": ("Stale", lambda status: status == "stale"),
+    "pending": ("Not synced yet", lambda status: status == "pending"),
+}
+
+
+@bp.get("/health")
+def health() -> str:
+    s = db.session()
+    company = current_company()
+    shown = request.args.get("show", "all")
+    if shown not in FILTERS:
+        shown = "all"
+    everything = conns.list_connections(s, company)
+    counts = {key: sum(1 for c in everything if test(c.status)) for key, (_l, test) in FILTERS.items()}
+    rows = [c for c in everything if FILTERS[shown][1](c.status)]
+    # Failing first, then stale, then the rest; the most failures first within each.
+    order = {"error": 0, "stale": 1, "pending": 2, "ok": 3}
+    rows.sort(key=lambda c: (order.get(c.status, 9), -c.consecutive_failures, c.id))
+    return render_template(
+        "admin/health.html", rows=rows, shown=shown, filters=FILTERS, counts=counts,
+        alerts=open_alerts(s, company),
+        staff={m.id: m for m in directory.list_staff(s, company)},
+    )
+
+
+@bp.post("/health/sync-all")
+def sync_all() -> Response:
+    s = db.session()
+    ids = [c.id for c in conns.list_connections(s, current_company())]
+    jobs = db.services().jobs
+    for connection_id in ids:
+        jobs.enqueue_sync(connection_id)
+    flash(f"{len(ids)} calendar(s) queued for syncing; reload this page in a minute to see the "
+          "results." if ids else "There are no calendars to sync yet.", "success")
+    return redirect(url_for("admin.health", show=request.form.get("show", "all")))

@@ -1,0 +1,239 @@
+"""A staff member's page: working hours, calendar connections (add, edit, delete, sync now)
+and the self-service connect link."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from feeds import calendar_setup, directory, tokens
+from feeds import connections as conns
+from feeds.connect_links import (
+    LINK_DAYS,
+    connect_sealer,
+    connect_url,
+    link_expiry,
+    make_connect_token,
+    revoke_connect_links,
+)
+from feeds.errors import NotFoundError, ValidationError
+from feeds.health import open_alerts
+from feeds.working_hours import DAYS
+from models import Staff, utcnow
+from web import db
+from web.admin import bp, current_company, wants_json
+from web.admin.calendars import (
+    add_ics,
+    chosen_roles,
+    connect_chosen,
+    connection_json,
+    discover,
+    kept_values,
+    sync_now,
+)
+from web.admin.sync import feed_rows
+
+DAY_NAMES = dict(zip(DAYS, ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday",
+                            "Sunday"), strict=True))
+
+
+def hours_text(intervals: list[list[str]]) -> str:
+    return ", ".join(f"{a}–{b}" for a, b in intervals)
+
+
+def parse_hours(text: str, day: str) -> list[list[str]]:
+    """'09:00–12:00, 13:00–17:00' → [['09:00', '12:00'], ['13:00', '17:00']]; blank: not working."""
+    out = []
+    for part in text.replace("—", "-").replace("–", "-").split(","):
+        if not part.strip():
+            continue
+        start, sep, end = part.partition("-")
+        if not sep:
+            raise ValidationError(f"{DAY_NAMES[day]}: write each period as 09:00–17:00.", "working_hours")
+        out.append([_clock(start), _clock(end)])
+    return out
+
+
+def _clock(value: str) -> str:
+    value = value.strip()
+    return f"0{value}" if len(value) == 4 and value[1] == ":" else value
+
+
+def _render(staff: Staff, status: int = 200, **extra: Any) -> tuple[str, int]:
+    s = db.session()
+    company = current_company()
+    connections = conns.list_connections(s, company, staff.id)
+    feeds = [row for row in tokens.list_feed_tokens(s, company)
+             if row.scope == "staff" and row.scope_id == staff.id]
+    extra.setdefault("values", {})
+    return render_template(
+        "admin/staff.html", staff=staff, company=company, connections=connections,
+        alerts=open_alerts(s, company), feeds=feed_rows(feeds),
+        hours=[(day, DAY_NAMES[day], hours_text(staff.working_hours.get(day, []))) for day in DAYS],
+        kinds=calendar_setup.allowed_kinds(company), link_days=LINK_DAYS, **extra,
+    ), status
+
+
+def _staff(staff_id: int) -> Staff:
+    try:
+        return directory.get_staff(db.session(), current_company(), staff_id)
+    except NotFoundError:
+        abort(404)
+
+
+@bp.get("/staff/<int:staff_id>")
+def staff_page(staff_id: int) -> tuple[str, int]:
+    return _render(_staff(staff_id))
+
+
+@bp.post("/staff/<int:staff_id>/hours")
+def save_hours(staff_id: int) -> Response | tuple[str, int]:
+    staff = _staff(staff_id)
+    s = db.session()
+    try:
+        hours = {day: parse_hours(request.form.get(f"hours-{day}", ""), day) for day in DAYS}
+        directory.update_staff(s, current_company(), staff.id, {"working_hours": hours})
+    except ValidationError as exc:
+        s.rollback()
+        flash(str(exc), "error")
+        return redirect(url_for("admin.staff_page", staff_id=staff_id, _anchor="hours"))
+    s.commit()
+    flash("Working hours saved.", "success")
+    return redirect(url_for("admin.staff_page", staff_id=staff_id, _anchor="hours"))
+
+
+@bp.post("/staff/<int:staff_id>/calendars/ics")
+def add_ics_calendar(staff_id: int) -> Response | tuple[str, int]:
+    staff = _staff(staff_id)
+    try:
+        conn = add_ics(current_company(), staff.id, request.form)
+    except ValidationError as exc:
+        db.session().rollback()
+        flash(str(exc), "error")
+        return _render(staff, 422, values=kept_values(request.form), open_form="ics")
+    db.session().commit()
+    flash(f"Calendar '{conn.name}' added. Use Sync now to read it at once.", "success")
+    return redirect(url_for("admin.staff_page", staff_id=staff_id, _anchor=f"connection-{conn.id}"))
+
+
+@bp.post("/staff/<int:staff_id>/calendars/discover")
+def discover_calendars(staff_id: int) -> tuple[str, int]:
+    staff = _staff(staff_id)
+    try:
+        found, sealed = discover(current_company(), staff.id, request.form)
+    except ValidationError as exc:
+        flash(str(exc), "error")
+        return _render(staff, 422, values=kept_values(request.form), open_form="caldav")
+    return render_template(
+        "admin/choose_calendars.html", staff=staff, calendars=found, discovery=sealed,
+        action=url_for("admin.connect_calendars", staff_id=staff.id),
+        back=url_for("admin.staff_page", staff_id=staff.id),
+        read_only_reason=calendar_setup.READ_ONLY_REASON, standalone=False,
+    ), 200
+
+
+@bp.post("/staff/<int:staff_id>/calendars/caldav")
+def connect_calendars(staff_id: int) -> Response | tuple[str, int]:
+    staff = _staff(staff_id)
+    try:
+        made = connect_chosen(current_company(), staff.id, request.form)
+    except ValidationError as exc:
+        db.session().rollback()
+        flash(str(exc), "error")
+        return _render(staff, 422, open_form="caldav")
+    db.session().commit()
+    flash(f"Connected: {', '.join(c.name for c in made)}. Use Sync now to read them at once.", "success")
+    return redirect(url_for("admin.staff_page", staff_id=staff_id, _anchor="connections"))
+
+
+@bp.route("/connections/<int:connection_id>/edit", methods=["GET", "POST"])
+def edit_connection(connection_id: int) -> Response | tuple[str, int]:
+    s = db.session()
+    company = current_company()
+    try:
+        conn = conns.get_connection(s, company, connection_id)
+    except NotFoundError:
+        abort(404)
+    staff = directory.get_staff(s, company, conn.staff_id)
+    if request.method == "POST":
+        try:
+            changes: dict[str, Any] = {
+                "name": request.form.get("name", "").strip() or conn.name,
+                "roles": chosen_roles(request.form),
+                "sync_mode": request.form.get("sync_mode", conn.sync_mode),
+                "interval_minutes": int(request.form.get("interval_minutes") or conn.interval_minutes),
+                "all_day": request.form.get("all_day", conn.all_day),
+                "treat_all_busy": "treat_all_busy" in request.form,
+            }
+            conns.update_connection(s, company, conn.id, changes)
+        except (ValidationError, ValueError) as exc:
+            s.rollback()
+            flash(str(exc) if isinstance(exc, ValidationError) else "Enter the interval in minutes.",
+                  "error")
+            s.expire_all()
+            conn = conns.get_connection(s, company, connection_id)
+        else:
+            s.commit()
+            flash(f"Calendar '{conn.name}' saved.", "success")
+            return redirect(url_for("admin.staff_page", staff_id=staff.id, _anchor=f"connection-{conn.id}"))
+    return render_template(
+        "admin/connection_edit.html", conn=conn, staff=staff, roles=conns.ROLES,
+        sync_modes=conns.SYNC_MODES, read_only_reason=calendar_setup.READ_ONLY_REASON,
+    ), 200
+
+
+@bp.post("/connections/<int:connection_id>/delete")
+def delete_connection(connection_id: int) -> Response:
+    s = db.session()
+    company = current_company()
+    try:
+        conn = conns.get_connection(s, company, connection_id)
+    except NotFoundError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("admin.index"))
+    staff_id, name = conn.staff_id, conn.name
+    conns.delete_connection(s, company, connection_id)
+    s.commit()
+    flash(f"Calendar '{name}' removed; its busy times no longer block bookings.", "success")
+    return redirect(url_for("admin.staff_page", staff_id=staff_id, _anchor="connections"))
+
+
+@bp.post("/connections/<int:connection_id>/sync")
+def sync_connection_now(connection_id: int) -> Response:
+    try:
+        conn = sync_now(current_company(), connection_id)
+    except NotFoundError:
+        abort(404)
+    if wants_json():
+        return connection_json(conn)
+    if conn.status == "ok":
+        flash(f"'{conn.name}' synced: {conn.busy_count} busy time(s).", "success")
+    else:
+        flash(f"'{conn.name}' did not sync: {conn.last_error}", "error")
+    back = request.form.get("back", "")
+    if back == "health":
+        return redirect(url_for("admin.health"))
+    return redirect(url_for("admin.staff_page", staff_id=conn.staff_id, _anchor=f"connection-{conn.id}"))
+
+
+@bp.post("/staff/<int:staff_id>/connect-link")
+def make_connect_link(staff_id: int) -> tuple[str, int]:
+    staff = _staff(staff_id)
+    s = db.session()
+    services = db.services()
+    now = utcnow()
+    token = make_connect_token(s, staff, connect_sealer(services.settings.secret_key or ""), now)
+    s.commit()
+    return _render(staff, connect_link=connect_url(services.settings.base_url, token),
+                   connect_link_expires=link_expiry(now))
+
+
+@bp.post("/staff/<int:staff_id>/connect-link/revoke")
+def revoke_connect_link(staff_id: int) -> Response:
+    staff = _staff(staff_id)
+    revoke_connect_links(db.session(), staff)
+    db.session().commit()
+    flash(f"Every connect link sent to {staff.name} so far has stopped working.", "success")
+    return redirect(url_for("admin.staff_page", staff_id=staff_id, _anchor="connect-link"))

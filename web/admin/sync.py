@@ -1,0 +1,131 @@
+"""The calendar-sync page at / : the feeds of staff members, groups and the company with their
+links and tokens (new, revoke, rotate), and the company-wide toggles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from flask import flash, redirect, render_template, request, url_for
+from pydantic import ValidationError as PydanticValidationError
+from werkzeug.wrappers import Response
+
+from feeds import directory, tokens
+from feeds.company_settings import get_company_settings, update_company_settings
+from feeds.errors import NotFoundError, ValidationError
+from models import FeedToken
+from web import db
+from web.admin import bp, current_company
+from web.admin.settings_form import describe_errors, parse_settings_form, setting_fields
+
+
+@dataclass
+class FeedOwner:
+    """One staff member, group or the company, with its live tokens."""
+
+    scope: str
+    scope_id: int
+    name: str
+    detail: str = ""
+    page: str | None = None
+    feeds: list[tuple[FeedToken, tokens.FeedLinks | None]] = field(default_factory=list)
+
+
+def feed_rows(rows: list[FeedToken]) -> list[tuple[FeedToken, tokens.FeedLinks | None]]:
+    """Each token with its subscribe links (None when the app's key can no longer open it)."""
+    services = db.services()
+    out = []
+    for row in rows:
+        plain = tokens.reveal_token(services.sealer, row)
+        out.append((row, tokens.feed_links(services.settings.base_url, plain) if plain else None))
+    return out
+
+
+@bp.get("/")
+def index() -> str:
+    s = db.session()
+    company = current_company()
+    by_owner: dict[tuple[str, int], list[FeedToken]] = {}
+    for row in tokens.list_feed_tokens(s, company):
+        by_owner.setdefault((row.scope, row.scope_id), []).append(row)
+    tables: list[tuple[str, str, list[FeedOwner]]] = [
+        ("staff", "Staff members", [
+            FeedOwner("staff", m.id, m.name, m.email, url_for("admin.staff_page", staff_id=m.id))
+            for m in directory.list_staff(s, company)
+        ]),
+        ("group", "Groups of staff", [
+            FeedOwner("group", g.id, g.name, ", ".join(m.name for m in g.members) or "no members")
+            for g in directory.list_groups(s, company)
+        ]),
+        ("company", "Company", [FeedOwner("company", company.id, company.name, "every staff member")]),
+    ]
+    for _scope, _title, owners in tables:
+        for owner in owners:
+            owner.feeds = feed_rows(by_owner.get((owner.scope, owner.scope_id), []))
+    return render_template(
+        "admin/index.html", company=company, tables=tables,
+        privacy_levels=tokens.PRIVACY_LEVELS,
+        settings_sections=setting_fields(get_company_settings(company)),
+    )
+
+
+@bp.post("/tokens")
+def new_token() -> Response:
+    s = db.session()
+    company = current_company()
+    try:
+        scope_id = int(request.form.get("scope_id", ""))
+        row, _plain = tokens.issue_feed_token(
+            s, company, db.services().sealer, scope=request.form.get("scope", ""),
+            scope_id=scope_id, privacy=request.form.get("privacy", "full"),
+            name=request.form.get("name", "").strip()[:200] or None,
+        )
+    except (ValueError, ValidationError, NotFoundError) as exc:
+        flash(str(exc) if not isinstance(exc, ValueError) else "Choose whose feed it is.", "error")
+        return redirect(url_for("admin.index"))
+    s.commit()
+    flash(f"New feed link '{row.name}' created. Share it only with whoever should see it.", "success")
+    return redirect(url_for("admin.index", _anchor=f"token-{row.id}"))
+
+
+@bp.post("/tokens/<int:token_id>/revoke")
+def revoke_token(token_id: int) -> Response:
+    s = db.session()
+    try:
+        row = tokens.revoke_feed_token(s, current_company(), token_id)
+    except NotFoundError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("admin.index"))
+    s.commit()
+    flash(f"Feed link '{row.name}' revoked: calendars subscribed with it stop updating.", "success")
+    return redirect(url_for("admin.index"))
+
+
+@bp.post("/tokens/<int:token_id>/rotate")
+def rotate_token(token_id: int) -> Response:
+    s = db.session()
+    try:
+        row, _plain = tokens.rotate_feed_token(s, current_company(), db.services().sealer, token_id)
+    except NotFoundError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("admin.index"))
+    s.commit()
+    flash(f"Feed link '{row.name}' replaced: the old link stopped working; share the new one.",
+          "success")
+    return redirect(url_for("admin.index", _anchor=f"token-{row.id}"))
+
+
+@bp.post("/settings")
+def save_settings() -> Response:
+    s = db.session()
+    changes, problems = parse_settings_form(request.form)
+    if not problems:
+        try:
+            update_company_settings(s, current_company(), changes)
+        except PydanticValidationError as exc:
+            problems = describe_errors(exc)
+    for problem in problems:
+        flash(problem, "error")
+    if not problems:
+        s.commit()
+        flash("Settings saved. Feeds show the change at their next refresh.", "success")
+    return redirect(url_for("admin.index", _anchor="settings"))

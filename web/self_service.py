@@ -1,0 +1,175 @@
+"""The staff self-service page at /connect/: no admin login, one staff member, reached through a
+signed, expiring connect link (feeds.connect_links).
+
+Opening /connect/<token> checks the token, keeps it in the session and redirects to /connect/,
+so the secret leaves the address bar and browser history. Every request checks the token again
+(expiry, revocation), and every view works on that one staff member: no id in any URL of this
+blueprint can reach another staff member's data.
+"""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from werkzeug.wrappers import Response
+
+from feeds import calendar_setup, tokens
+from feeds import connections as conns
+from feeds.connect_links import ConnectLinkError, connect_sealer, read_connect_token
+from feeds.errors import NotFoundError, ValidationError
+from feeds.health import open_alerts
+from models import Company, Connection, Staff
+from web import db
+from web.admin import wants_json
+from web.admin.calendars import add_ics, connect_chosen, connection_json, discover, kept_values, sync_now
+from web.admin.sync import feed_rows
+
+bp = Blueprint("staff", __name__, url_prefix="/connect")
+SESSION_KEY = "connect_token"
+
+
+def _read(token: str) -> Staff:
+    sealer = connect_sealer(db.services().settings.secret_key or "")
+    return read_connect_token(db.session(), sealer, token)
+
+
+@bp.before_request
+def _require_link() -> Response | tuple[str, int] | None:
+    if request.endpoint == "staff.enter":
+        return None
+    token = session.get(SESSION_KEY)
+    if not token:
+        return _refused("Open the link from your invitation email to see this page.")
+    try:
+        g.staff = _read(token)
+    except ConnectLinkError as exc:
+        session.pop(SESSION_KEY, None)
+        return _refused(str(exc))
+    company = db.session().get(Company, g.staff.company_id)
+    if company is None:
+        abort(404)
+    g.company = company
+    return None
+
+
+def _refused(message: str) -> tuple[str, int]:
+    return render_template("staff/invalid.html", message=message), 403
+
+
+def _staff() -> Staff:
+    return g.staff  # type: ignore[no-any-return]
+
+
+def _company() -> Company:
+    return g.company  # type: ignore[no-any-return]
+
+
+@bp.get("/<token>")
+def enter(token: str) -> Response | tuple[str, int]:
+    try:
+        _read(token)
+    except ConnectLinkError as exc:
+        return _refused(str(exc))
+    session[SESSION_KEY] = token
+    return redirect(url_for("staff.page"))
+
+
+def _render(status: int = 200, **extra: object) -> tuple[str, int]:
+    s = db.session()
+    staff, company = _staff(), _company()
+    feeds = [row for row in tokens.list_feed_tokens(s, company)
+             if row.scope == "staff" and row.scope_id == staff.id]
+    extra.setdefault("values", {})
+    return render_template(
+        "staff/page.html", staff=staff, company=company, feeds=feed_rows(feeds),
+        connections=conns.list_connections(s, company, staff.id),
+        alerts=open_alerts(s, company), kinds=calendar_setup.allowed_kinds(company), **extra,
+    ), status
+
+
+@bp.get("/")
+def page() -> tuple[str, int]:
+    return _render()
+
+
+@bp.post("/calendars/ics")
+def add_ics_calendar() -> Response | tuple[str, int]:
+    try:
+        conn = add_ics(_company(), _staff().id, request.form)
+    except ValidationError as exc:
+        db.session().rollback()
+        flash(str(exc), "error")
+        return _render(422, values=kept_values(request.form), open_form="ics")
+    db.session().commit()
+    flash(f"Calendar '{conn.name}' added. Use Sync now to read it at once.", "success")
+    return redirect(url_for("staff.page", _anchor=f"connection-{conn.id}"))
+
+
+@bp.post("/calendars/discover")
+def discover_calendars() -> tuple[str, int]:
+    try:
+        found, sealed = discover(_company(), _staff().id, request.form)
+    except ValidationError as exc:
+        flash(str(exc), "error")
+        return _render(422, values=kept_values(request.form), open_form="caldav")
+    return render_template(
+        "admin/choose_calendars.html", staff=_staff(), calendars=found, discovery=sealed,
+        action=url_for("staff.connect_calendars"), back=url_for("staff.page"),
+        read_only_reason=calendar_setup.READ_ONLY_REASON, standalone=True,
+    ), 200
+
+
+@bp.post("/calendars/caldav")
+def connect_calendars() -> Response | tuple[str, int]:
+    try:
+        made = connect_chosen(_company(), _staff().id, request.form)
+    except ValidationError as exc:
+        db.session().rollback()
+        flash(str(exc), "error")
+        return _render(422, open_form="caldav")
+    db.session().commit()
+    flash(f"Connected: {', '.join(c.name for c in made)}. Use Sync now to read them at once.", "success")
+    return redirect(url_for("staff.page", _anchor="connections"))
+
+
+def _own_connection(connection_id: int) -> Connection:
+    """One of this staff member's connections; 404 for anyone else's, like for a missing one."""
+    try:
+        conn = conns.get_connection(db.session(), _company(), connection_id)
+    except NotFoundError:
+        abort(404)
+    if conn.staff_id != _staff().id:
+        abort(404)
+    return conn
+
+
+@bp.post("/connections/<int:connection_id>/sync")
+def sync_connection_now(connection_id: int) -> Response:
+    _own_connection(connection_id)
+    conn = sync_now(_company(), connection_id)
+    if wants_json():
+        return connection_json(conn)
+    if conn.status == "ok":
+        flash(f"'{conn.name}' synced: {conn.busy_count} busy time(s).", "success")
+    else:
+        flash(f"'{conn.name}' did not sync: {conn.last_error}", "error")
+    return redirect(url_for("staff.page", _anchor=f"connection-{conn.id}"))
+
+
+@bp.post("/connections/<int:connection_id>/delete")
+def delete_connection(connection_id: int) -> Response:
+    conn = _own_connection(connection_id)
+    name = conn.name
+    conns.delete_connection(db.session(), _company(), conn.id)
+    db.session().commit()
+    flash(f"Calendar '{name}' removed.", "success")
+    return redirect(url_for("staff.page", _anchor="connections"))
