@@ -10,6 +10,7 @@ so nothing is created at import time.
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
@@ -105,6 +106,20 @@ class Jobs:
         """Enqueue a task requested with change_effects.request_job."""
         tasks = {"sync_connection": self.sync_task}
         tasks[task](argument)
+
+    def start_in_background(self, workers: int = 2, periodic: bool = True) -> Any:
+        """Start a consumer in threads of this process and return it (stop it with .stop()).
+
+        Huey's consumer takes over SIGINT/SIGTERM/SIGHUP as if it owned the process; here the
+        process belongs to someone else (the web server, a test run), so their handlers are
+        put back.
+        """
+        saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        consumer = self.consumer(workers=workers, periodic=periodic)
+        consumer.start()
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        return consumer
 
     def consumer(self, workers: int = 2, periodic: bool = True) -> Any:
         return self.huey.create_consumer(

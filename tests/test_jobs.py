@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections.abc import Iterator
 
@@ -48,12 +47,7 @@ def settings(settings: Settings, queue_url: str | None) -> Settings:
 
 @pytest.fixture
 def consumer(app: Flask) -> Iterator[object]:
-    jobs = app.extensions["calsync"].jobs
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    worker = jobs.consumer(workers=2, periodic=False)
-    worker.start()
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
+    worker = app.extensions["calsync"].jobs.start_in_background(workers=2, periodic=False)
     yield worker
     worker.stop(graceful=True)
 

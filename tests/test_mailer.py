@@ -4,7 +4,6 @@ backoff, giving up, leases between concurrent workers, the queue, and the passwo
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -272,12 +271,7 @@ def test_the_smtp_password_is_never_logged_nor_shown(
 
 @pytest.fixture
 def consumer(app: Flask) -> Iterator[object]:
-    jobs = app.extensions["calsync"].jobs
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    worker = jobs.consumer(workers=2, periodic=False)
-    worker.start()
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
+    worker = app.extensions["calsync"].jobs.start_in_background(workers=2, periodic=False)
     yield worker
     worker.stop(graceful=True)
 

@@ -173,13 +173,8 @@ def serve(host: str, port: int, threads: int, demo: bool) -> None:
     consumer = None
     if services.settings.workers and not services.settings.queue_url:
         # The embedded default: the queue's consumer runs in this process, in threads.
-        consumer = services.jobs.consumer(workers=services.settings.workers)
-        # Huey's consumer takes over SIGINT/SIGTERM for a process of its own; here the web
-        # server owns the process, so put the handlers back and let SIGTERM end it cleanly.
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-        consumer.start()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        consumer = services.jobs.start_in_background(workers=services.settings.workers)
+        # The web server owns the process: SIGTERM ends it cleanly (and stops the consumer).
         signal.signal(signal.SIGTERM, _exit_on_signal)
         click.echo(f"Background worker: {services.settings.workers} thread(s), SQLite queue.")
     elif services.settings.queue_url:
