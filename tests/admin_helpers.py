@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
@@ -77,3 +78,11 @@ def busy_ics(count: int = 2, *, first_day: int = 2, summary: str = "Dentist") ->
                 f"DTSTART:{start:%Y%m%dT%H%M%SZ}\r\nDTEND:{start + timedelta(hours=1):%Y%m%dT%H%M%SZ}\r\n"
                 f"SUMMARY:{summary}\r\nEND:VEVENT\r\n")
     return (out + "END:VCALENDAR\r\n").encode()
+
+
+@pytest.fixture
+def admin(app: Flask, client: FlaskClient, api: Any) -> Browser:  # api: the company exists
+    """A logged-in admin's browser (the test client with CSRF tokens handled)."""
+    make_admin(app)
+    log_in(client)
+    return Browser(client)

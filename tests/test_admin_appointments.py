@@ -10,22 +10,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from feeds.booking import CustomerDetails, book_appointment
 from models import Appointment, AppointmentChange, Company, Staff
-from tests.admin_helpers import Browser, log_in, make_admin, text_of
+from tests.admin_helpers import Browser, text_of
 from tests.conftest import Api
 
 BERLIN = ZoneInfo("Europe/Berlin")
-
-
-@pytest.fixture
-def admin(app: Flask, client: FlaskClient, api: Api) -> Browser:
-    make_admin(app)
-    log_in(client)
-    return Browser(client)
 
 
 @pytest.fixture

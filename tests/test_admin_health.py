@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from feeds.health import mark_stale
 from feeds.settings import Settings
 from feeds.sync import sync_connection
 from models import Alert, Connection, utcnow
-from tests.admin_helpers import Browser, busy_ics, log_in, make_admin, text_of
+from tests.admin_helpers import Browser, busy_ics, text_of
 from tests.conftest import Api
 from tests.servers import CalendarHTTPServer
 
@@ -24,13 +23,6 @@ from tests.servers import CalendarHTTPServer
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"allow_private_networks": True})
-
-
-@pytest.fixture
-def admin(app: Flask, client: FlaskClient, api: Api) -> Browser:
-    make_admin(app)
-    log_in(client)
-    return Browser(client)
 
 
 @pytest.fixture

@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from feeds import calendar_setup
 from feeds.settings import Settings
 from feeds.sources.caldav_source import RemoteCalendar
 from models import Company, Connection, Staff
-from tests.admin_helpers import Browser, busy_ics, log_in, make_admin, text_of
+from tests.admin_helpers import Browser, busy_ics, text_of
 from tests.conftest import Api
 from tests.servers import CalDAVServer, CalendarHTTPServer
 
@@ -25,13 +24,6 @@ from tests.servers import CalDAVServer, CalendarHTTPServer
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"allow_private_networks": True})
-
-
-@pytest.fixture
-def admin(app: Flask, client: FlaskClient, api: Api) -> Browser:
-    make_admin(app)
-    log_in(client)
-    return Browser(client)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 from pydantic import Field
 from sqlalchemy import select
 
@@ -16,15 +15,8 @@ from feeds.accounts import get_or_create_company
 from feeds.company_settings import CompanySettings
 from feeds.tokens import issue_feed_token
 from models import Company, FeedToken
-from tests.admin_helpers import Browser, log_in, make_admin, text_of
+from tests.admin_helpers import Browser, text_of
 from tests.conftest import Api
-
-
-@pytest.fixture
-def admin(app: Flask, client: FlaskClient, api: Api) -> Browser:
-    make_admin(app)
-    log_in(client)
-    return Browser(client)
 
 
 @pytest.fixture
