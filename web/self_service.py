@@ -30,7 +30,15 @@ from feeds.health import open_alerts
 from models import Company, Connection, Staff
 from web import db
 from web.admin import wants_json
-from web.admin.calendars import add_ics, connect_chosen, connection_json, discover, kept_values, sync_now
+from web.admin.calendars import (
+    add_ics,
+    connect_chosen,
+    connection_json,
+    discover,
+    flash_sync_result,
+    kept_values,
+    sync_now,
+)
 from web.admin.sync import feed_rows
 
 bp = Blueprint("staff", __name__, url_prefix="/connect")
@@ -158,10 +166,7 @@ def sync_connection_now(connection_id: int) -> Response:
     conn = sync_now(_company(), connection_id)
     if wants_json():
         return connection_json(conn)
-    if conn.status == "ok":
-        flash(f"'{conn.name}' synced: {conn.busy_count} busy time(s).", "success")
-    else:
-        flash(f"'{conn.name}' did not sync: {conn.last_error}", "error")
+    flash_sync_result(conn)
     return redirect(url_for("staff.page", _anchor=f"connection-{conn.id}"))
 
 

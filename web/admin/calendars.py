@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import jsonify
+from flask import flash, jsonify
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
@@ -71,6 +71,14 @@ def sync_now(company: Company, connection_id: int) -> Connection:
     sync_connection(db.services().sync, connection_id)
     s.expire_all()
     return conns.get_connection(s, company, connection_id)
+
+
+def flash_sync_result(conn: Connection) -> None:
+    """The one-line result of "Sync now", for the page that reloads after it."""
+    if conn.status == "ok":
+        flash(f"'{conn.name}' synced: {conn.busy_count} busy time(s).", "success")
+    else:
+        flash(f"'{conn.name}' did not sync: {conn.last_error}", "error")
 
 
 def connection_json(conn: Connection) -> Response:

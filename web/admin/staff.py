@@ -30,6 +30,7 @@ from web.admin.calendars import (
     connect_chosen,
     connection_json,
     discover,
+    flash_sync_result,
     kept_values,
     sync_now,
 )
@@ -208,10 +209,7 @@ def sync_connection_now(connection_id: int) -> Response:
         abort(404)
     if wants_json():
         return connection_json(conn)
-    if conn.status == "ok":
-        flash(f"'{conn.name}' synced: {conn.busy_count} busy time(s).", "success")
-    else:
-        flash(f"'{conn.name}' did not sync: {conn.last_error}", "error")
+    flash_sync_result(conn)
     back = request.form.get("back", "")
     if back == "health":
         return redirect(url_for("admin.health"))
