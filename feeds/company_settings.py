@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 
 from models import Company, utcnow
 
+MIN_STALE_HOURS = 1  # the smallest stale threshold; feeds.health.mark_stale relies on it
+
 
 class CompanySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -67,7 +69,7 @@ class CompanySettings(BaseModel):
         description="Consecutive failed syncs of a connection before the admin is alerted.",
     )
     stale_after_hours: int = Field(
-        default=24, ge=1, le=24 * 30,
+        default=24, ge=MIN_STALE_HOURS, le=24 * 30,
         description="Hours without a successful sync after which a connection counts as stale.",
     )
     stale_policy: Literal["keep", "block"] = Field(

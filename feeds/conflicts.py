@@ -48,8 +48,12 @@ def resolve_conflict(session: Session, company: Company, conflict_id: int, keep:
             cancel_appointment(session, company, appt.id, source="conflict")
         if item is not None:
             item.state, item.href, item.etag = "deleted", None, None
+    elif conflict.calendar_start is None or conflict.calendar_end is None:
+        # e.g. the event was turned into an all-day event: there is no time to move to.
+        raise SchedulingError(
+            "The calendar's version has no usable start and end time, so it cannot be kept; "
+            "keep the platform's version, or reschedule the appointment by hand.")
     else:
-        assert conflict.calendar_start is not None and conflict.calendar_end is not None
         # Raises SchedulingError (nothing changed) if the calendar's time is still taken.
         reschedule_appointment(session, company, appt.id, start=conflict.calendar_start,
                                end=conflict.calendar_end, within_working_hours=False,

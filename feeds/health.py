@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from feeds.company_settings import get_company_settings
+from feeds.company_settings import MIN_STALE_HOURS, get_company_settings
 from feeds.notifications import queue_alert_emails
 from models import Alert, Company, Connection
 
@@ -86,9 +86,12 @@ def record_failure(session: Session, conn: Connection, kind: str, message: str, 
 def mark_stale(session: Session, now: datetime) -> int:
     """Mark connections whose last success is too old as stale and open an alert for each."""
     count = 0
+    # Only connections past the smallest threshold a company can choose are candidates, so the
+    # scan (every minute) reads the few that may be stale, not every connection of every company.
+    oldest_fresh = now - timedelta(hours=MIN_STALE_HOURS)
     for conn in session.scalars(
         select(Connection).where(Connection.status.in_(("ok", "error")),
-                                 Connection.last_success_at.is_not(None))
+                                 Connection.last_success_at < oldest_fresh)
     ):
         company = session.get(Company, conn.company_id)
         assert company is not None

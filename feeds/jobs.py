@@ -16,6 +16,7 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from huey import Huey, RedisHuey, SqliteHuey, crontab
 from sqlalchemy import or_, select
@@ -31,10 +32,22 @@ QUEUE_NAME = "calsync"
 
 def make_huey(queue_url: str | None, data_dir: Path, *, immediate: bool = False) -> Huey:
     if queue_url and queue_url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisHuey(QUEUE_NAME, url=queue_url, results=False, immediate=immediate)
+        name, url = split_queue_name(queue_url)
+        return RedisHuey(name, url=url, results=False, immediate=immediate)
     path = Path(queue_url[len("sqlite:///"):]) if queue_url else data_dir / "queue.sqlite3"
     path.parent.mkdir(parents=True, exist_ok=True)
     return SqliteHuey(QUEUE_NAME, filename=str(path), results=False, immediate=immediate)
+
+
+def split_queue_name(queue_url: str) -> tuple[str, str]:
+    """The queue name from `?queue=NAME` (default "calsync") and the URL without it, so that
+    several deployments (staging and production, parallel test runs) can share one Redis.
+    redis-py would refuse the unknown parameter, hence it is taken off here."""
+    parts = urlsplit(queue_url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    names = [value for key, value in query if key == "queue" and value]
+    rest = urlencode([(key, value) for key, value in query if key != "queue"])
+    return (names[-1] if names else QUEUE_NAME), urlunsplit(parts._replace(query=rest))
 
 
 def due_connection_ids(ctx: SyncContext, now: datetime, limit: int = 1000) -> list[int]:
@@ -59,7 +72,10 @@ class Jobs:
         self._context = context
         self._mail = mail
         # Retries are the sync's own business (backoff recorded in the connection's health);
-        # a job that fails outright is simply picked up again by the next schedule run.
+        # a job that fails outright is simply picked up again by the next schedule run. So is a
+        # job lost with a killed worker: Huey has no acknowledgement, so the job is gone from
+        # the queue, but the connection's next_sync_at was never moved on, and once its lease
+        # has expired (CALSYNC_SYNC_LEASE_SECONDS) the scheduler finds it due and queues it again.
         self.sync_task = huey.task(name="sync_connection")(self._sync)
         self.schedule_task = huey.periodic_task(crontab(minute="*"), name="schedule_due")(
             self._schedule_due
@@ -68,8 +84,8 @@ class Jobs:
         # email, and failed attempts are rescheduled in the outbox row, found by the schedule.
         self.deliver_task = huey.task(name="deliver_outbox")(self._deliver)
 
-    def _sync(self, connection_id: int) -> dict[str, Any]:
-        outcome: SyncOutcome = sync_connection(self._context(), connection_id)
+    def _sync(self, connection_id: int, scheduled: bool = False) -> dict[str, Any]:
+        outcome: SyncOutcome = sync_connection(self._context(), connection_id, due_only=scheduled)
         return asdict(outcome)
 
     def _schedule_due(self) -> int:
@@ -79,7 +95,9 @@ class Jobs:
             mark_stale(session, now)
         due = due_connection_ids(ctx, now)
         for connection_id in due:
-            self.sync_task(connection_id)
+            # Scheduled: a copy that waited in the queue past the next scheduler run skips a
+            # connection that has been synced meanwhile.
+            self.sync_task(connection_id, True)
         if due:
             log.info("queued %d due connection syncs", len(due))
         self._schedule_delivery(now)

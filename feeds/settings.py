@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -96,6 +96,14 @@ class Settings(BaseModel):
         default=30.0, gt=0, le=600,
         description="CALSYNC_FETCH_TIMEOUT_SECONDS: total time allowed for fetching one calendar.",
     )
+    sync_lease_seconds: int = Field(
+        default=300, ge=2, le=86_400,
+        description=(
+            "CALSYNC_SYNC_LEASE_SECONDS: how long a worker holds a connection while syncing it. "
+            "A worker that dies mid-sync releases nothing; after this time the scheduler hands "
+            "the connection to another worker. Must be longer than the fetch timeout."
+        ),
+    )
     max_occurrences: int = Field(
         default=10_000, ge=100, le=1_000_000,
         description="CALSYNC_MAX_OCCURRENCES: busy blocks read from one connection per sync window.",
@@ -140,6 +148,17 @@ class Settings(BaseModel):
                 "is not a SQLAlchemy database URL such as postgresql+psycopg://user@host/calsync "
                 f"({exc})"
             ) from exc
+        return value
+
+    @field_validator("sync_lease_seconds")
+    @classmethod
+    def _lease_outlasts_a_fetch(cls, value: int, info: ValidationInfo) -> int:
+        timeout = info.data.get("fetch_timeout_seconds")
+        if timeout is not None and value <= timeout:
+            raise ValueError(
+                f"must be longer than CALSYNC_FETCH_TIMEOUT_SECONDS ({timeout:g}), or a slow "
+                "calendar could be synced by two workers at once"
+            )
         return value
 
     @field_validator("mail_from")

@@ -8,17 +8,20 @@ stay.
 
 Why a lease column and not a queue lock: Huey's lock_task has no expiry, so a worker killed
 mid-job would leave its connection locked forever. A lease is one conditional UPDATE (atomic
-on SQLite and PostgreSQL alike) that expires by itself.
+on SQLite and PostgreSQL alike) that expires by itself (and then lets the scheduler retry a
+killed worker's job: see feeds/jobs.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import socket
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,11 +30,11 @@ from feeds.company_settings import get_company_settings
 from feeds.credentials import Vault
 from feeds.errors import CalsyncError
 from feeds.health import record_failure, record_success
-from feeds.push import PushJob, PushResult, content_hash, execute_push, job_for, plan_pushes, record_push
+from feeds.push_pass import PushSummary, push_pending, remember_pushes
 from feeds.sources.busy_time import BusyOptions, CalendarDataError, extract_busy, parse_calendars
-from feeds.sources.caldav_source import dav_client, read_changes
+from feeds.sources.caldav_source import read_changes
 from feeds.sources.fetch import FetchError, FetchLimits, fetch_url
-from feeds.twoway import reconcile, reconcile_item
+from feeds.twoway import reconcile
 from models import Appointment, BusyBlock, Company, Connection, LinkedItem, Staff, SyncItem, utcnow
 
 log = logging.getLogger("calsync.sync")
@@ -90,16 +93,19 @@ def sync_window(company: Company, now: datetime) -> tuple[datetime, datetime]:
     )
 
 
-def _acquire(ctx: SyncContext, connection_id: int, owner: str, now: datetime) -> _Job | None | bool:
-    """Take the lease and copy out the job; False when another worker holds it, None when the
-    connection is gone."""
+def _acquire(
+    ctx: SyncContext, connection_id: int, owner: str, now: datetime, due_only: bool = False
+) -> _Job | None | bool:
+    """Take the lease and copy out the job; False when another worker holds it (or, with
+    `due_only`, when it is not due any more: a scheduled job queued twice), None when it is gone."""
+    taking = update(Connection).where(Connection.id == connection_id).where(
+        or_(Connection.lease_until.is_(None), Connection.lease_until < now))
+    if due_only:
+        taking = taking.where(Connection.next_sync_at.is_not(None), Connection.next_sync_at <= now)
     with ctx.sessions.begin() as session:
         taken = session.execute(
-            update(Connection)
-            .where(Connection.id == connection_id)
-            .where(or_(Connection.lease_until.is_(None), Connection.lease_until < now))
-            .values(lease_until=now + timedelta(seconds=ctx.lease_seconds), lease_owner=owner,
-                    last_attempt_at=now)
+            taking.values(lease_until=now + timedelta(seconds=ctx.lease_seconds), lease_owner=owner,
+                          last_attempt_at=now)
             .execution_options(synchronize_session=False)
         )
         conn = session.get(Connection, connection_id)
@@ -131,17 +137,21 @@ def _acquire(ctx: SyncContext, connection_id: int, owner: str, now: datetime) ->
             writes=bool(WRITE_ROLES & set(conn.roles or [])) and bool(conn.writable),
             ours=frozenset(h for h in session.scalars(select(LinkedItem.href).where(
                 LinkedItem.connection_id == conn.id, LinkedItem.href.is_not(None))) if h),
+            # Only two-way CalDAV sync compares UIDs; an ICS sync need not read the staff
+            # member's whole booking history every time.
             our_uids=frozenset(session.scalars(select(Appointment.uid).where(
-                Appointment.staff_id == conn.staff_id))),
+                Appointment.staff_id == conn.staff_id))) if conn.kind == "caldav" else frozenset(),
         )
 
 
 def sync_connection(
-    ctx: SyncContext, connection_id: int, *, now: datetime | None = None, owner: str | None = None
+    ctx: SyncContext, connection_id: int, *, now: datetime | None = None, owner: str | None = None,
+    due_only: bool = False,
 ) -> SyncOutcome:
     now = now or utcnow()
-    owner = owner or uuid.uuid4().hex
-    job = _acquire(ctx, connection_id, owner, now)
+    # Host and process id say which worker holds the lease (and whether it still lives).
+    owner = owner or f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    job = _acquire(ctx, connection_id, owner, now, due_only)
     if job is None:
         return SyncOutcome(connection_id, "missing")
     if job is False:
@@ -212,32 +222,38 @@ def _sync_ics(ctx: SyncContext, job: _Job, owner: str) -> SyncOutcome:
 
 
 def _sync_caldav(ctx: SyncContext, job: _Job, owner: str) -> SyncOutcome:
+    # All of this sync's CalDAV requests (reading, then writing) end well inside the lease, so
+    # a slow or hostile server can never make the lease expire under a live worker (and
+    # another worker sync the same calendar at the same time).
+    ctx = replace(ctx, limits=replace(ctx.limits, deadline=time.monotonic() + 0.8 * ctx.lease_seconds))
     listing = read_changes(
         job.url, job.username, job.password, sync_token=None if job.window_moved else job.sync_token,
         ctag=job.ctag, known=job.known, allow_private=ctx.allow_private, load_all=job.window_moved,
         limits=ctx.limits,
     )
-    pushed = push_failures = 0
+    pushes = PushSummary()
     if job.writes:
         # Calendar-side changes first (they may cancel or move bookings), then our pending
         # writes; all under this connection's lease, before the sync token moves on.
         if listing is not None:
             reconcile(ctx.sessions, job.id, etags=listing.etags, data=listing.data,
                       deleted=listing.deleted, full=listing.full)
-        pushed, push_failures = push_pending(ctx, job)
+        pushes = push_pending(ctx, job)
     if listing is None:
         with ctx.sessions.begin() as session:
             conn = session.get(Connection, job.id)
             if conn is None:
                 return SyncOutcome(job.id, "missing")
+            remember_pushes(session, conn, pushes)
             record_success(session, conn, utcnow())
             _release(conn, owner)
             # Nothing changed in the calendar; if we wrote into it, this sync still did work.
-            outcome = SyncOutcome(job.id, "ok" if pushed else "unchanged", conn.busy_count)
-        return _after_push(ctx, job, outcome, pushed, push_failures)
-    if listing.full and not listing.etags and job.known:
+            outcome = SyncOutcome(job.id, "ok" if pushes.written else "unchanged", conn.busy_count)
+        return _after_push(ctx, job, outcome, pushes)
+    if listing.full and not listing.etags and set(job.known) - job.ours:
         # vdirsyncer's guard: an empty listing where we knew items is more likely a server
-        # glitch than a staff member deleting everything at once.
+        # glitch than a staff member deleting everything at once. (Our own bookings have the
+        # same guard, with an admin's confirmation, in two-way sync's reconcile.)
         raise CalendarDataError(
             "empty", "The calendar came back empty; the previous busy times are kept in case "
                      "this is a glitch of the calendar server.")
@@ -267,31 +283,34 @@ def _sync_caldav(ctx: SyncContext, job: _Job, owner: str) -> SyncOutcome:
         for href, (digest, uid) in hashes.items():
             session.merge(SyncItem(connection_id=conn.id, href=href, etag=listing.etags.get(href),
                                    content_hash=digest, uid=uid, last_seen_at=utcnow()))
+        remember_pushes(session, conn, pushes)
         conn.sync_token = listing.sync_token
         conn.ctag = listing.ctag
         conn.window_key = job.window_key
         record_success(session, conn, utcnow())
         _release(conn, owner)
         outcome = SyncOutcome(job.id, "ok", conn.busy_count)
-    return _after_push(ctx, job, outcome, pushed, push_failures)
+    return _after_push(ctx, job, outcome, pushes)
 
 
-def _after_push(
-    ctx: SyncContext, job: _Job, outcome: SyncOutcome, pushed: int, failures: int
-) -> SyncOutcome:
+def _after_push(ctx: SyncContext, job: _Job, outcome: SyncOutcome, pushes: PushSummary) -> SyncOutcome:
     """Reading worked; if writing did not, the connection's health says so (and it retries)."""
-    if pushed:
-        # Our writes changed the calendar after its CTag and sync token were read, so neither
-        # is a safe baseline any more: servers such as Radicale derive the CTag from the
-        # content (a staff member undoing our write brings back the CTag we stored: ABA), and
-        # from the old token an item we created and the staff member then deleted may not be
-        # reported at all (Xandikos). The next sync lists by ETag instead, where a vanished
-        # booking shows by its absence.
+    if pushes.written:
+        # Our writes changed the calendar after its CTag and sync token were read. The CTag is
+        # no safe baseline any more: servers such as Radicale derive it from the content (a
+        # staff member undoing our write brings back the CTag we stored: ABA). The sync token
+        # stays one for updates and deletions — the next REPORT lists those items, and their
+        # ETags are known (remember_pushes) — but not after a create: from a token older than
+        # the item, an item we created and the staff member then deleted may not be reported
+        # at all (Xandikos). Then the next sync lists by ETag, where a vanished booking shows
+        # by its absence.
         with ctx.sessions.begin() as session:
             conn = session.get(Connection, job.id)
             if conn is not None:
                 conn.ctag = None
-                conn.sync_token = None
+                if pushes.created:
+                    conn.sync_token = None
+    failures = pushes.failed
     if not failures:
         return outcome
     message = (f"{failures} booking(s) could not be written to this calendar yet; they will be "
@@ -301,70 +320,6 @@ def _after_push(
         if conn is not None:
             record_failure(session, conn, "push", message, utcnow())
     return SyncOutcome(job.id, "error", outcome.busy_count, message)
-
-
-def push_pending(ctx: SyncContext, job: _Job) -> tuple[int, int]:
-    """Write pending booking copies into the calendar; returns (written, failed)."""
-    with ctx.sessions.begin() as session:
-        conn = session.get(Connection, job.id)
-        if conn is None:
-            return 0, 0
-        plans = plan_pushes(session, conn)
-        uids = {p.appointment_id: session.get(Appointment, p.appointment_id).uid  # type: ignore[union-attr]
-                for p in plans}
-    if not plans:
-        return 0, 0
-    failed = 0
-    with dav_client(job.url, job.username, job.password, allow_private=ctx.allow_private,
-                    limits=ctx.limits) as (client, _resolver):
-        for plan in plans:
-            result = _push_one(ctx, client, job, uids[plan.appointment_id], plan)
-            failed += not result.ok
-    return len(plans) - failed, failed
-
-
-def _push_one(ctx: SyncContext, client: Any, job: _Job, uid: str, plan: PushJob) -> PushResult:
-    try:
-        result = execute_push(client, job.url, uid, plan)
-        if result.precondition_failed and plan.href is not None:
-            # 412: the item changed since we last saw it. Re-read it and decide again —
-            # never overwrite blindly (PROTOCOL.md "CalDAV").
-            retry = _redecide(ctx, client, plan)
-            if retry is not None:
-                result = execute_push(client, job.url, uid, retry)
-    except Exception as exc:  # the server went away mid-push: keep it pending, retry later
-        log.info("push of appointment %s failed: %s", plan.appointment_id, type(exc).__name__)
-        result = PushResult(plan, False, error="The calendar server could not be reached to store "
-                            "the booking; it will be retried.")
-    with ctx.sessions.begin() as session:
-        record_push(session, result)
-    return result
-
-
-def _redecide(ctx: SyncContext, client: Any, plan: PushJob) -> PushJob | None:
-    """After a 412: the plan to retry with the item's current ETag, or None when the calendar
-    side's change was handed to two-way sync (which re-queues a push if one is still due)."""
-    current = client.request(plan.href, "GET")
-    if current.status in (404, 410):
-        reconcile_item(ctx.sessions, plan.item_id, None)
-        return None
-    raw = current.raw
-    body = raw if isinstance(raw, bytes) else str(raw).encode("utf-8")
-    etag = current.headers.get("ETag")
-    with ctx.sessions() as session:
-        item = session.get(LinkedItem, plan.item_id)
-        known_hash = item.content_hash if item else None
-    if content_hash(body) == known_hash:
-        plan.etag = etag  # only the version moved (the server rewrote it): write again
-        return plan
-    reconcile_item(ctx.sessions, plan.item_id, (body, etag))
-    with ctx.sessions.begin() as session:
-        item = session.get(LinkedItem, plan.item_id)
-        if item is None or item.state != "pending":
-            return None
-        # Plan again from the appointment as it is now (the calendar's change may just have
-        # moved it), with the ETag we have just read.
-        return job_for(session, item)
 
 
 def _uid(body: bytes) -> str | None:

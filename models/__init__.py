@@ -2,10 +2,11 @@
 
 from models.appointment import STATUS_CANCELLED, STATUS_CONFIRMED, Appointment, Customer
 from models.auth import AdminUser, ApiKey, LoginThrottle
-from models.base import Base, UTCDateTime, utcnow
+from models.base import MAX_KEY, Base, UTCDateTime, utcnow
 from models.company import Company
 from models.connection import Alert, BusyBlock, Connection, SyncItem
 from models.feed import FeedFragment, FeedSegment, FeedToken
+from models.invitation import Invitation
 from models.session import make_engine, make_session_factory
 from models.staff import Group, Staff, group_member
 from models.twoway import AppointmentChange, Conflict, LinkedItem, OutboxEmail
@@ -25,11 +26,13 @@ __all__ = [
     "ApiKey",
     "Appointment",
     "Base",
+    "MAX_KEY",
     "Company",
     "Customer",
     "FeedFragment",
     "FeedSegment",
     "FeedToken",
+    "Invitation",
     "LoginThrottle",
     "Group",
     "Staff",

@@ -16,6 +16,9 @@ STATUS_CANCELLED = "cancelled"
 
 class Customer(Base):
     __tablename__ = "customer"
+    # Booking reuses a customer whose details all match (feeds.booking): looked up by name
+    # within the company, not by scanning all the company's customers.
+    __table_args__ = (Index("ix_customer_company_name", "company_id", "name"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     company_id: Mapped[int] = mapped_column(ForeignKey("company.id", ondelete="CASCADE"), index=True)
@@ -28,8 +31,14 @@ class Customer(Base):
 class Appointment(Base):
     __tablename__ = "appointment"
     # Feeds and availability ask "this staff member's appointments overlapping [a, b)":
-    # (staff_id, start_at) keeps that a range scan whatever the size of the table.
-    __table_args__ = (Index("ix_appointment_staff_start", "staff_id", "start_at"),)
+    # (staff_id, start_at) keeps that a range scan whatever the size of the table. Feeds bound
+    # start_at from both sides; availability and booking ask only end_at > a, which
+    # (staff_id, end_at) answers from the staff member's upcoming appointments, however long
+    # their history.
+    __table_args__ = (
+        Index("ix_appointment_staff_start", "staff_id", "start_at"),
+        Index("ix_appointment_staff_end", "staff_id", "end_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     company_id: Mapped[int] = mapped_column(ForeignKey("company.id", ondelete="CASCADE"), index=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UTCDateTime, utcnow
@@ -15,6 +15,8 @@ class FeedToken(Base):
     encrypted with the application's key so an admin can see the URL again."""
 
     __tablename__ = "feed_token"
+    # Deleting a staff member or group revokes its tokens by (scope, scope_id).
+    __table_args__ = (Index("ix_feed_token_scope", "scope", "scope_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     company_id: Mapped[int] = mapped_column(ForeignKey("company.id", ondelete="CASCADE"), index=True)

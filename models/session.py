@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -28,6 +28,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if url.startswith("postgresql"):
+        # Timestamps come back in the session's time zone; in UTC they need no conversion
+        # (models.base.UTCDateTime) whatever the server's default zone is. Added to any
+        # options the URL already carries (e.g. a search_path).
+        parsed = make_url(url)
+        options = " ".join(filter(None, [str(parsed.query.get("options") or ""), "-c timezone=UTC"]))
+        return create_engine(parsed.update_query_dict({"options": options}), **kwargs)
     return create_engine(url, **kwargs)
 
 

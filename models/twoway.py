@@ -93,7 +93,10 @@ class Conflict(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     company_id: Mapped[int] = mapped_column(ForeignKey("company.id", ondelete="CASCADE"), index=True)
     appointment_id: Mapped[int] = mapped_column(ForeignKey("appointment.id", ondelete="CASCADE"), index=True)
-    connection_id: Mapped[int | None] = mapped_column(ForeignKey("connection.id", ondelete="SET NULL"))
+    # Indexed: deleting a connection sets this to NULL, which must not scan every conflict.
+    connection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("connection.id", ondelete="SET NULL"), index=True
+    )
     reason: Mapped[str] = mapped_column(Text)
     calendar_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
     calendar_end: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -20,7 +20,7 @@ from feeds.accounts import create_api_key, get_or_create_company
 from feeds.settings import Settings
 from web import create_app
 
-pytest_plugins = ["tests.servers", "tests.admin_helpers"]
+pytest_plugins = ["tests.servers", "tests.admin_helpers", "tests.hostile_servers"]
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 CORPUS = SHARED / "corpus" / "icalendar"

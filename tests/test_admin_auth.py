@@ -44,7 +44,10 @@ ADMIN_ROUTES = [
     ("POST", "/staff/1/connect-link/revoke"), ("GET", "/health"), ("POST", "/health/sync-all"),
     ("GET", "/appointments"), ("GET", "/appointments/new"), ("POST", "/appointments/new"),
     ("GET", "/appointments/1"), ("POST", "/appointments/1/reschedule"),
-    ("POST", "/appointments/1/cancel"),
+    ("POST", "/appointments/1/cancel"), ("GET", "/outbox"), ("POST", "/outbox/1/retry"),
+    ("GET", "/conflicts"), ("POST", "/conflicts/1/resolve"), ("GET", "/staff/1/invite"),
+    ("POST", "/staff/1/invite"), ("POST", "/staff/1/invite/preview"),
+    ("POST", "/invitations/1/resend"), ("POST", "/invitations/1/revoke"),
 ]
 
 
@@ -271,3 +274,14 @@ def test_unknown_pages_get_a_page_not_a_traceback(client: FlaskClient, admin: in
     resp = client.get("/no/such/page")
     assert resp.status_code == 404 and "does not exist" in text_of(resp)
     assert Browser(client).get("/staff/999").status_code == 404
+
+
+def test_ids_beyond_the_key_range_are_404_not_a_database_error(client: FlaskClient, admin: int) -> None:
+    """PostgreSQL keys are 32-bit: a larger id must never reach the database (it would fail)."""
+    log_in(client)
+    pages = [p for m, p in ADMIN_ROUTES if m == "GET" and "/1" in p]
+    assert pages
+    for path in pages:
+        for big in (2**31, 2**63):
+            resp = client.get(re.sub(r"/1(?=/|$)", f"/{big}", path))
+            assert resp.status_code == 404, path

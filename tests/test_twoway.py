@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from feeds.settings import Settings
 from feeds.sync import sync_connection
-from models import LinkedItem
+from models import Connection, LinkedItem
 from tests.conftest import Api
 from tests.feed_helpers import ALL_DAY, iso
 from tests.servers import CalDAVServer
@@ -255,7 +255,7 @@ def test_a_412_is_re_read_and_decided_not_overwritten(linked: Linked) -> None:
     from feeds.sync import _acquire, push_pending
 
     job = _acquire(services.sync, linked.connection_id, "test", datetime.now(UTC))
-    assert push_pending(services.sync, job)[1] == 0  # type: ignore[arg-type]
+    assert push_pending(services.sync, job).failed == 0  # type: ignore[arg-type]
     assert linked.appointment(appt["id"])["start"] == iso(at(3, 9)).replace("+00:00", "Z")
     assert linked.event_times(appt["uid"]) == (at(3, 9), at(3, 10))
 
@@ -307,3 +307,27 @@ def test_existing_appointments_are_pushed_only_when_asked(
         sync_connection(app.extensions["calsync"].sync, cid)
     assert [str(e.url) for e in radicale.calendar("work").events()] == []
     assert radicale.calendar("other").event_by_uid(appt["uid"]) is not None
+
+
+def _stored_state(linked: Linked) -> tuple[str | None, str | None]:
+    with linked.app.extensions["calsync"].sessions() as s:
+        conn = s.get(Connection, linked.connection_id)
+        return conn.sync_token, conn.ctag
+
+
+def test_a_refreshed_copy_keeps_the_sync_token_and_later_deletions_still_show(linked: Linked) -> None:
+    appt = linked.book(at(2, 10))
+    linked.sync()  # creates our copy: the token is dropped (a create may hide a later delete)
+    assert _stored_state(linked) == (None, None)
+    linked.sync()
+    assert _stored_state(linked)[0] is not None
+    linked.move_in_calendar(appt["uid"], at(2, 13))
+    assert linked.sync().status == "ok"
+    moved = linked.appointment(appt["id"])
+    assert moved["start"] == iso(at(2, 13)).replace("+00:00", "Z") and moved["sequence"] == 1
+    # The refreshed copy was an update: the token stays (the CTag, content-derived, does not).
+    token, ctag = _stored_state(linked)
+    assert token is not None and ctag is None
+    linked.event(appt["uid"]).delete()
+    linked.sync()
+    assert linked.appointment(appt["id"])["status"] == "cancelled"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, Response, abort, jsonify, request
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from feeds.change_effects import JOBS_KEY
@@ -24,7 +24,7 @@ from feeds.smtp import parse_smtp_url
 from feeds.sources.fetch import FetchLimits
 from feeds.sync import SyncContext
 from feeds.tokens import TOKEN_PURPOSE
-from models import make_engine, make_session_factory
+from models import MAX_KEY, make_engine, make_session_factory
 from web import db
 from web.security import init_security
 
@@ -50,6 +50,7 @@ class Services:
                 max_bytes=settings.fetch_max_bytes, total_seconds=settings.fetch_timeout_seconds
             ),
             max_occurrences=settings.max_occurrences,
+            lease_seconds=settings.sync_lease_seconds,
         )
         self._jobs: Jobs | None = None
         self.mail = _mail_context(settings, self.sessions)
@@ -110,9 +111,44 @@ def _engine(settings: Settings) -> Engine:
         ) from exc
 
 
+RETRY_AFTER_SECONDS = 30
+
+
+def _database_unavailable(exc: Exception) -> Response:
+    """The database cannot be reached (restarting, failing over, locked): 503 with Retry-After,
+    so calendar apps and API clients come back later, instead of a 500 page. Nothing here
+    touches the database again (no template with the logged-in admin, no session). Once it is
+    back the next request just works: the pool tests each connection before use
+    (pool_pre_ping), so connections that died with the old server are replaced."""
+    # A feed's path is its secret: logged without the token.
+    path = "/feeds/…" if request.path.startswith("/feeds/") else request.path
+    logging.getLogger("calsync.web").warning(
+        "database unavailable during %s %s: %s", request.method, path,
+        type(getattr(exc, "orig", exc)).__name__)
+    message = (f"The service is briefly unavailable (its database cannot be reached); try again "
+               f"in {RETRY_AFTER_SECONDS} seconds.")
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS), "Cache-Control": "no-store"}
+    if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+        response = jsonify({"error": message})
+        response.status_code = 503
+        response.headers.update(headers)
+        return response
+    return Response(message + "\n", status=503, headers=headers, mimetype="text/plain")
+
+
+def _refuse_ids_beyond_the_key_range() -> None:
+    for value in (request.view_args or {}).values():
+        if isinstance(value, int) and not 0 <= value <= MAX_KEY:
+            abort(404)
+
+
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Flask:
     settings = (settings or load_settings()).with_secret_key()
     app = Flask(__name__, template_folder=str(TEMPLATES), static_folder=str(TEMPLATES / "static"))
+    # Every <int:…> id of every route stops at the key range: an out-of-range id is a plain
+    # 404 (in the blueprint's own format) instead of a database error (PostgreSQL keys are
+    # INTEGER). A hook rather than a bounded URL converter, which would turn such URLs into 405s.
+    app.before_request(_refuse_ids_beyond_the_key_range)
     app.config.update(
         SECRET_KEY=settings.secret_key,
         SESSION_COOKIE_HTTPONLY=True,
@@ -145,5 +181,15 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fla
     app.register_blueprint(public_feeds.bp)
     app.register_blueprint(api.bp)
     admin.init_app(app)
+    # SQLAlchemy's wrappers, and the driver's own classes: the feed lookup runs on the DBAPI
+    # cursor directly (publish._FeedLookup), where errors arrive unwrapped.
+    dbapi = services.engine.dialect.loaded_dbapi
+    for error in (OperationalError, InterfaceError, getattr(dbapi, "OperationalError", None),
+                  getattr(dbapi, "InterfaceError", None)):
+        if isinstance(error, type) and issubclass(error, Exception):
+            # In every blueprint's scope too: a blueprint's catch-all handler (the API's JSON
+            # 500) would otherwise be found before an application-wide one.
+            for scope in (None, *app.blueprints):
+                app.error_handler_spec[scope][None][error] = _database_unavailable
     logging.getLogger("calsync").setLevel(logging.INFO)
     return app

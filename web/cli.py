@@ -306,10 +306,47 @@ def bench_sync(events: int, connections: int, rounds: int) -> None:
 
 @bench.command("twoway", help="Two-way sync: one moved event found by sync token vs a full listing.")
 @click.option("--appointments", default=2000, show_default=True, type=click.IntRange(100, 10_000),
-              help="Bookings in the linked Radicale calendar.")
+              help="Bookings in the linked calendar.")
 @click.option("--rounds", default=10, show_default=True, type=click.IntRange(3, 10000),
               help="Moved events (timed sync passes) after warm-ups; the median is reported.")
-def bench_twoway(appointments: int, rounds: int) -> None:
+@click.option("--server", "server_name", default="radicale", show_default=True,
+              type=click.Choice(["radicale", "xandikos"]), help="The CalDAV server holding the calendar.")
+def bench_twoway(appointments: int, rounds: int, server_name: str) -> None:
     from bench.twoway import run
 
-    run(appointments=appointments, rounds=rounds)
+    run(appointments=appointments, rounds=rounds, server_name=server_name)
+
+
+@bench.command("scale", help="PostgreSQL at scale: 10k vs 1M appointments, load, sync, a projection.")
+@click.option("--database-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test",
+              show_default=True, help="PostgreSQL database; the benchmark creates two schemas in it "
+                                      "and drops them at the end.")
+@click.option("--redis-url", default="redis://127.0.0.1:6379/0", show_default=True,
+              help="Redis for the sync throughput figure (a queue of its own, removed at the end).")
+@click.option("--small", default=10_000, show_default=True, type=click.IntRange(2_000, 10**7),
+              help="Appointments in the small database.")
+@click.option("--large", default=1_000_000, show_default=True, type=click.IntRange(2_000, 10**8),
+              help="Appointments in the large database.")
+@click.option("--rounds", default=100, show_default=True, type=click.IntRange(3, 100_000),
+              help="Paired requests per latency figure; the median is reported.")
+@click.option("--requests", default=4000, show_default=True, type=click.IntRange(100, 10**7),
+              help="Requests per load run (split between the client processes).")
+@click.option("--clients", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Load-generating client processes, one keep-alive connection each.")
+@click.option("--connections", default=300, show_default=True, type=click.IntRange(10, 100_000),
+              help="ICS connections synced by one worker process for the throughput figure.")
+def bench_scale(database_url: str, redis_url: str, small: int, large: int, rounds: int, requests: int,
+                clients: int, connections: int) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bench.scale import run
+
+    if not database_url.startswith("postgresql"):
+        _fail("The scale benchmark runs on PostgreSQL: give --database-url postgresql+psycopg://...")
+    try:
+        run(database_url=database_url, small=small, large=large, rounds=rounds, requests=requests,
+            clients=clients, connections=connections, redis_url=redis_url)
+    except SQLAlchemyError as exc:
+        _fail(f"PostgreSQL at --database-url could not be used: {getattr(exc, 'orig', exc)}")
+    except RuntimeError as exc:  # a missing Redis, a sanity check that failed
+        _fail(str(exc))

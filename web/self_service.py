@@ -5,6 +5,11 @@ Opening /connect/<token> checks the token, keeps it in the session and redirects
 so the secret leaves the address bar and browser history. Every request checks the token again
 (expiry, revocation), and every view works on that one staff member: no id in any URL of this
 blueprint can reach another staff member's data.
+
+A link sent in an invitation names it (feeds.connect_links): the first visit through it is
+recorded as the invitation's opened time, the first calendar connected through it as its used
+time (feeds.invitations). Mail scanners that follow links count as a visit too; "used" cannot
+be faked that way.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from werkzeug.wrappers import Response
 
 from feeds import calendar_setup, tokens
 from feeds import connections as conns
-from feeds.connect_links import ConnectLinkError, connect_sealer, read_connect_token
+from feeds.connect_links import ConnectLink, ConnectLinkError, connect_sealer, read_connect_link
 from feeds.errors import NotFoundError, ValidationError
 from feeds.health import open_alerts
+from feeds.invitation_text import calendar_apps
+from feeds.invitations import record_opened, record_used
 from models import Company, Connection, Staff
 from web import db
 from web.admin import wants_json
@@ -45,9 +52,9 @@ bp = Blueprint("staff", __name__, url_prefix="/connect")
 SESSION_KEY = "connect_token"
 
 
-def _read(token: str) -> Staff:
+def _read(token: str) -> ConnectLink:
     sealer = connect_sealer(db.services().settings.secret_key or "")
-    return read_connect_token(db.session(), sealer, token)
+    return read_connect_link(db.session(), sealer, token)
 
 
 @bp.before_request
@@ -58,10 +65,11 @@ def _require_link() -> Response | tuple[str, int] | None:
     if not token:
         return _refused("Open the link from your invitation email to see this page.")
     try:
-        g.staff = _read(token)
+        link = _read(token)
     except ConnectLinkError as exc:
         session.pop(SESSION_KEY, None)
         return _refused(str(exc))
+    g.staff, g.invitation_id = link.staff, link.invitation_id
     company = db.session().get(Company, g.staff.company_id)
     if company is None:
         abort(404)
@@ -81,12 +89,21 @@ def _company() -> Company:
     return g.company  # type: ignore[no-any-return]
 
 
+def _record_use() -> None:
+    """A calendar was connected through this link: the invitation it came in was used."""
+    if g.get("invitation_id") is not None:
+        record_used(db.session(), g.invitation_id)
+
+
 @bp.get("/<token>")
 def enter(token: str) -> Response | tuple[str, int]:
     try:
-        _read(token)
+        link = _read(token)
     except ConnectLinkError as exc:
         return _refused(str(exc))
+    if link.invitation_id is not None:
+        record_opened(db.session(), link.invitation_id)
+        db.session().commit()
     session[SESSION_KEY] = token
     return redirect(url_for("staff.page"))
 
@@ -94,13 +111,22 @@ def enter(token: str) -> Response | tuple[str, int]:
 def _render(status: int = 200, **extra: object) -> tuple[str, int]:
     s = db.session()
     staff, company = _staff(), _company()
-    feeds = [row for row in tokens.list_feed_tokens(s, company)
-             if row.scope == "staff" and row.scope_id == staff.id]
+    feeds = [
+        row
+        for row in tokens.list_feed_tokens(s, company)
+        if row.scope == "staff" and row.scope_id == staff.id
+    ]
     extra.setdefault("values", {})
     return render_template(
-        "staff/page.html", staff=staff, company=company, feeds=feed_rows(feeds),
+        "staff/page.html",
+        staff=staff,
+        company=company,
+        feeds=feed_rows(feeds),
         connections=conns.list_connections(s, company, staff.id),
-        alerts=open_alerts(s, company), kinds=calendar_setup.allowed_kinds(company), **extra,
+        alerts=open_alerts(s, company),
+        kinds=calendar_setup.allowed_kinds(company),
+        calendar_apps=calendar_apps,
+        **extra,
     ), status
 
 
@@ -117,6 +143,7 @@ def add_ics_calendar() -> Response | tuple[str, int]:
         db.session().rollback()
         flash(str(exc), "error")
         return _render(422, values=kept_values(request.form), open_form="ics")
+    _record_use()
     db.session().commit()
     flash(f"Calendar '{conn.name}' added. Use Sync now to read it at once.", "success")
     return redirect(url_for("staff.page", _anchor=f"connection-{conn.id}"))
@@ -130,9 +157,14 @@ def discover_calendars() -> tuple[str, int]:
         flash(str(exc), "error")
         return _render(422, values=kept_values(request.form), open_form="caldav")
     return render_template(
-        "admin/choose_calendars.html", staff=_staff(), calendars=found, discovery=sealed,
-        action=url_for("staff.connect_calendars"), back=url_for("staff.page"),
-        read_only_reason=calendar_setup.READ_ONLY_REASON, standalone=True,
+        "admin/choose_calendars.html",
+        staff=_staff(),
+        calendars=found,
+        discovery=sealed,
+        action=url_for("staff.connect_calendars"),
+        back=url_for("staff.page"),
+        read_only_reason=calendar_setup.READ_ONLY_REASON,
+        standalone=True,
     ), 200
 
 
@@ -144,6 +176,7 @@ def connect_calendars() -> Response | tuple[str, int]:
         db.session().rollback()
         flash(str(exc), "error")
         return _render(422, open_form="caldav")
+    _record_use()
     db.session().commit()
     flash(f"Connected: {', '.join(c.name for c in made)}. Use Sync now to read them at once.", "success")
     return redirect(url_for("staff.page", _anchor="connections"))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import niquests
 from caldav.davclient import DAVClient
 from caldav.elements import dav, ical
 from caldav.elements.base import ValuedBaseElement
@@ -31,7 +32,7 @@ from caldav.lib import error as dav_error
 from lxml import etree
 
 from feeds.sources.addresses import normalise_calendar_url
-from feeds.sources.fetch import FetchError, FetchLimits, GuardedResolver, _explain, _session
+from feeds.sources.fetch import FetchError, FetchLimits, GuardedResolver, GuardedSession, _explain
 
 WRITE_PRIVILEGES = {"write", "write-content", "all", "bind"}
 # (URL given to dav_client, user name) of calendars whose server asked for Basic: this
@@ -68,17 +69,31 @@ class Listing:
 def _error(exc: BaseException, resolver: GuardedResolver) -> FetchError:
     if isinstance(exc, FetchError):
         return exc
-    text = f"{type(exc).__name__} {exc}".lower()
-    if isinstance(exc, dav_error.AuthorizationError) or "401" in text or "unauthorized" in text:
-        return FetchError("auth", "The calendar server rejected the user name or password "
-                                  "(for iCloud and Fastmail use an app-specific password).")
-    if "403" in text or "forbidden" in text:
-        return FetchError("permission", "The calendar server denied access to that calendar.")
-    if isinstance(exc, dav_error.NotFoundError) or "404" in text or "not found" in text:
-        return FetchError("not_found", "The calendar was not found at that address.")
+    if resolver.refusal:
+        return _explain(exc, resolver)
+    if isinstance(exc, niquests.exceptions.TooManyRedirects):
+        return FetchError("redirects", "The calendar address redirected too many times (a "
+                                       "redirect loop); check the address.")
+    if isinstance(exc, dav_error.RateLimitError):
+        return FetchError("busy", "The calendar server asked to be contacted less often; the "
+                                  "calendar will be synced again later.")
     if isinstance(exc, dav_error.DAVError):
+        text = f"{type(exc).__name__} {exc}".lower()
+        if isinstance(exc, dav_error.AuthorizationError) or "401" in text or "unauthorized" in text:
+            return FetchError("auth", "The calendar server rejected the user name or password "
+                                      "(for iCloud and Fastmail use an app-specific password).")
+        if "403" in text or "forbidden" in text:
+            return FetchError("permission", "The calendar server denied access to that calendar.")
+        if isinstance(exc, dav_error.NotFoundError) or "404" in text or "not found" in text:
+            return FetchError("not_found", "The calendar was not found at that address.")
         return FetchError("not_caldav", "That address did not answer like a CalDAV calendar server.")
-    return _explain(exc, resolver)
+    if isinstance(exc, niquests.exceptions.RequestException | OSError):
+        return _explain(exc, resolver)
+    # Anything else was raised while taking the server's answer apart: malformed XML,
+    # undecodable text, a multistatus missing what every CalDAV server sends. Never the
+    # exception's own text (it may quote the answer).
+    return FetchError("unreadable", "The calendar server's answer could not be read (it is not "
+                                    "valid CalDAV); check the address, or try again later.")
 
 
 class _Client(DAVClient):
@@ -117,10 +132,10 @@ def dav_client(
         basic_up_front=bool(username) and password is not None and space in _BASIC_SPACES,
     )
     # Swap caldav's own HTTP session for the guarded one: every request and redirect hop
-    # is resolved (and checked) by our resolver.
+    # is resolved (and checked) by our resolver, and every answer is read under the caps.
     client.session.close()
-    client.session = _session(resolver, limits)
-    client.session.max_redirects = limits.max_redirects
+    session = GuardedSession(resolver, limits)
+    client.session = session
     try:
         yield client, resolver
     except FetchError:
@@ -128,8 +143,12 @@ def dav_client(
         raise
     except Exception as exc:
         _BASIC_SPACES.discard(space)
-        raise _error(exc, resolver) from exc
+        # A cap hit first is the cause, whatever caldav made of it afterwards.
+        raise (session.failure or _error(exc, resolver)) from exc
     else:
+        if session.failure is not None:  # caldav caught it and carried on with less
+            _BASIC_SPACES.discard(space)
+            raise session.failure
         if client.uses_basic:
             _BASIC_SPACES.add(space)
         else:
@@ -192,18 +211,29 @@ def read_changes(
 ) -> Listing | None:
     """Changes since `sync_token`, with the bodies of new and changed items loaded.
 
-    Returns None when the CTag says nothing changed (one cheap PROPFIND). `known` maps hrefs to
-    the ETags stored at the last sync; `load_all` loads every item (the sync window moved).
+    Returns None when nothing changed. `known` maps hrefs to the ETags stored at the last
+    sync; `load_all` loads every item (the sync window moved).
+
+    With a sync token, the sync-collection REPORT alone answers "what changed" (an empty answer
+    when nothing did), so the CTag is not asked for: on servers that compute both by reading the
+    whole collection (Radicale) that would double the server's work on every sync. Without a
+    token (a server without RFC 6578, or after we created items) the CTag, one PROPFIND, spares
+    the full listing when it has not moved.
     """
+    incremental = bool(sync_token) and not load_all
     with dav_client(url, username, password, allow_private=allow_private, limits=limits) as (client, _r):
+        assert isinstance(client.session, GuardedSession)
+        client.session.max_items = max_items
         calendar = client.calendar(url=normalise_calendar_url(url))
-        props = calendar.get_properties([GetCTag()])
-        new_ctag = props.get(GetCTag.tag)
-        if ctag and new_ctag and new_ctag == ctag and sync_token and not load_all:
-            return None
-        listing = calendar.objects_by_sync_token(sync_token=sync_token or None, load_objects=False)
+        new_ctag = None
+        if not incremental:
+            new_ctag = calendar.get_properties([GetCTag()]).get(GetCTag.tag)
+            if ctag and new_ctag and new_ctag == ctag and not load_all:
+                return None
+        listing = calendar.objects_by_sync_token(sync_token=sync_token if incremental else None,
+                                                 load_objects=False)
         token = listing.sync_token if isinstance(listing.sync_token, str) else None
-        full = sync_token is None or token is None or token.startswith("fake-")
+        full = not incremental or token is None or token.startswith("fake-")
         etags: dict[str, str] = {}
         deleted: set[str] = set()
         for obj in listing:
@@ -217,15 +247,16 @@ def read_changes(
                 raise FetchError("too_large", f"The calendar has more than {max_items} items.")
         if full:
             deleted |= set(known) - set(etags)
+        if not full and not etags and not deleted and token == sync_token:
+            return None  # the token did not move: nothing changed
         wanted = [h for h, e in etags.items() if load_all or known.get(h) != e]
         data: dict[str, bytes] = {}
         for obj in listing:
             href = str(obj.url)
             if href in wanted:
-                obj.load()
-                body = obj.data
+                body = _load(client, obj)
                 if body:
-                    data[href] = body.encode("utf-8") if isinstance(body, str) else body
+                    data[href] = body
         return Listing(
             etags=etags, deleted=deleted, full=full,
             sync_token=None if token is None or token.startswith("fake-") else token,
@@ -233,3 +264,21 @@ def read_changes(
         )
 
 
+def _load(client: DAVClient, obj: Any) -> bytes | None:
+    """One item's iCalendar body.
+
+    caldav decodes items as UTF-8 and gives up on anything else (then tries a multiget, which
+    fails the same way). Calendars written by older software are often Latin-1, and their busy
+    times count all the same: such an item is fetched once more as bytes, undecoded, for
+    busy-time extraction, which reads times, not titles.
+    """
+    try:
+        obj.load()
+    except (FetchError, niquests.exceptions.RequestException, OSError, dav_error.DAVError):
+        raise  # the connection or the server, not this item's content
+    except Exception:
+        response = client.session.request("GET", str(obj.url), auth=client.auth,
+                                          headers={"Accept": "text/calendar"})
+        return response.content if response.status_code == 200 else None
+    body = obj.data
+    return body.encode("utf-8") if isinstance(body, str) else body

@@ -15,6 +15,7 @@ dependency of caldav 3, which uses the same stack for CalDAV.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -33,11 +34,22 @@ USER_AGENT = "calsync/1.0 (calendar subscription; +https://github.com/calsync)"
 
 @dataclass(frozen=True)
 class FetchLimits:
-    max_bytes: int = 10 * 1024 * 1024
-    total_seconds: float = 30.0
+    max_bytes: int = 10 * 1024 * 1024  # one answer, after decompression
+    total_seconds: float = 30.0  # one request, answer included
     connect_seconds: float = 10.0
     read_seconds: float = 15.0
     max_redirects: int = 5
+    # A CalDAV conversation (discovery, or a sync's reading or writing) is many requests: each
+    # has the limits above, and together they end by `deadline` (a time.monotonic() value; a
+    # sync sets it inside its lease) or else within session_seconds, and read at most
+    # session_bytes. Without these, a server answering each of 20,000 items slowly, or every
+    # sync-collection page as "truncated", would hold a worker for hours.
+    session_seconds: float = 60.0
+    deadline: float | None = None
+
+    @property
+    def session_bytes(self) -> int:
+        return 5 * self.max_bytes
 
 
 @dataclass
@@ -113,6 +125,130 @@ def _session(resolver: GuardedResolver, limits: FetchLimits) -> niquests.Session
     session.trust_env = False
     session.headers["User-Agent"] = USER_AGENT
     return session
+
+
+# A document type declaration can only stand in the prolog, before the first element.
+_DOCTYPE = re.compile(
+    rb"\A(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*\?>\s*)?(?:(?:<!--.*?-->|<\?[^>]*\?>)\s*)*<!DOCTYPE",
+    re.S | re.I,
+)
+_RESPONSE_END = re.compile(rb"</(?:[\w.-]+:)?response\s*>")
+
+
+class GuardedSession(niquests.Session):
+    """A session for a conversation with one server (CalDAV), under the caps of FetchLimits.
+
+    Every answer's body is read through a guard put on the connection's response object, so
+    the caps hold whoever reads it (caldav, niquests following a redirect, the Digest
+    authentication hook): past max_bytes, past the conversation's byte budget, or past the
+    deadline, reading stops with a FetchError. An answer that declares a DTD is refused
+    (PROTOCOL.md: server XML is parsed without DTDs; caldav's parser already resolves no
+    entities and uses no network, so this is the second lock on that door).
+
+    The first cap hit is kept in `failure`, and every later request fails with it at once: a
+    library that catches an error and tries another way (caldav falls back from
+    sync-collection to a full listing) cannot talk its way past a cap.
+    """
+
+    def __init__(self, resolver: GuardedResolver, limits: FetchLimits) -> None:
+        super().__init__(resolver=resolver, retries=0, disable_http3=True,
+                         revocation_configuration=None)
+        self.trust_env = False  # proxy variables would send requests around the resolver
+        self.headers["User-Agent"] = USER_AGENT
+        self.max_redirects = limits.max_redirects  # niquests follows them, each hop resolved by us
+        self.limits = limits
+        self.deadline = limits.deadline if limits.deadline is not None else \
+            time.monotonic() + limits.session_seconds
+        self.bytes_left = limits.session_bytes
+        self.failure: FetchError | None = None
+        self._answer_deadline = self.deadline
+        # Set by a caller that lists items: more DAV:response elements than this in one answer,
+        # or twice this in the whole conversation (caldav follows "truncated" listings page
+        # after page), and the answer is refused before it is parsed — caldav spends about half
+        # a millisecond on each, so a 10 MB listing of tiny items would cost most of a minute.
+        self.max_items: int | None = None
+        self._items_seen = 0
+        for adapter in self.adapters.values():
+            setattr(adapter, "build_response", self._guarding(getattr(adapter, "build_response")))  # noqa: B009,B010
+
+    def _fail(self, error: FetchError) -> FetchError:
+        if self.failure is None:
+            self.failure = error
+        return self.failure
+
+    def _guarding(self, build: Callable[..., Any]) -> Callable[..., Any]:
+        def build_response(request: Any, raw_response: Any) -> Any:
+            response = build(request, raw_response)
+            if hasattr(response.raw, "read1"):
+                self._guard(response.raw)
+            return response
+
+        return build_response
+
+    def _guard(self, raw: Any) -> None:
+        """Count and time every read of this answer's body (urllib3's read() and stream() both
+        go through read1, so a body is never read in one unbounded piece)."""
+        read1, read = raw.read1, raw.read
+        deadline = self._answer_deadline
+        size = 0
+
+        def guarded_read1(amt: int | None = None, decode_content: bool | None = None) -> bytes:
+            nonlocal size
+            data: bytes = read1(amt=amt, decode_content=decode_content)
+            size += len(data)
+            self.bytes_left -= len(data)
+            if size > self.limits.max_bytes:
+                raise self._fail(FetchError("too_large", _too_large(self.limits)))
+            if self.bytes_left < 0:
+                raise self._fail(FetchError(
+                    "too_large", f"The calendar server sent more than {_mb(self.limits.session_bytes)} MB "
+                                 "in one go; the calendar is too large to sync."))
+            if time.monotonic() > deadline:
+                raise self._fail(
+                    FetchError("timeout", "The calendar server was too slow to send its answer."))
+            return data
+
+        def guarded_read(amt: int | None = None, decode_content: bool | None = None,
+                         cache_content: bool = False) -> bytes:
+            if amt is None or amt < 0:
+                return b"".join(raw.stream(64 * 1024, decode_content=decode_content))
+            data: bytes = read(amt, decode_content=decode_content)
+            return data
+
+        raw.read1, raw.read = guarded_read1, guarded_read
+
+    def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if self.failure is not None:
+            raise self.failure
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._fail(FetchError("timeout", "The calendar server did not answer in time."))
+        per_request = min(self.limits.total_seconds, remaining)
+        self._answer_deadline = time.monotonic() + per_request
+        kwargs["timeout"] = (min(self.limits.connect_seconds, per_request),
+                             min(self.limits.read_seconds, per_request))
+        kwargs["stream"] = True  # the body is read below, through the guard
+        response = super().request(method, url, *args, **kwargs)
+        try:
+            body = response.content or b""
+        except FetchError:
+            response.close()  # the rest of the body stays unread: drop the connection
+            raise
+        if _DOCTYPE.match(body[:64 * 1024]):
+            raise self._fail(FetchError(
+                "unsafe", "The calendar server's answer declared XML entities (a DTD), which "
+                          "calendar servers never send; it was refused for safety."))
+        if self.max_items is not None:
+            count = len(_RESPONSE_END.findall(body))
+            self._items_seen += count
+            if count > self.max_items or self._items_seen > 2 * self.max_items:
+                raise self._fail(
+                    FetchError("too_large", f"The calendar has more than {self.max_items} items."))
+        return response
+
+
+def _mb(size: int) -> int:
+    return size // (1024 * 1024)
 
 
 def _explain(exc: BaseException, resolver: GuardedResolver) -> FetchError:
@@ -233,4 +369,4 @@ def _read(response: Any, url: str, limits: FetchLimits, deadline: float) -> Fetc
 
 
 def _too_large(limits: FetchLimits) -> str:
-    return f"The calendar is larger than the {limits.max_bytes // (1024 * 1024)} MB limit."
+    return f"The calendar is larger than the {_mb(limits.max_bytes)} MB limit."

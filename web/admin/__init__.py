@@ -5,6 +5,9 @@
 - staff: a staff member's working hours, calendar connections and connect link
 - health: every connection's health and alerts, "Sync all now"
 - appointments: list, book, reschedule, cancel, history
+- invitations: "Invite to sync" — the editable invitation email, preview, send, re-send, revoke
+- conflicts: two-way sync conflicts, both versions side by side, keep one; recently resolved
+- outbox: the company's emails and their delivery, filtered by status, Retry
 
 Every view needs a logged-in admin (checked once for the whole blueprint, so a new view cannot
 forget it) and every form carries a CSRF token (Flask-WTF's CSRFProtect on every POST).
@@ -137,4 +140,13 @@ def init_app(app: Flask) -> None:
 
 
 # Page modules register their views on bp when imported.
-from web.admin import appointments, auth, health, staff, sync  # noqa: E402,F401
+from web.admin import (  # noqa: E402,F401
+    appointments,
+    auth,
+    conflicts,
+    health,
+    invitations,
+    outbox,
+    staff,
+    sync,
+)

@@ -1,5 +1,5 @@
-"""A staff member's page: working hours, calendar connections (add, edit, delete, sync now)
-and the self-service connect link."""
+"""A staff member's page: working hours, calendar connections (add, edit, delete, sync now),
+the self-service connect link and their invitations (sent from web.admin.invitations)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from feeds.connect_links import (
 )
 from feeds.errors import NotFoundError, ValidationError
 from feeds.health import open_alerts
+from feeds.invitations import link_state, list_invitations
 from feeds.working_hours import DAYS
 from models import Staff, utcnow
 from web import db
@@ -36,8 +37,9 @@ from web.admin.calendars import (
 )
 from web.admin.sync import feed_rows
 
-DAY_NAMES = dict(zip(DAYS, ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday",
-                            "Sunday"), strict=True))
+DAY_NAMES = dict(
+    zip(DAYS, ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"), strict=True)
+)
 
 
 def hours_text(intervals: list[list[str]]) -> str:
@@ -66,14 +68,28 @@ def _render(staff: Staff, status: int = 200, **extra: Any) -> tuple[str, int]:
     s = db.session()
     company = current_company()
     connections = conns.list_connections(s, company, staff.id)
-    feeds = [row for row in tokens.list_feed_tokens(s, company)
-             if row.scope == "staff" and row.scope_id == staff.id]
+    feeds = [
+        row
+        for row in tokens.list_feed_tokens(s, company)
+        if row.scope == "staff" and row.scope_id == staff.id
+    ]
     extra.setdefault("values", {})
+    now = utcnow()
+    invitations = [
+        (inv, email, link_state(inv, now)) for inv, email in list_invitations(s, company, staff.id)
+    ]
     return render_template(
-        "admin/staff.html", staff=staff, company=company, connections=connections,
-        alerts=open_alerts(s, company), feeds=feed_rows(feeds),
+        "admin/staff.html",
+        staff=staff,
+        company=company,
+        connections=connections,
+        alerts=open_alerts(s, company),
+        feeds=feed_rows(feeds),
+        invitations=invitations,
         hours=[(day, DAY_NAMES[day], hours_text(staff.working_hours.get(day, []))) for day in DAYS],
-        kinds=calendar_setup.allowed_kinds(company), link_days=LINK_DAYS, **extra,
+        kinds=calendar_setup.allowed_kinds(company),
+        link_days=LINK_DAYS,
+        **extra,
     ), status
 
 
@@ -128,10 +144,14 @@ def discover_calendars(staff_id: int) -> tuple[str, int]:
         flash(str(exc), "error")
         return _render(staff, 422, values=kept_values(request.form), open_form="caldav")
     return render_template(
-        "admin/choose_calendars.html", staff=staff, calendars=found, discovery=sealed,
+        "admin/choose_calendars.html",
+        staff=staff,
+        calendars=found,
+        discovery=sealed,
         action=url_for("admin.connect_calendars", staff_id=staff.id),
         back=url_for("admin.staff_page", staff_id=staff.id),
-        read_only_reason=calendar_setup.READ_ONLY_REASON, standalone=False,
+        read_only_reason=calendar_setup.READ_ONLY_REASON,
+        standalone=False,
     ), 200
 
 
@@ -171,8 +191,7 @@ def edit_connection(connection_id: int) -> Response | tuple[str, int]:
             conns.update_connection(s, company, conn.id, changes)
         except (ValidationError, ValueError) as exc:
             s.rollback()
-            flash(str(exc) if isinstance(exc, ValidationError) else "Enter the interval in minutes.",
-                  "error")
+            flash(str(exc) if isinstance(exc, ValidationError) else "Enter the interval in minutes.", "error")
             s.expire_all()
             conn = conns.get_connection(s, company, connection_id)
         else:
@@ -180,8 +199,12 @@ def edit_connection(connection_id: int) -> Response | tuple[str, int]:
             flash(f"Calendar '{conn.name}' saved.", "success")
             return redirect(url_for("admin.staff_page", staff_id=staff.id, _anchor=f"connection-{conn.id}"))
     return render_template(
-        "admin/connection_edit.html", conn=conn, staff=staff, roles=conns.ROLES,
-        sync_modes=conns.SYNC_MODES, read_only_reason=calendar_setup.READ_ONLY_REASON,
+        "admin/connection_edit.html",
+        conn=conn,
+        staff=staff,
+        roles=conns.ROLES,
+        sync_modes=conns.SYNC_MODES,
+        read_only_reason=calendar_setup.READ_ONLY_REASON,
     ), 200
 
 
@@ -224,8 +247,11 @@ def make_connect_link(staff_id: int) -> tuple[str, int]:
     now = utcnow()
     token = make_connect_token(s, staff, connect_sealer(services.settings.secret_key or ""), now)
     s.commit()
-    return _render(staff, connect_link=connect_url(services.settings.base_url, token),
-                   connect_link_expires=link_expiry(now))
+    return _render(
+        staff,
+        connect_link=connect_url(services.settings.base_url, token),
+        connect_link_expires=link_expiry(now),
+    )
 
 
 @bp.post("/staff/<int:staff_id>/connect-link/revoke")
@@ -233,5 +259,7 @@ def revoke_connect_link(staff_id: int) -> Response:
     staff = _staff(staff_id)
     revoke_connect_links(db.session(), staff)
     db.session().commit()
-    flash(f"Every connect link sent to {staff.name} so far has stopped working.", "success")
+    flash(
+        f"Every connect link sent to {staff.name} so far, in invitations too, has stopped working.", "success"
+    )
     return redirect(url_for("admin.staff_page", staff_id=staff_id, _anchor="connect-link"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, g, request
+from werkzeug.exceptions import MethodNotAllowed
 
 from feeds.accounts import find_api_key
 from models import Company
@@ -39,6 +40,17 @@ def _www_authenticate(response: Response) -> Response:
     if response.status_code == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="calsync"'
     response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.after_app_request
+def _allow(response: Response) -> Response:
+    """A 405 names the methods the path takes (RFC 9110 §15.5.6). The app-wide 405 handler
+    answers /api/ paths before routing reaches this blueprint, so the header is added here."""
+    exc = request.routing_exception
+    if (response.status_code == 405 and request.path.startswith(bp.url_prefix or "/api/")
+            and isinstance(exc, MethodNotAllowed) and exc.valid_methods):
+        response.headers.setdefault("Allow", ", ".join(sorted(exc.valid_methods)))
     return response
 
 

@@ -21,6 +21,7 @@ from web import db
 from web.api import bp, current_company
 from web.api.errors import ApiError
 from web.api.registry import api_route
+from web.api.schemas import Moment
 
 Role = Literal["conflict", "linked", "additional"]
 Secret = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
@@ -101,8 +102,8 @@ class ConnectionList(BaseModel):
 
 class BusyQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Moment
+    end: Moment
 
 
 class BusyOut(BaseModel):

@@ -25,6 +25,22 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": REF.format(model=model.__name__)}
 
 
+def _plain_tuples(node: Any) -> Any:
+    """A tuple whose members share one schema, `prefixItems: [A, A]` with min/maxItems 2, is
+    written `items: A` with the same bounds: the same constraint, which tools made for OpenAPI
+    3.0 read correctly too (Schemathesis' response validator misread prefixItems)."""
+    if isinstance(node, list):
+        return [_plain_tuples(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _plain_tuples(v) for k, v in node.items()}
+    prefix = node.get("prefixItems")
+    if (isinstance(prefix, list) and prefix and "items" not in node
+            and all(p == prefix[0] for p in prefix) and node.get("maxItems") == len(prefix)):
+        node["items"] = node.pop("prefixItems")[0]
+    return node
+
+
 @lru_cache(maxsize=1)
 def build_openapi() -> dict[str, Any]:
     models: set[type[BaseModel]] = {ErrorOut}
@@ -35,7 +51,7 @@ def build_openapi() -> dict[str, Any]:
          sorted(models, key=lambda m: m.__name__)],
         ref_template=REF,
     )
-    components = schema.get("$defs", {})
+    components = _plain_tuples(schema.get("$defs", {}))
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         op: dict[str, Any] = {

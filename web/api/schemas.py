@@ -3,12 +3,14 @@ from these same classes, so documentation and validation cannot drift apart."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     AwareDatetime,
+    BeforeValidator,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -17,6 +19,8 @@ from pydantic import (
 )
 from pydantic.json_schema import JsonDict
 from pydantic_core import PydanticCustomError
+
+from models import MAX_KEY
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Clock = Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")]
@@ -27,7 +31,7 @@ TimeZoneName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 # Primary keys are INTEGER: 32-bit on PostgreSQL (64-bit on SQLite). Larger ids cannot exist,
 # so the API answers 404 or 422 instead of letting the driver overflow.
-MAX_ID = 2**31 - 1
+MAX_ID = MAX_KEY
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 # Far enough from datetime.min/max that moving a moment into any time zone, and a day either
@@ -42,7 +46,22 @@ def _within_calendar(value: datetime) -> datetime:
     return value
 
 
-Moment = Annotated[AwareDatetime, AfterValidator(_within_calendar)]
+def _iso_8601(value: Any) -> Any:
+    """The document says format date-time; pydantic alone would also take a number (or a
+    numeric query string such as "0.5") as seconds since 1970."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and re.match(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}", value):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise PydanticCustomError(
+        "datetime_format",
+        "Give a date and time in ISO 8601 with a UTC offset, e.g. 2027-01-11T10:00:00+01:00")
+
+
+Moment = Annotated[AwareDatetime, BeforeValidator(_iso_8601), AfterValidator(_within_calendar)]
 
 
 class Strict(BaseModel):
