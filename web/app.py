@@ -103,7 +103,11 @@ def _shown_url(settings: Settings) -> str:
 
 def _engine(settings: Settings) -> Engine:
     try:
-        return make_engine(settings.resolved_database_url)
+        # One pooled connection per worker thread plus a few for web requests, so a busy
+        # worker does not open and close connections beyond the pool on every job.
+        pooled = {} if settings.resolved_database_url.startswith("sqlite") else {
+            "pool_size": max(5, settings.workers + 2)}
+        return make_engine(settings.resolved_database_url, **pooled)
     except ImportError as exc:
         raise ConfigurationError(
             f"The database driver for {_shown_url(settings)} (CALSYNC_DATABASE_URL) is not "

@@ -196,7 +196,7 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 @click.option("--no-schedule", is_flag=True,
               help="Do not run the periodic scheduler here (run it in exactly one place).")
 def worker(workers: int, no_schedule: bool) -> None:
-    app = _app()
+    app = _app(workers=workers)  # also sizes the database pool for this many threads
     services = app.extensions["calsync"]
     click.echo(f"Worker started: {workers} thread(s); queue "
                f"{'Redis' if services.settings.queue_url else 'SQLite in the data dir'}.")
