@@ -129,7 +129,7 @@ def test_placeholders_fill_plain_text_and_escaped_html() -> None:
     html = str(fill_html(parts_, values))
     assert html == (
         '<p style="margin:0 0 14px;">Hi Zoë &lt;b&gt;&amp;&lt;/b&gt; &#34;Q&#34;, {literal} at '
-        'A &amp; B: <a href="https://x.test/f?a=1&amp;b=2">https://x.test/f?a=1&amp;b=2</a></p>'
+        'A &amp; B: <a href="https://x.test/f?a=1&amp;b=2" style="word-break:break-all;">https://x.test/f?a=1&amp;b=2</a></p>'
     )
     two = fill_html(parse_template("<i>one</i>\nline\n\n  \npara {company}", "message", "body"), values)
     assert str(two) == (
@@ -221,7 +221,7 @@ def test_preview_renders_the_email_and_sends_nothing(app: Flask, admin: Browser,
         .replace("&gt;", ">")
         .replace("&amp;", "&")
     )
-    assert f'<a href="webcal://cal.example.test/feeds/{token}.ics">' in email_html
+    assert f'<a href="webcal://cal.example.test/feeds/{token}.ics" style="word-break:break-all;">' in email_html
     assert "/connect/personal-link-created-when-sent" in email_html  # no real link made
     assert "Google decides when to look again" in email_html
     assert "every 3 hours" in html and f"Subscribe: webcal://cal.example.test/feeds/{token}.ics" in html
