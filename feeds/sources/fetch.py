@@ -15,6 +15,7 @@ dependency of caldav 3, which uses the same stack for CalDAV.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import time
@@ -192,20 +193,25 @@ class GuardedSession(niquests.Session):
         deadline = self._answer_deadline
         size = 0
 
+        def stop(error: FetchError) -> FetchError:
+            # Hang up: whoever was reading (a library hook, say) may never close it.
+            with contextlib.suppress(Exception):
+                raw.close()
+            return self._fail(error)
+
         def guarded_read1(amt: int | None = None, decode_content: bool | None = None) -> bytes:
             nonlocal size
             data: bytes = read1(amt=amt, decode_content=decode_content)
             size += len(data)
             self.bytes_left -= len(data)
             if size > self.limits.max_bytes:
-                raise self._fail(FetchError("too_large", _too_large(self.limits)))
+                raise stop(FetchError("too_large", _too_large(self.limits)))
             if self.bytes_left < 0:
-                raise self._fail(FetchError(
+                raise stop(FetchError(
                     "too_large", f"The calendar server sent more than {_mb(self.limits.session_bytes)} MB "
                                  "in one go; the calendar is too large to sync."))
             if time.monotonic() > deadline:
-                raise self._fail(
-                    FetchError("timeout", "The calendar server was too slow to send its answer."))
+                raise stop(FetchError("timeout", "The calendar server was too slow to send its answer."))
             return data
 
         def guarded_read(amt: int | None = None, decode_content: bool | None = None,
