@@ -96,7 +96,8 @@ def fill_html(segments: list[Segment], values: dict[str, str]) -> Markup:
         if kind == "text":
             parts.append(str(escape(value)))
         elif value in URL_PLACEHOLDERS:
-            parts.append(str(Markup('<a href="{0}" style="word-break:break-all;">{0}</a>').format(values[value])))
+            link = Markup('<a href="{0}" style="word-break:break-all;">{0}</a>')
+            parts.append(str(link.format(values[value])))
         else:
             parts.append(str(escape(values[value])))
     # Line breaks only come from the (escaped) text parts: names pass through one_line.

@@ -253,11 +253,6 @@ def _render_stale(session: Session, variant: Variant, stale: dict[int, str]) -> 
             .where(Appointment.id.in_(chunk))
             .options(selectinload(Appointment.staff), selectinload(Appointment.customer))
         ).all()
-        session.execute(
-            delete(FeedFragment).where(
-                FeedFragment.appointment_id.in_(chunk), FeedFragment.variant == variant.key
-            )
-        )
         new_rows = []
         for appt in appointments:
             body = render_event(appt, variant)
@@ -265,8 +260,31 @@ def _render_stale(session: Session, variant: Variant, stale: dict[int, str]) -> 
             new_rows.append({"appointment_id": appt.id, "variant": variant.key,
                              "revision_key": stale[appt.id], "body": body})
         if new_rows:
-            session.execute(insert(FeedFragment), new_rows)
+            _store_fragments(session, new_rows)
     return rendered
+
+
+def _store_fragments(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert or replace fragments, in appointment order. Feeds that share an appointment (its
+    staff member's, a group's, the company's) render it concurrently: a delete-then-insert
+    failed on PostgreSQL with a unique violation or a deadlock under load (tests/test_load.py).
+    Whichever render writes last wins; both bodies carry the revision they were made from."""
+    rows = sorted(rows, key=lambda row: row["appointment_id"])
+    dialect = session.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        session.execute(delete(FeedFragment).where(
+            FeedFragment.appointment_id.in_([r["appointment_id"] for r in rows]),
+            FeedFragment.variant == rows[0]["variant"]))
+        session.execute(insert(FeedFragment), rows)
+        return
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    make_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement: Any = make_insert(FeedFragment).values(rows)
+    session.execute(statement.on_conflict_do_update(
+        index_elements=[FeedFragment.appointment_id, FeedFragment.variant],
+        set_={"revision_key": statement.excluded.revision_key, "body": statement.excluded.body},
+    ))
 
 
 def render_feed(session: Session, feed: PublishedFeed, cache: FeedCache) -> bytes:

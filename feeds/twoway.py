@@ -30,7 +30,7 @@ from feeds.company_settings import get_company_settings
 from feeds.errors import CalsyncError, SchedulingError
 from feeds.notifications import queue_conflict_emails
 from feeds.push import content_hash
-from feeds.sources.busy_time import CalendarDataError
+from feeds.sources.busy_time import CalendarDataError, tame_timezone_rules
 from models import STATUS_CANCELLED, Appointment, Company, Conflict, Connection, LinkedItem, Staff, utcnow
 
 log = logging.getLogger("calsync.twoway")
@@ -56,28 +56,31 @@ class RemoteEvent:
 
 
 def parse_remote(body: bytes) -> RemoteEvent:
+    """Our booking as the calendar has it now. The body is the calendar server's (untrusted):
+    anything unreadable in it — a broken date, a moment beyond the year 9999 in UTC — is one
+    named error, never another exception, and its time zones are tamed as for busy time."""
     try:
-        cal = icalendar.Calendar.from_ical(body)
+        cal = icalendar.Calendar.from_ical(tame_timezone_rules(body))
         masters = [e for e in cal.walk("VEVENT") if e.get("RECURRENCE-ID") is None]
-    except Exception as exc:
+        if not masters:
+            return RemoteEvent(None, None, None, True)
+        ev = masters[0]
+        start, end = ev.get("DTSTART"), ev.get("DTEND")
+
+        def utc(prop: object) -> datetime | None:
+            value = getattr(prop, "dt", None)
+            if isinstance(value, datetime):
+                return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+            return None
+
+        return RemoteEvent(
+            uid=str(ev.get("UID")) if ev.get("UID") else None,
+            start=utc(start),
+            end=utc(end),
+            cancelled=str(ev.get("STATUS", "")).upper() == "CANCELLED",
+        )
+    except Exception as exc:  # icalendar raises ValueError, KeyError, BrokenCalendarProperty, ...
         raise CalendarDataError("invalid", "A booking in the linked calendar could not be read.") from exc
-    if not masters:
-        return RemoteEvent(None, None, None, True)
-    ev = masters[0]
-    start, end = ev.get("DTSTART"), ev.get("DTEND")
-
-    def utc(prop: object) -> datetime | None:
-        value = getattr(prop, "dt", None)
-        if isinstance(value, datetime):
-            return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
-        return None
-
-    return RemoteEvent(
-        uid=str(ev.get("UID")) if ev.get("UID") else None,
-        start=utc(start),
-        end=utc(end),
-        cancelled=str(ev.get("STATUS", "")).upper() == "CANCELLED",
-    )
 
 
 def two_way_enabled(session: Session, conn: Connection) -> bool:

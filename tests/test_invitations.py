@@ -221,7 +221,8 @@ def test_preview_renders_the_email_and_sends_nothing(app: Flask, admin: Browser,
         .replace("&gt;", ">")
         .replace("&amp;", "&")
     )
-    assert f'<a href="webcal://cal.example.test/feeds/{token}.ics" style="word-break:break-all;">' in email_html
+    link = f'<a href="webcal://cal.example.test/feeds/{token}.ics" style="word-break:break-all;">'
+    assert link in email_html
     assert "/connect/personal-link-created-when-sent" in email_html  # no real link made
     assert "Google decides when to look again" in email_html
     assert "every 3 hours" in html and f"Subscribe: webcal://cal.example.test/feeds/{token}.ics" in html

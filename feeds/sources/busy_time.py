@@ -13,20 +13,18 @@ COUNT=1000000000 or FREQ=SECONDLY must cost bounded time"):
 - a series whose rule could yield too many dates before or inside the window is left out
   before it is expanded (`_too_costly`), and so is a series that cannot be read: one broken
   event never hides the rest of the calendar;
-- VTIMEZONE rules, which icalendar expands in full while parsing, are dropped unless they are
-  the small yearly rules real time zones use (`_tame_timezone_rules`);
-- parsing and expansion run under a deadline (`max_seconds`), checked for every occurrence and
-  inside dateutil's rule iteration (`_deadline`), where a rule that no date satisfies would
-  otherwise walk on to the year 9999.
+- VTIMEZONE rules, which are expanded from their DTSTART whenever a time in the zone is
+  converted, are dropped unless they are the small yearly rules real time zones use
+  (`tame_timezone_rules`);
+- expansion runs under a deadline (`max_seconds`, a tenth of it per series), checked for every
+  occurrence and inside dateutil's rule iteration (feeds.sources.deadline), where a rule that
+  no date satisfies would otherwise walk on to the year 9999. Parsing costs time in proportion
+  to the size, which the fetch caps.
 """
 
 from __future__ import annotations
 
 import re
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -35,15 +33,20 @@ from zoneinfo import ZoneInfo
 import icalendar
 import recurring_ical_events
 import x_wr_timezone
-from dateutil import rrule as dateutil_rrule
 
 from feeds.errors import CalsyncError
+from feeds.sources.deadline import DeadlinePassed, check_deadline, deadline
 
 # A series may make the expansion step through at most this many dates before the window
 # (dateutil walks from DTSTART): a daily series since 1900 is 47,000.
 MAX_ITERATIONS_TO_WINDOW = 200_000
-PERIOD_SECONDS = {"HOURLY": 3600, "DAILY": 86400, "WEEKLY": 7 * 86400,
-                  "MONTHLY": 28 * 86400, "YEARLY": 365 * 86400}  # the shortest of each
+PERIOD_SECONDS = {
+    "HOURLY": 3600,
+    "DAILY": 86400,
+    "WEEKLY": 7 * 86400,
+    "MONTHLY": 28 * 86400,
+    "YEARLY": 365 * 86400,
+}  # the shortest of each
 DAYS_PER_PERIOD = {"WEEKLY": 7, "MONTHLY": 31, "YEARLY": 366}
 # Real VTIMEZONE rules change the offset once or twice a year (RFC 5545 §3.6.5).
 MAX_ZONE_DATES_PER_YEAR = 50
@@ -79,60 +82,6 @@ class BusyResult:
     truncated: bool  # the occurrence cap was reached
 
 
-# --- the deadline -----------------------------------------------------------------------------
-
-_local = threading.local()  # each sync runs in one worker thread: a deadline per thread
-_install_lock = threading.Lock()
-
-
-class _TooSlow(BaseException):
-    """The deadline passed. A BaseException, so no library's `except Exception` swallows it on
-    its way out; `extract_busy` and `parse_calendars` turn it into a CalendarDataError."""
-
-
-def _check_deadline() -> None:
-    deadline = getattr(_local, "deadline", None)
-    if deadline is not None and time.monotonic() > deadline:
-        raise _TooSlow
-
-
-def _install_iteration_check() -> None:
-    """Check the deadline inside dateutil's rule iteration.
-
-    dateutil compares UNTIL and COUNT only with dates that match the rule, so a rule that no
-    date matches (BYMONTH=2;BYMONTHDAY=30, or BYSETPOS past the end of the set) iterates to the
-    year 9999 without yielding, and it has no API to bound that. Its iterator rebuilds its
-    per-month tables (`_iterinfo.rebuild`) at least once for every month it walks through, for
-    every frequency: checking there bounds every rule, at no cost to ordinary ones. Threads with
-    no deadline set (none outside this module) are unaffected.
-    """
-    with _install_lock:
-        base = getattr(dateutil_rrule, "_iterinfo", None)
-        if base is None or getattr(base, "checks_deadline", False):
-            return
-
-        class _CheckedIterInfo(base):  # type: ignore[misc,valid-type]
-            checks_deadline = True
-
-            def rebuild(self, year: int, month: int) -> None:
-                _check_deadline()
-                super().rebuild(year, month)
-
-        dateutil_rrule._iterinfo = _CheckedIterInfo
-
-
-@contextmanager
-def _deadline(seconds: float) -> Iterator[None]:
-    _install_iteration_check()
-    outer = getattr(_local, "deadline", None)
-    mine = time.monotonic() + seconds
-    _local.deadline = mine if outer is None else min(outer, mine)
-    try:
-        yield
-    finally:
-        _local.deadline = outer
-
-
 # --- parsing ----------------------------------------------------------------------------------
 
 # Line folding and line ends exactly as icalendar's parser reads them (RFC 5545 §3.1), so the
@@ -148,7 +97,7 @@ def _split_line(line: bytes) -> tuple[bytes, bytes]:
         if char == 0x22:  # "
             quoted = not quoted
         elif char == 0x3A and not quoted:  # :
-            return re.split(rb"[;:]", line[:i], maxsplit=1)[0].strip().upper(), line[i + 1:]
+            return re.split(rb"[;:]", line[:i], maxsplit=1)[0].strip().upper(), line[i + 1 :]
     return line.strip().upper(), b""
 
 
@@ -164,16 +113,18 @@ def _tame_rule(value: bytes) -> bool:
     if not count.isdigit() or int(count) > MAX_ZONE_COUNT:
         return False
     per_year = 1
-    for name, items in parts.items():
+    for name, values in parts.items():
         if name.startswith(b"BY"):
-            per_year *= len(items)
+            per_year *= len(values)
     return per_year <= MAX_ZONE_DATES_PER_YEAR
 
 
-def _tame_timezone_rules(body: bytes) -> bytes:
-    """icalendar turns every RRULE of a VTIMEZONE into a list of transitions while parsing, up to
-    its UNTIL or COUNT (or 2038): FREQ=MINUTELY since 1601 is 229 million of them, COUNT=10^9 a
-    billion. Such a rule is dropped; its STANDARD/DAYLIGHT part keeps the offset from DTSTART."""
+def tame_timezone_rules(body: bytes) -> bytes:
+    """A VTIMEZONE rule is expanded from its DTSTART (often 1601) whenever a time in the zone is
+    converted, and the transitions are kept: FREQ=MINUTELY is 229 million of them, COUNT=10^9 a
+    billion. A rule that is not yearly, or could give more than a few dates a year, is dropped;
+    its STANDARD/DAYLIGHT part keeps the offset from its DTSTART. (A yearly rule that no date
+    satisfies still walks to the year 9999 once, about a second, and is cached after that.)"""
     if b"VTIMEZONE" not in body.upper():
         return body
     lines = _NEWLINE.split(_UNFOLD.sub(b"", body))
@@ -204,26 +155,22 @@ def _sniff(body: bytes) -> None:
         raise CalendarDataError("not_calendar", "The address did not return an iCalendar (.ics) file.")
 
 
-def parse_calendars(body: bytes, max_seconds: float = 20.0) -> list[icalendar.Calendar]:
-    """Parse iCalendar bytes; HTML and other non-calendars get a sentence, not a stack trace."""
+def parse_calendars(body: bytes) -> list[icalendar.Calendar]:
+    """Parse iCalendar bytes; HTML and other non-calendars get a sentence, not a stack trace.
+    Parsing costs time in proportion to the size, which the fetch caps (CALSYNC_FETCH_MAX_BYTES)."""
     _sniff(body)
     try:
-        with _deadline(max_seconds):
-            calendars = icalendar.Calendar.from_ical(_tame_timezone_rules(body), multiple=True)
-            out = []
-            for cal in calendars:
-                try:
-                    # Google exports times in UTC plus X-WR-TIMEZONE; make them proper zoned times.
-                    out.append(x_wr_timezone.to_standard(cal))
-                except Exception:  # an unknown zone name there: keep the times as they are
-                    out.append(cal)
-            return out
-    except _TooSlow:
-        raise CalendarDataError("too_slow", TOO_SLOW) from None
+        calendars = icalendar.Calendar.from_ical(tame_timezone_rules(body), multiple=True)
     except Exception as exc:  # icalendar raises ValueError, KeyError, ... on broken input
-        raise CalendarDataError(
-            "invalid", "The calendar file is damaged and could not be read."
-        ) from exc
+        raise CalendarDataError("invalid", "The calendar file is damaged and could not be read.") from exc
+    out = []
+    for cal in calendars:
+        try:
+            # Google exports times in UTC plus X-WR-TIMEZONE; make them proper zoned times.
+            out.append(x_wr_timezone.to_standard(cal))
+        except Exception:  # an unknown zone name there: keep the times as they are
+            out.append(cal)
+    return out
 
 
 # --- cost of a series -------------------------------------------------------------------------
@@ -291,8 +238,7 @@ def _too_costly(component: Any, options: BusyOptions) -> bool:
     inside = (options.window_end - max(options.window_start, first)).total_seconds() / period + 1
     if count > 0:
         before, inside = min(before, count / per_period), min(inside, count / per_period)
-    return (before * per_period > MAX_ITERATIONS_TO_WINDOW
-            or inside * per_period > options.max_occurrences)
+    return before * per_period > MAX_ITERATIONS_TO_WINDOW or inside * per_period > options.max_occurrences
 
 
 # --- expansion --------------------------------------------------------------------------------
@@ -301,7 +247,8 @@ def _too_costly(component: Any, options: BusyOptions) -> bool:
 def _vevents(cal: icalendar.Calendar) -> list[Any]:
     """Every VEVENT, at any depth, in document order — without recursion: a hostile file can
     nest components deeper than Python's stack (icalendar's walk() recurses)."""
-    found, stack = [], [cal]
+    found: list[Any] = []
+    stack: list[Any] = [cal]
     while stack:
         component = stack.pop()
         if component.name == "VEVENT":
@@ -312,21 +259,22 @@ def _vevents(cal: icalendar.Calendar) -> list[Any]:
 
 def extract_busy(body: bytes | list[icalendar.Calendar], options: BusyOptions) -> BusyResult:
     try:
-        with _deadline(options.max_seconds):
+        with deadline(options.max_seconds):
             return _extract(body, options)
-    except _TooSlow:
+    except DeadlinePassed:
         raise CalendarDataError("too_slow", TOO_SLOW) from None
 
 
 def _extract(body: bytes | list[icalendar.Calendar], options: BusyOptions) -> BusyResult:
-    calendars = parse_calendars(body, options.max_seconds) if isinstance(body, bytes) else body
+    calendars = parse_calendars(body) if isinstance(body, bytes) else body
     tz = ZoneInfo(options.timezone)
     intervals: list[tuple[datetime, datetime]] = []
     events = skipped = 0
     for cal in calendars:
         if str(cal.get("CALSCALE", "GREGORIAN")).upper() != "GREGORIAN":
             raise CalendarDataError(
-                "invalid", "The calendar uses a calendar system other than the Gregorian one.")
+                "invalid", "The calendar uses a calendar system other than the Gregorian one."
+            )
         series: dict[str, list[Any]] = {}
         for component in _vevents(cal):
             events += 1
@@ -334,7 +282,7 @@ def _extract(body: bytes | list[icalendar.Calendar], options: BusyOptions) -> Bu
             # groups them; an event without UID is a series of its own.
             series.setdefault(str(component.get("UID", id(component))), []).append(component)
         for components in series.values():
-            _check_deadline()
+            check_deadline()
             found = _expand(components, options, tz)
             if found is None:
                 skipped += len(components)
@@ -346,39 +294,41 @@ def _extract(body: bytes | list[icalendar.Calendar], options: BusyOptions) -> Bu
     return BusyResult(sorted(set(intervals)), events, skipped, False)
 
 
-def _expand(components: list[Any], options: BusyOptions, tz: ZoneInfo) -> list[tuple[datetime, datetime]] | None:
+def _expand(
+    components: list[Any], options: BusyOptions, tz: ZoneInfo
+) -> list[tuple[datetime, datetime]] | None:
     """The busy intervals of one series, or None when it is too costly or cannot be read.
 
     A series gets a tenth of the time: one pathological event (a rule no date satisfies costs
     dateutil seconds) is left out, not the whole calendar; the calendar's own deadline still
     bounds the total."""
-    outer = _local.deadline
     try:
         if any(_too_costly(c, options) for c in components if "RECURRENCE-ID" not in c):
             return None
-        with _deadline(options.max_seconds * SERIES_SHARE):
+        with deadline(options.max_seconds * SERIES_SHARE) as series:
             expander = recurring_ical_events.Series(
-                [recurring_ical_events.EventAdapter(c) for c in components])
+                [recurring_ical_events.EventAdapter(c) for c in components]
+            )
+            # This series' own rules, made for this expansion alone, may be interrupted.
+            series.interrupt(getattr(expander.recurrence, "rrules", ()))
             found = []
             for occurrence in expander.between(options.window_start, options.window_end):
-                _check_deadline()
+                check_deadline()
                 interval = _busy_interval(occurrence.as_component(False), options, tz)
                 if interval is not None:
                     found.append(interval)
                     if len(found) > options.max_occurrences:
                         break  # the caller truncates; expanding further is only cost
         return found
-    except _TooSlow:
-        if time.monotonic() > outer:
+    except DeadlinePassed as passed:
+        if passed.outer:
             raise
         return None
     except Exception:  # a date or rule the expander cannot read: this series only
         return None
 
 
-def _busy_interval(
-    occurrence: Any, options: BusyOptions, tz: ZoneInfo
-) -> tuple[datetime, datetime] | None:
+def _busy_interval(occurrence: Any, options: BusyOptions, tz: ZoneInfo) -> tuple[datetime, datetime] | None:
     """The busy part of one occurrence inside the window, or None when it blocks nothing."""
     start = occurrence.get("DTSTART")
     if start is None or not hasattr(start, "dt"):
