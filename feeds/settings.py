@@ -240,7 +240,12 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     env = dict(os.environ if environ is None else environ)
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
     # Variables that only the tests read are allowed beside the settings.
-    test_only = {"CALSYNC_TEST_DATABASE_URL", "CALSYNC_TEST_REDIS_URL"}
+    # (The long fuzzing and load runs are started by exporting them for the whole suite.)
+    test_only = {
+        "CALSYNC_TEST_DATABASE_URL", "CALSYNC_TEST_REDIS_URL", "CALSYNC_FUZZ_EXAMPLES",
+        "CALSYNC_FUZZ_FINDINGS", "CALSYNC_FUZZ_KEEP_GOING", "CALSYNC_FUZZ_MEMORY_MB",
+        "CALSYNC_FUZZ_SECONDS", "CALSYNC_LOAD_SECONDS", "CALSYNC_SCHEMATHESIS_EXAMPLES",
+    }
     unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known | test_only)
     if unknown:
         raise ConfigurationError(

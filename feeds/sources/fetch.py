@@ -16,7 +16,6 @@ dependency of caldav 3, which uses the same stack for CalDAV.
 from __future__ import annotations
 
 import contextlib
-import logging
 import re
 import socket
 import time
@@ -30,6 +29,7 @@ from niquests.packages.urllib3.contrib.resolver.system import SystemResolver
 
 from feeds.errors import CalsyncError, ValidationError
 from feeds.sources.addresses import address_problem, normalise_calendar_url
+from feeds.sources.client_logs import hide_paths_in_client_logs
 
 USER_AGENT = "calsync/1.0 (calendar subscription; +https://github.com/calsync)"
 
@@ -116,32 +116,8 @@ class GuardedResolver(SystemResolver):  # type: ignore[misc]
         return self
 
 
-# Everything from "/" up to a space or quote: the path and query of a URL in a log message.
-_URL_PATH = re.compile(r"(?<![\w/])/[^\s\"']*")
-# The HTTP client's loggers that write request lines or redirect targets.
-_CLIENT_LOGGERS = ("urllib3.connectionpool", "urllib3.poolmanager", "urllib3.connection")
-
-
-class _RedactPaths(logging.Filter):
-    """urllib3 (under niquests) logs every request line, path and query included, at DEBUG. A
-    subscribed calendar's address is often its only secret (Google's and iCloud's secret
-    addresses), so the paths are replaced before any handler sees the record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = _URL_PATH.sub("/[path hidden]", record.getMessage()), ()
-        return True
-
-
-def _hide_paths_in_client_logs() -> None:
-    """Installed when the first session is made (nothing happens at import time); once."""
-    for name in _CLIENT_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _RedactPaths) for f in logger.filters):
-            logger.addFilter(_RedactPaths())
-
-
 def _session(resolver: GuardedResolver, limits: FetchLimits) -> niquests.Session:
-    _hide_paths_in_client_logs()
+    hide_paths_in_client_logs()
     session = niquests.Session(
         resolver=resolver,
         retries=0,
@@ -178,7 +154,7 @@ class GuardedSession(niquests.Session):
     """
 
     def __init__(self, resolver: GuardedResolver, limits: FetchLimits) -> None:
-        _hide_paths_in_client_logs()
+        hide_paths_in_client_logs()
         super().__init__(resolver=resolver, retries=0, disable_http3=True,
                          revocation_configuration=None)
         self.trust_env = False  # proxy variables would send requests around the resolver
