@@ -1,5 +1,5 @@
 """WSGI entry point for gunicorn and friends: `gunicorn wsgi:app`."""
 
-from web import create_app
+from calsync.web import create_app
 
 app = create_app()

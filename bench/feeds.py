@@ -43,17 +43,17 @@ from flask import Flask, Response, request
 from icalendar import Calendar, Event, Timezone, vDuration
 from sqlalchemy import func, select
 
-from feeds.accounts import get_or_create_company
-from feeds.booking import CustomerDetails, book_appointment, reschedule_appointment
-from feeds.company_settings import get_company_settings
-from feeds.demo import CUSTOMERS, NOTES, SERVICES, STAFF
-from feeds.directory import create_staff
-from feeds.feed_render import PRODID, UTC_NAMES, Variant, _description, _summary
-from feeds.publish import feed_window
-from feeds.settings import Settings
-from feeds.tokens import issue_feed_token
-from models import STATUS_CANCELLED, STATUS_CONFIRMED, Appointment, Company, Staff
-from web import create_app
+from calsync.feeds.accounts.admins import get_or_create_company
+from calsync.feeds.company_settings import get_company_settings
+from calsync.feeds.demo import CUSTOMERS, NOTES, SERVICES, STAFF
+from calsync.feeds.publishing.feed import feed_window
+from calsync.feeds.publishing.render import PRODID, UTC_NAMES, Variant, _description, _summary
+from calsync.feeds.publishing.tokens import issue_feed_token
+from calsync.feeds.scheduling.booking import CustomerDetails, book_appointment, reschedule_appointment
+from calsync.feeds.scheduling.directory import create_staff
+from calsync.feeds.settings import Settings
+from calsync.models import STATUS_CANCELLED, STATUS_CONFIRMED, Appointment, Company, Staff
+from calsync.web import create_app
 
 ALL_DAY = {day: [["00:00", "24:00"]] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
 ZONES = ["Europe/Berlin", "Europe/Berlin", "Europe/Berlin", "America/New_York", "Asia/Tokyo"]

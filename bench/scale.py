@@ -55,16 +55,16 @@ from urllib.parse import quote
 from flask import Flask
 from sqlalchemy import Engine, create_engine, func, insert, select, text, update
 
-from bench.feeds import EMPTY_ETAG, Bodies, Row, _add_baseline_routes, _expect, _paired, _print_table
-from bench.sync import CalendarHost, make_calendar
-from feeds.availability import find_availability
-from feeds.booking import reschedule_appointment
-from feeds.company_settings import get_company_settings
-from feeds.publish import feed_window
-from feeds.settings import Settings
-from feeds.tokens import issue_feed_token
-from models import Appointment, Company, Connection, Staff, utcnow
-from web import create_app
+from calsync.bench.feeds import EMPTY_ETAG, Bodies, Row, _add_baseline_routes, _expect, _paired, _print_table
+from calsync.bench.sync import CalendarHost, make_calendar
+from calsync.feeds.company_settings import get_company_settings
+from calsync.feeds.publishing.feed import feed_window
+from calsync.feeds.publishing.tokens import issue_feed_token
+from calsync.feeds.scheduling.availability import find_availability
+from calsync.feeds.scheduling.booking import reschedule_appointment
+from calsync.feeds.settings import Settings
+from calsync.models import Appointment, Company, Connection, Staff, utcnow
+from calsync.web import create_app
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -561,7 +561,7 @@ def _start_gunicorn(
         GUNICORN_BIND=f"127.0.0.1:{port}",
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG), "bench.scale:bench_app()"],
+        [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG), "calsync.bench.scale:bench_app()"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -924,7 +924,7 @@ def _sync_throughput(
             stderr=subprocess.STDOUT,
         )
     # The scheduler runs here, on a Huey bound to the same queue.
-    from feeds.jobs import Jobs, make_huey
+    from calsync.feeds.jobs import Jobs, make_huey
 
     jobs = Jobs(make_huey(queue_url, data_dir), lambda: services.sync)
     results = []

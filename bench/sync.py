@@ -39,14 +39,14 @@ import icalendar
 import recurring_ical_events
 from sqlalchemy import func, select, update
 
-from bench.feeds import WARMUP, PeakRss, Row, _expect, _paired, _print_table
-from feeds.accounts import get_or_create_company
-from feeds.connections import ConnectionInput, create_connection
-from feeds.directory import create_staff
-from feeds.settings import Settings
-from feeds.sync import SyncContext, sync_connection, sync_window
-from models import BusyBlock, Company, Connection, utcnow
-from web import create_app
+from calsync.bench.feeds import WARMUP, PeakRss, Row, _expect, _paired, _print_table
+from calsync.feeds.accounts.admins import get_or_create_company
+from calsync.feeds.calendars.connections import ConnectionInput, create_connection
+from calsync.feeds.calendars.sync import SyncContext, sync_connection, sync_window
+from calsync.feeds.scheduling.directory import create_staff
+from calsync.feeds.settings import Settings
+from calsync.models import BusyBlock, Company, Connection, utcnow
+from calsync.web import create_app
 
 QUEUE_WORKERS = 2
 THROUGHPUT_REPEATS = 3  # whole runs of all connections, each way; the median is reported

@@ -7,7 +7,7 @@ and the bookings reach the calendar through `feeds.sync.sync_connection`, the fu
 queue's jobs call. Then, each round:
 
 1. the staff member drags one random event in their calendar app: a GET of the event and a
-   PUT of it with DTSTART/DTEND changed (the caldav library, as tests/test_twoway.py does it);
+   PUT of it with DTSTART/DTEND changed (the caldav library, as tests/integration/test_twoway.py does it);
 2. ONE `sync_connection` pass is timed: it asks for the changes since its sync token
    (RFC 6578), loads the one moved event, reschedules the appointment (SEQUENCE+1, history,
    the customer's email into the outbox) and pushes the refreshed copy back;
@@ -42,7 +42,7 @@ from caldav.collection import Calendar
 from caldav.davclient import DAVClient
 from sqlalchemy import func, select
 
-from bench.feeds import (
+from calsync.bench.feeds import (
     ALL_DAY,
     WARMUP,
     PeakRss,
@@ -52,17 +52,17 @@ from bench.feeds import (
     _print_table,
     _serve_until_closed,
 )
-from bench.sync import _timed
-from feeds.accounts import get_or_create_company
-from feeds.booking import CustomerDetails, book_appointment
-from feeds.company_settings import update_company_settings
-from feeds.connections import ConnectionInput, create_connection
-from feeds.demo import CUSTOMERS, NOTES, SERVICES
-from feeds.directory import create_staff
-from feeds.settings import Settings
-from feeds.sync import SyncContext, SyncOutcome, sync_connection, sync_window
-from models import Appointment, Company, Connection, LinkedItem, OutboxEmail, utcnow
-from web import create_app
+from calsync.bench.sync import _timed
+from calsync.feeds.accounts.admins import get_or_create_company
+from calsync.feeds.calendars.connections import ConnectionInput, create_connection
+from calsync.feeds.calendars.sync import SyncContext, SyncOutcome, sync_connection, sync_window
+from calsync.feeds.company_settings import update_company_settings
+from calsync.feeds.demo import CUSTOMERS, NOTES, SERVICES
+from calsync.feeds.scheduling.booking import CustomerDetails, book_appointment
+from calsync.feeds.scheduling.directory import create_staff
+from calsync.feeds.settings import Settings
+from calsync.models import Appointment, Company, Connection, LinkedItem, OutboxEmail, utcnow
+from calsync.web import create_app
 
 USER, PASSWORD = "zoe", "bench-app-password"
 BATCH = 500

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from models import Company, utcnow
+from calsync.models import Company, utcnow
 
 MIN_STALE_HOURS = 1  # the smallest stale threshold; feeds.health.mark_stale relies on it
 

@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from feeds.availability import find_availability
-from feeds.booking import CustomerDetails, book_appointment
-from feeds.directory import create_group, create_staff
-from models import Company
+from calsync.feeds.scheduling.availability import find_availability
+from calsync.feeds.scheduling.booking import CustomerDetails, book_appointment
+from calsync.feeds.scheduling.directory import create_group, create_staff
+from calsync.models import Company
 
 STAFF = [
     ("Zoë Müller", "Europe/Berlin"),

@@ -21,10 +21,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from huey import Huey, RedisHuey, SqliteHuey, crontab
 from sqlalchemy import or_, select
 
-from feeds.health import mark_stale
-from feeds.mailer import DeliveryReport, MailContext, deliver_due, due_email_ids
-from feeds.sync import SyncContext, SyncOutcome, sync_connection
-from models import Connection, utcnow
+from calsync.feeds.calendars.health import mark_stale
+from calsync.feeds.calendars.sync import SyncContext, SyncOutcome, sync_connection
+from calsync.feeds.mail.delivery import DeliveryReport, MailContext, deliver_due, due_email_ids
+from calsync.models import Connection, utcnow
 
 log = logging.getLogger("calsync.jobs")
 QUEUE_NAME = "calsync"

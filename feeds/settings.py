@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, V
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from feeds.errors import ConfigurationError
-from feeds.mime import check_address
-from feeds.smtp import parse_smtp_url
+from calsync.feeds.errors import ConfigurationError
+from calsync.feeds.mail.mime import check_address
+from calsync.feeds.mail.smtp import parse_smtp_url
 
 ENV_PREFIX = "CALSYNC_"
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib import resources
 
 from alembic import command
 from alembic.config import Config
@@ -11,7 +11,8 @@ from sqlalchemy import Engine
 
 def alembic_config(engine: Engine) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(__file__).parent))
+    # The scripts are package data of calsync.migrations, wherever it is installed.
+    cfg.set_main_option("script_location", str(resources.files("calsync.migrations")))
     cfg.attributes["engine"] = engine
     return cfg
 

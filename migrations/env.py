@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from models import Base
+from calsync.models import Base
 
 config = context.config
 engine = config.attributes["engine"]

@@ -1,15 +1,15 @@
 """SQLAlchemy models of calsync and the engine/session factory. Imports SQLAlchemy only."""
 
-from models.appointment import STATUS_CANCELLED, STATUS_CONFIRMED, Appointment, Customer
-from models.auth import AdminUser, ApiKey, LoginThrottle
-from models.base import MAX_KEY, Base, UTCDateTime, utcnow
-from models.company import Company
-from models.connection import Alert, BusyBlock, Connection, SyncItem
-from models.feed import FeedFragment, FeedSegment, FeedToken
-from models.invitation import Invitation
-from models.session import make_engine, make_session_factory
-from models.staff import Group, Staff, group_member
-from models.twoway import AppointmentChange, Conflict, LinkedItem, OutboxEmail
+from calsync.models.appointment import STATUS_CANCELLED, STATUS_CONFIRMED, Appointment, Customer
+from calsync.models.auth import AdminUser, ApiKey, LoginThrottle
+from calsync.models.base import MAX_KEY, Base, UTCDateTime, utcnow
+from calsync.models.company import Company
+from calsync.models.connection import Alert, BusyBlock, Connection, SyncItem
+from calsync.models.feed import FeedFragment, FeedSegment, FeedToken
+from calsync.models.invitation import Invitation
+from calsync.models.session import make_engine, make_session_factory
+from calsync.models.staff import Group, Staff, group_member
+from calsync.models.twoway import AppointmentChange, Conflict, LinkedItem, OutboxEmail
 
 __all__ = [
     "AppointmentChange",

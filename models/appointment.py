@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base, UTCDateTime, utcnow
-from models.staff import Staff
+from calsync.models.base import Base, UTCDateTime, utcnow
+from calsync.models.staff import Staff
 
 STATUS_CONFIRMED = "confirmed"
 STATUS_CANCELLED = "cancelled"

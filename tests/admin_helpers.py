@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from feeds.accounts import create_admin, get_or_create_company
+from calsync.feeds.accounts.admins import create_admin, get_or_create_company
 
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "correct horse battery staple"

@@ -16,14 +16,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from feeds.accounts import create_api_key, get_or_create_company
-from feeds.settings import Settings
-from web import create_app
+from calsync.feeds.accounts.admins import create_api_key, get_or_create_company
+from calsync.feeds.settings import Settings
+from calsync.web import create_app
 
 pytest_plugins = ["tests.servers", "tests.admin_helpers", "tests.hostile_servers"]
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
-CORPUS = SHARED / "corpus" / "icalendar"
+# Real-world calendar files, inside the repository with their licence (tests/corpus/README.md).
+CORPUS = Path(__file__).resolve().parent / "corpus" / "icalendar"
 
 
 # --- network guard ----------------------------------------------------------------------------

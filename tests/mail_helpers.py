@@ -15,9 +15,9 @@ import vobject
 from flask import Flask
 from sqlalchemy import select
 
-from feeds.mailer import DeliveryReport, MailContext, deliver_due
-from feeds.settings import Settings
-from models import OutboxEmail
+from calsync.feeds.mail.delivery import DeliveryReport, MailContext, deliver_due
+from calsync.feeds.settings import Settings
+from calsync.models import OutboxEmail
 
 
 def with_mail(settings: Settings, **changes: Any) -> Settings:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from importlib import resources
 
 from flask import Flask, Response, abort, jsonify, request
 from sqlalchemy import Engine, event
@@ -11,24 +11,22 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from feeds.change_effects import JOBS_KEY
-from feeds.credentials import Vault, load_or_create_keys
-from feeds.errors import ConfigurationError
-from feeds.feed_cache import FeedCache
-from feeds.jobs import Jobs, make_huey
-from feeds.keys import Sealer
-from feeds.mailer import MailContext
-from feeds.outbox import MailIdentity, configure_sessions, take_written
-from feeds.settings import Settings, load_settings
-from feeds.smtp import parse_smtp_url
-from feeds.sources.fetch import FetchLimits
-from feeds.sync import SyncContext
-from feeds.tokens import TOKEN_PURPOSE
-from models import MAX_KEY, make_engine, make_session_factory
-from web import db
-from web.security import init_security
-
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+from calsync.feeds.accounts.credentials import Vault, load_or_create_keys
+from calsync.feeds.accounts.keys import Sealer
+from calsync.feeds.calendars.sync import SyncContext
+from calsync.feeds.errors import ConfigurationError
+from calsync.feeds.jobs import Jobs, make_huey
+from calsync.feeds.mail.delivery import MailContext
+from calsync.feeds.mail.outbox import MailIdentity, configure_sessions, take_written
+from calsync.feeds.mail.smtp import parse_smtp_url
+from calsync.feeds.publishing.cache import FeedCache
+from calsync.feeds.publishing.tokens import TOKEN_PURPOSE
+from calsync.feeds.scheduling.change_effects import JOBS_KEY
+from calsync.feeds.settings import Settings, load_settings
+from calsync.feeds.sources.fetch import FetchLimits
+from calsync.models import MAX_KEY, make_engine, make_session_factory
+from calsync.web import db
+from calsync.web.security import init_security
 
 
 class Services:
@@ -148,7 +146,9 @@ def _refuse_ids_beyond_the_key_range() -> None:
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Flask:
     settings = (settings or load_settings()).with_secret_key()
-    app = Flask(__name__, template_folder=str(TEMPLATES), static_folder=str(TEMPLATES / "static"))
+    # Templates ship as package data of calsync (calsync/templates), found through importlib.
+    templates = resources.files("calsync") / "templates"
+    app = Flask(__name__, template_folder=str(templates), static_folder=str(templates / "static"))
     # Every <int:…> id of every route stops at the key range: an out-of-range id is a plain
     # 404 (in the blueprint's own format) instead of a database error (PostgreSQL keys are
     # INTEGER). A hook rather than a bounded URL converter, which would turn such URLs into 405s.
@@ -166,7 +166,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fla
     services = Services(settings)
     app.extensions["calsync"] = services
     if migrate:
-        from migrations import upgrade_database
+        from calsync.migrations import upgrade_database
 
         try:
             upgrade_database(services.engine)
@@ -180,7 +180,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fla
     db.init_app(app)
     init_security(app)
 
-    from web import admin, api, public_feeds
+    from calsync.web import admin, api, public_feeds
 
     app.register_blueprint(public_feeds.bp)
     app.register_blueprint(api.bp)

@@ -14,13 +14,13 @@ from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from feeds.accounts import create_admin, create_api_key, get_or_create_company
-from feeds.demo import load_demo
-from feeds.errors import CalsyncError
-from feeds.settings import load_settings
-from feeds.tokens import ensure_default_tokens, feed_links, list_feed_tokens, reveal_token
-from feeds.working_hours import parse_timezone
-from models import AdminUser, Staff
+from calsync.feeds.accounts.admins import create_admin, create_api_key, get_or_create_company
+from calsync.feeds.demo import load_demo
+from calsync.feeds.errors import CalsyncError
+from calsync.feeds.publishing.tokens import ensure_default_tokens, feed_links, list_feed_tokens, reveal_token
+from calsync.feeds.scheduling.working_hours import parse_timezone
+from calsync.feeds.settings import load_settings
+from calsync.models import AdminUser, Staff
 
 
 def _fail(message: str) -> None:
@@ -29,7 +29,7 @@ def _fail(message: str) -> None:
 
 
 def _app(**overrides: object) -> Flask:
-    from web.app import create_app
+    from calsync.web.app import create_app
 
     try:
         return create_app(load_settings(None, **overrides))
@@ -207,8 +207,8 @@ def worker(workers: int, no_schedule: bool) -> None:
 @click.option("--connection", "connection_id", type=int, help="Sync this connection only.")
 @click.option("--all", "sync_all", is_flag=True, help="Sync every connection.")
 def sync(connection_id: int | None, sync_all: bool) -> None:
-    from feeds.sync import sync_connection
-    from models import Connection
+    from calsync.feeds.calendars.sync import sync_connection
+    from calsync.models import Connection
 
     if (connection_id is None) == (not sync_all):
         _fail("Give either --connection ID or --all.")
@@ -241,7 +241,7 @@ def sync(connection_id: int | None, sync_all: bool) -> None:
 @click.option("--print-new-key", is_flag=True,
               help="Only print a new key (to put first in CALSYNC_CREDENTIALS_KEY).")
 def rotate_credentials_key(print_new_key: bool) -> None:
-    from feeds.credentials import KEY_FILE, Vault, new_key, parse_keys, rotate_all
+    from calsync.feeds.accounts.credentials import KEY_FILE, Vault, new_key, parse_keys, rotate_all
 
     if print_new_key:
         click.echo(new_key())
@@ -285,7 +285,7 @@ def bench() -> None:
 @click.option("--rounds", default=30, show_default=True, type=click.IntRange(3, 10000),
               help="Requests per measurement; the median is reported.")
 def bench_feeds(appointments: int, rounds: int) -> None:
-    from bench.feeds import run
+    from calsync.bench.feeds import run
 
     run(appointments=appointments, rounds=rounds)
 
@@ -299,7 +299,7 @@ def bench_feeds(appointments: int, rounds: int) -> None:
 @click.option("--rounds", default=10, show_default=True, type=click.IntRange(3, 10000),
               help="Timed syncs per measurement after warm-ups; the median is reported.")
 def bench_sync(events: int, connections: int, rounds: int) -> None:
-    from bench.sync import run
+    from calsync.bench.sync import run
 
     run(events=events, connections=connections, rounds=rounds)
 
@@ -312,7 +312,7 @@ def bench_sync(events: int, connections: int, rounds: int) -> None:
 @click.option("--server", "server_name", default="radicale", show_default=True,
               type=click.Choice(["radicale", "xandikos"]), help="The CalDAV server holding the calendar.")
 def bench_twoway(appointments: int, rounds: int, server_name: str) -> None:
-    from bench.twoway import run
+    from calsync.bench.twoway import run
 
     run(appointments=appointments, rounds=rounds, server_name=server_name)
 
@@ -339,7 +339,7 @@ def bench_scale(database_url: str, redis_url: str, small: int, large: int, round
                 clients: int, connections: int) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from bench.scale import run
+    from calsync.bench.scale import run
 
     if not database_url.startswith("postgresql"):
         _fail("The scale benchmark runs on PostgreSQL: give --database-url postgresql+psycopg://...")

@@ -8,7 +8,7 @@ from flask import Flask, current_app, g
 from sqlalchemy.orm import Session
 
 if TYPE_CHECKING:
-    from web.app import Services
+    from calsync.web.app import Services
 
 
 def services() -> Services:

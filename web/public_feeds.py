@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 from flask import Blueprint, Response, request
 from sqlalchemy.exc import IntegrityError
 
-from feeds.publish import PublishedFeed, feed_body, open_feed
-from feeds.tokens import touch_feed_token
-from web import db
+from calsync.feeds.publishing.feed import PublishedFeed, feed_body, open_feed
+from calsync.feeds.publishing.tokens import touch_feed_token
+from calsync.web import db
 
 bp = Blueprint("public_feeds", __name__)
 

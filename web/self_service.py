@@ -27,17 +27,23 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
-from feeds import calendar_setup, tokens
-from feeds import connections as conns
-from feeds.connect_links import ConnectLink, ConnectLinkError, connect_sealer, read_connect_link
-from feeds.errors import NotFoundError, ValidationError
-from feeds.health import open_alerts
-from feeds.invitation_text import calendar_apps
-from feeds.invitations import record_opened, record_used
-from models import Company, Connection, Staff
-from web import db
-from web.admin import wants_json
-from web.admin.calendars import (
+from calsync.feeds.calendars import adding as calendar_setup
+from calsync.feeds.calendars import connections as conns
+from calsync.feeds.calendars.health import open_alerts
+from calsync.feeds.errors import NotFoundError, ValidationError
+from calsync.feeds.onboarding.connect_links import (
+    ConnectLink,
+    ConnectLinkError,
+    connect_sealer,
+    read_connect_link,
+)
+from calsync.feeds.onboarding.invitation_text import calendar_apps
+from calsync.feeds.onboarding.invitations import record_opened, record_used
+from calsync.feeds.publishing import tokens
+from calsync.models import Company, Connection, Staff
+from calsync.web import db
+from calsync.web.admin import wants_json
+from calsync.web.admin.calendars import (
     add_ics,
     connect_chosen,
     connection_json,
@@ -46,7 +52,7 @@ from web.admin.calendars import (
     kept_values,
     sync_now,
 )
-from web.admin.sync import feed_rows
+from calsync.web.admin.sync import feed_rows
 
 bp = Blueprint("staff", __name__, url_prefix="/connect")
 SESSION_KEY = "connect_token"

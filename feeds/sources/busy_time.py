@@ -34,8 +34,8 @@ import icalendar
 import recurring_ical_events
 import x_wr_timezone
 
-from feeds.errors import CalsyncError
-from feeds.sources.deadline import DeadlinePassed, check_deadline, deadline
+from calsync.feeds.errors import CalsyncError
+from calsync.feeds.sources.deadline import DeadlinePassed, check_deadline, deadline
 
 # A series may make the expansion step through at most this many dates before the window
 # (dateutil walks from DTSTART): a daily series since 1900 is 47,000.

@@ -34,8 +34,8 @@ from caldav.elements.base import ValuedBaseElement
 from caldav.lib import error as dav_error
 from lxml import etree
 
-from feeds.sources.addresses import normalise_calendar_url
-from feeds.sources.fetch import FetchError, FetchLimits, GuardedResolver, GuardedSession, _explain
+from calsync.feeds.sources.addresses import normalise_calendar_url
+from calsync.feeds.sources.fetch import FetchError, FetchLimits, GuardedResolver, GuardedSession, _explain
 
 WRITE_PRIVILEGES = {"write", "write-content", "all", "bind"}
 # (URL given to dav_client, user name) of calendars whose server asked for Basic: this

@@ -27,9 +27,9 @@ from urllib.parse import urljoin
 import niquests
 from niquests.packages.urllib3.contrib.resolver.system import SystemResolver
 
-from feeds.errors import CalsyncError, ValidationError
-from feeds.sources.addresses import address_problem, normalise_calendar_url
-from feeds.sources.client_logs import hide_paths_in_client_logs
+from calsync.feeds.errors import CalsyncError, ValidationError
+from calsync.feeds.sources.addresses import address_problem, normalise_calendar_url
+from calsync.feeds.sources.client_logs import hide_paths_in_client_logs
 
 USER_AGENT = "calsync/1.0 (calendar subscription; +https://github.com/calsync)"
 

@@ -29,9 +29,9 @@ from flask_login import LoginManager, UserMixin, current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.wrappers import Response
 
-from models import AdminUser, Company
-from web import db
-from web.admin.formatting import register_filters
+from calsync.models import AdminUser, Company
+from calsync.web import db
+from calsync.web.admin.formatting import register_filters
 
 bp = Blueprint("admin", __name__)
 login_manager = LoginManager()
@@ -103,7 +103,7 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("WTF_CSRF_SSL_STRICT", False)  # see _reject_cross_site
     csrf.init_app(app)
     # Machines, not browsers, call these: the API uses bearer keys, feeds use secret URLs.
-    from web import api, public_feeds, self_service
+    from calsync.web import api, public_feeds, self_service
 
     csrf.exempt(api.bp)
     csrf.exempt(public_feeds.bp)
@@ -140,7 +140,7 @@ def init_app(app: Flask) -> None:
 
 
 # Page modules register their views on bp when imported.
-from web.admin import (  # noqa: E402,F401
+from calsync.web.admin import (  # noqa: E402,F401
     appointments,
     auth,
     conflicts,

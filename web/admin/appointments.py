@@ -10,13 +10,13 @@ from zoneinfo import ZoneInfo
 from flask import abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from feeds import booking, directory
-from feeds.errors import NotFoundError, SchedulingError, ValidationError
-from feeds.history import appointment_history
-from models import Appointment, AppointmentChange, Staff, utcnow
-from web import db
-from web.admin import bp, current_company
-from web.admin.formatting import local
+from calsync.feeds.errors import NotFoundError, SchedulingError, ValidationError
+from calsync.feeds.scheduling import booking, directory
+from calsync.feeds.scheduling.history import appointment_history
+from calsync.models import Appointment, AppointmentChange, Staff, utcnow
+from calsync.web import db
+from calsync.web.admin import bp, current_company
+from calsync.web.admin.formatting import local
 
 SOURCE_LABELS = {"api": "the API", "admin": "an admin", "calendar": "the staff calendar",
                  "conflict": "a conflict decision", "demo": "the demo data"}

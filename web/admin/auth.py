@@ -10,10 +10,15 @@ from werkzeug.wrappers import Response
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
 
-from feeds.accounts import authenticate_admin
-from feeds.login_lockout import clear_login_failures, describe_wait, locked_for, record_login_failure
-from web import db
-from web.admin import AdminPrincipal, bp
+from calsync.feeds.accounts.admins import authenticate_admin
+from calsync.feeds.accounts.login_throttle import (
+    clear_login_failures,
+    describe_wait,
+    locked_for,
+    record_login_failure,
+)
+from calsync.web import db
+from calsync.web.admin import AdminPrincipal, bp
 
 
 class LoginForm(FlaskForm):

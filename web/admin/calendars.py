@@ -9,13 +9,13 @@ from flask import flash, jsonify
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from feeds import calendar_setup
-from feeds import connections as conns
-from feeds.sources.caldav_source import RemoteCalendar
-from feeds.sync import sync_connection
-from models import Company, Connection
-from web import db
-from web.admin.formatting import STATUS_LABELS, ago
+from calsync.feeds.calendars import adding as calendar_setup
+from calsync.feeds.calendars import connections as conns
+from calsync.feeds.calendars.sync import sync_connection
+from calsync.feeds.sources.caldav_source import RemoteCalendar
+from calsync.models import Company, Connection
+from calsync.web import db
+from calsync.web.admin.formatting import STATUS_LABELS, ago
 
 # What the add-calendar forms show again after an error (never the password).
 KEPT_FIELDS = ("kind", "url", "name", "username", "caldav_url")

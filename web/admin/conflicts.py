@@ -15,13 +15,13 @@ from flask_login import current_user
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
-from feeds import conflicts as conflicts_core
-from feeds.errors import CalsyncError, NotFoundError
-from models import STATUS_CANCELLED, Appointment, Company, Conflict, Connection
-from web import db
-from web.admin import bp, current_company
-from web.admin.formatting import ago
-from web.api.schemas import MAX_ID
+from calsync.feeds.calendars import conflicts as conflicts_core
+from calsync.feeds.errors import CalsyncError, NotFoundError
+from calsync.models import STATUS_CANCELLED, Appointment, Company, Conflict, Connection
+from calsync.web import db
+from calsync.web.admin import bp, current_company
+from calsync.web.admin.formatting import ago
+from calsync.web.api.schemas import MAX_ID
 
 RECENTLY_RESOLVED = 20
 KEEP = ("platform", "calendar")  # the choices of POST /api/v1/conflicts/{id}/resolve

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from flask import Flask
 from markupsafe import Markup
 
-from models import utcnow
+from calsync.models import utcnow
 
 STATUS_LABELS = {"ok": "OK", "error": "Failing", "stale": "Stale", "pending": "Not synced yet"}
 ROLE_LABELS = {

@@ -6,11 +6,11 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from feeds import connections as conns
-from feeds import directory
-from feeds.health import open_alerts
-from web import db
-from web.admin import bp, current_company
+from calsync.feeds.calendars import connections as conns
+from calsync.feeds.calendars.health import open_alerts
+from calsync.feeds.scheduling import directory
+from calsync.web import db
+from calsync.web.admin import bp, current_company
 
 FILTERS = {
     "all": ("All", lambda status: True),

@@ -12,11 +12,10 @@ from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from feeds import directory
-from feeds.connect_links import LINK_DAYS, connect_sealer
-from feeds.errors import NotFoundError, ValidationError
-from feeds.invitation_text import DEFAULT_BODY, DEFAULT_SUBJECT, PLACEHOLDERS, check_draft
-from feeds.invitations import (
+from calsync.feeds.errors import NotFoundError, ValidationError
+from calsync.feeds.onboarding.connect_links import LINK_DAYS, connect_sealer
+from calsync.feeds.onboarding.invitation_text import DEFAULT_BODY, DEFAULT_SUBJECT, PLACEHOLDERS, check_draft
+from calsync.feeds.onboarding.invitations import (
     InviteKeys,
     RenderedInvitation,
     get_invitation,
@@ -25,10 +24,11 @@ from feeds.invitations import (
     revoke_invitation,
     send_invitation,
 )
-from models import Invitation, Staff
-from web import db
-from web.admin import bp, current_company
-from web.security import CSP
+from calsync.feeds.scheduling import directory
+from calsync.models import Invitation, Staff
+from calsync.web import db
+from calsync.web.admin import bp, current_company
+from calsync.web.security import CSP
 
 PLACEHOLDER_HELP = {
     "company": "the company's name",

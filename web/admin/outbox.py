@@ -12,12 +12,12 @@ from flask_login import current_user
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
-from feeds import outbox
-from feeds.errors import NotFoundError
-from models import Company, OutboxEmail
-from web import db
-from web.admin import bp, current_company
-from web.api.schemas import MAX_ID
+from calsync.feeds.errors import NotFoundError
+from calsync.feeds.mail import outbox
+from calsync.models import Company, OutboxEmail
+from calsync.web import db
+from calsync.web.admin import bp, current_company
+from calsync.web.api.schemas import MAX_ID
 
 PAGE_SIZE = 50
 # Tab key → label; "all" first. The keys other than "all" are feeds.outbox.STATUSES.

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError as PydanticValidationError
 from werkzeug.datastructures import MultiDict
 
-from feeds.company_settings import CompanySettings
+from calsync.feeds.company_settings import CompanySettings
 
 LABELS = {
     "feed_window_past_days": "Past appointments in feeds",

@@ -8,9 +8,11 @@ from typing import Any
 from flask import abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from feeds import calendar_setup, directory, tokens
-from feeds import connections as conns
-from feeds.connect_links import (
+from calsync.feeds.calendars import adding as calendar_setup
+from calsync.feeds.calendars import connections as conns
+from calsync.feeds.calendars.health import open_alerts
+from calsync.feeds.errors import NotFoundError, ValidationError
+from calsync.feeds.onboarding.connect_links import (
     LINK_DAYS,
     connect_sealer,
     connect_url,
@@ -18,14 +20,14 @@ from feeds.connect_links import (
     make_connect_token,
     revoke_connect_links,
 )
-from feeds.errors import NotFoundError, ValidationError
-from feeds.health import open_alerts
-from feeds.invitations import link_state, list_invitations
-from feeds.working_hours import DAYS
-from models import Staff, utcnow
-from web import db
-from web.admin import bp, current_company, wants_json
-from web.admin.calendars import (
+from calsync.feeds.onboarding.invitations import link_state, list_invitations
+from calsync.feeds.publishing import tokens
+from calsync.feeds.scheduling import directory
+from calsync.feeds.scheduling.working_hours import DAYS
+from calsync.models import Staff, utcnow
+from calsync.web import db
+from calsync.web.admin import bp, current_company, wants_json
+from calsync.web.admin.calendars import (
     add_ics,
     chosen_roles,
     connect_chosen,
@@ -35,7 +37,7 @@ from web.admin.calendars import (
     kept_values,
     sync_now,
 )
-from web.admin.sync import feed_rows
+from calsync.web.admin.sync import feed_rows
 
 DAY_NAMES = dict(
     zip(DAYS, ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"), strict=True)

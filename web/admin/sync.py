@@ -9,13 +9,14 @@ from flask import flash, redirect, render_template, request, url_for
 from pydantic import ValidationError as PydanticValidationError
 from werkzeug.wrappers import Response
 
-from feeds import directory, tokens
-from feeds.company_settings import get_company_settings, update_company_settings
-from feeds.errors import NotFoundError, ValidationError
-from models import FeedToken
-from web import db
-from web.admin import bp, current_company
-from web.admin.settings_form import describe_errors, parse_settings_form, setting_fields
+from calsync.feeds.company_settings import get_company_settings, update_company_settings
+from calsync.feeds.errors import NotFoundError, ValidationError
+from calsync.feeds.publishing import tokens
+from calsync.feeds.scheduling import directory
+from calsync.models import FeedToken
+from calsync.web import db
+from calsync.web.admin import bp, current_company
+from calsync.web.admin.settings_form import describe_errors, parse_settings_form, setting_fields
 
 
 @dataclass

@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import MethodNotAllowed
 
-from feeds.accounts import find_api_key
-from models import Company
-from web import db
-from web.api.errors import ApiError, register_error_handlers
+from calsync.feeds.accounts.admins import find_api_key
+from calsync.models import Company
+from calsync.web import db
+from calsync.web.api.errors import ApiError, register_error_handlers
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 register_error_handlers(bp)
@@ -59,7 +59,7 @@ def current_company() -> Company:
 
 
 # Route modules register themselves on bp when imported.
-from web.api import (  # noqa: E402,F401
+from calsync.web.api import (  # noqa: E402,F401
     appointments,
     conflicts,
     connections,

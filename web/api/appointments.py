@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from feeds import booking, directory
-from feeds.availability import find_availability
-from models import Appointment
-from web import db
-from web.api import bp, current_company
-from web.api.registry import api_route
-from web.api.schemas import (
+from calsync.feeds.scheduling import booking, directory
+from calsync.feeds.scheduling.availability import find_availability
+from calsync.models import Appointment
+from calsync.web import db
+from calsync.web.api import bp, current_company
+from calsync.web.api.registry import api_route
+from calsync.web.api.schemas import (
     AppointmentIn,
     AppointmentList,
     AppointmentOut,

@@ -7,12 +7,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from feeds import conflicts as conflicts_core
-from models import Conflict
-from web import db
-from web.api import bp, current_company
-from web.api.connections import ConnectionOut, connection_out
-from web.api.registry import api_route
+from calsync.feeds.calendars import conflicts as conflicts_core
+from calsync.models import Conflict
+from calsync.web import db
+from calsync.web.api import bp, current_company
+from calsync.web.api.connections import ConnectionOut, connection_out
+from calsync.web.api.registry import api_route
 
 
 class Version(BaseModel):

@@ -8,20 +8,20 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import select
 
-from feeds import connections as conns
-from feeds.availability import check_range
-from feeds.company_settings import get_company_settings
-from feeds.directory import get_staff
-from feeds.errors import ValidationError
-from feeds.sources.caldav_source import discover_calendars
-from feeds.sources.fetch import FetchError
-from feeds.sync import sync_connection
-from models import BusyBlock, Connection
-from web import db
-from web.api import bp, current_company
-from web.api.errors import ApiError
-from web.api.registry import api_route
-from web.api.schemas import Moment
+from calsync.feeds.calendars import connections as conns
+from calsync.feeds.calendars.sync import sync_connection
+from calsync.feeds.company_settings import get_company_settings
+from calsync.feeds.errors import ValidationError
+from calsync.feeds.scheduling.availability import check_range
+from calsync.feeds.scheduling.directory import get_staff
+from calsync.feeds.sources.caldav_source import discover_calendars
+from calsync.feeds.sources.fetch import FetchError
+from calsync.models import BusyBlock, Connection
+from calsync.web import db
+from calsync.web.api import bp, current_company
+from calsync.web.api.errors import ApiError
+from calsync.web.api.registry import api_route
+from calsync.web.api.schemas import Moment
 
 Role = Literal["conflict", "linked", "additional"]
 Secret = Annotated[str, StringConstraints(min_length=1, max_length=1000)]

@@ -7,15 +7,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from feeds import outbox
-from feeds.booking import get_appointment
-from feeds.history import appointment_history
-from models import OutboxEmail
-from web import db
-from web.api import bp, current_company
-from web.api.errors import ApiError
-from web.api.registry import api_route
-from web.api.schemas import MAX_ID
+from calsync.feeds.mail import outbox
+from calsync.feeds.scheduling.booking import get_appointment
+from calsync.feeds.scheduling.history import appointment_history
+from calsync.models import OutboxEmail
+from calsync.web import db
+from calsync.web.api import bp, current_company
+from calsync.web.api.errors import ApiError
+from calsync.web.api.registry import api_route
+from calsync.web.api.schemas import MAX_ID
 
 Status = Literal["pending", "sent", "failed"]
 

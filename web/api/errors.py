@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify
 from pydantic import ValidationError as PydanticValidationError
 from werkzeug.exceptions import HTTPException
 
-from feeds.errors import ConfigurationError, NotFoundError, SchedulingError, ValidationError
+from calsync.feeds.errors import ConfigurationError, NotFoundError, SchedulingError, ValidationError
 
 log = logging.getLogger("calsync.api")
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from feeds import tokens
-from models import FeedToken
-from web import db
-from web.api import bp, current_company
-from web.api.registry import api_route
-from web.api.schemas import FeedIn, FeedList, FeedOut
+from calsync.feeds.publishing import tokens
+from calsync.models import FeedToken
+from calsync.web import db
+from calsync.web.api import bp, current_company
+from calsync.web.api.registry import api_route
+from calsync.web.api.schemas import FeedIn, FeedList, FeedOut
 
 
 def feed_out(row: FeedToken, plain: str | None) -> FeedOut:

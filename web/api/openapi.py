@@ -9,9 +9,9 @@ from flask import jsonify
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from web.api import bp
-from web.api.registry import ROUTES
-from web.api.schemas import ErrorOut
+from calsync.web.api import bp
+from calsync.web.api.registry import ROUTES
+from calsync.web.api.schemas import ErrorOut
 
 REF = "#/components/schemas/{model}"
 STATUS_TEXT = {

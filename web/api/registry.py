@@ -12,8 +12,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel
 
-from web.api.errors import ApiError
-from web.api.schemas import MAX_ID
+from calsync.web.api.errors import ApiError
+from calsync.web.api.schemas import MAX_ID
 
 
 @dataclass
@@ -54,7 +54,7 @@ def _parse_body(model: type[BaseModel]) -> BaseModel:
         raise ApiError(400, "The request body is not valid JSON.") from exc
     # Strict, from the JSON itself: a field the document calls boolean takes true or false, not
     # 0 or "yes"; an integer is not 5.0 or "5"; a string is not a number — what the OpenAPI
-    # document promises is what is accepted (checked by tests/test_schemathesis.py).
+    # document promises is what is accepted (checked by tests/system/test_schemathesis.py).
     return model.model_validate_json(raw, strict=True)
 
 

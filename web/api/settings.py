@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, create_model
 
-from feeds.company_settings import CompanySettings, get_company_settings, update_company_settings
-from web import db
-from web.api import bp, current_company
-from web.api.registry import api_route
-from web.api.schemas import unchanged
+from calsync.feeds.company_settings import CompanySettings, get_company_settings, update_company_settings
+from calsync.web import db
+from calsync.web.api import bp, current_company
+from calsync.web.api.registry import api_route
+from calsync.web.api.schemas import unchanged
 
 # Every setting, optional: a PATCH changes only what it names. Built from CompanySettings — each
 # field with its own constraints and description, so the document shows the limits that are

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from feeds import directory
-from feeds.tokens import ensure_default_tokens
-from models import Group, Staff
-from web import db
-from web.api import bp, current_company
-from web.api.registry import api_route
-from web.api.schemas import (
+from calsync.feeds.publishing.tokens import ensure_default_tokens
+from calsync.feeds.scheduling import directory
+from calsync.models import Group, Staff
+from calsync.web import db
+from calsync.web.api import bp, current_company
+from calsync.web.api.registry import api_route
+from calsync.web.api.schemas import (
     GroupIn,
     GroupList,
     GroupOut,

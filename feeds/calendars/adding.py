@@ -1,0 +1,135 @@
+"""Adding calendars the way the web pages do it: the company's switches and defaults, CalDAV
+discovery with the entered credentials kept sealed between "look up" and "connect", and
+connecting several of the discovered calendars at once.
+
+Between the two steps the server address, user name, password and the discovered list travel in
+the page as one token sealed with the credentials key (feeds.credentials.Vault), bound to the staff
+member and valid for `DISCOVERY_MINUTES`: no password in the page, nothing stored for abandoned
+look-ups, and the calendars that can be chosen are exactly the ones the server listed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from calsync.feeds.accounts.credentials import CredentialsError, Vault
+from calsync.feeds.calendars.connections import WRITE_ROLES, ConnectionInput, create_connection
+from calsync.feeds.company_settings import get_company_settings
+from calsync.feeds.errors import ValidationError
+from calsync.feeds.sources.caldav_source import RemoteCalendar, discover_calendars
+from calsync.feeds.sources.fetch import FetchError
+from calsync.models import Company, Connection
+
+DISCOVERY_MINUTES = 20
+READ_ONLY_REASON = (
+    "Shared with you read-only: bookings cannot be written to it, so it can only be used to "
+    "read busy time. Ask its owner for write access (Editor or Delegate) to link it."
+)
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What a CalDAV look-up found, with the credentials that found it."""
+
+    staff_id: int
+    url: str
+    username: str
+    password: str
+    calendars: list[RemoteCalendar]
+
+
+def check_kind_allowed(company: Company, kind: str) -> None:
+    settings = get_company_settings(company)
+    if kind == "ics" and not settings.ics_subscriptions:
+        raise ValidationError("Connecting calendars by their ICS address is switched off for this "
+                              "company.", "kind")
+    if kind == "caldav" and not settings.caldav_connections:
+        raise ValidationError("CalDAV connections are switched off for this company.", "kind")
+
+
+def allowed_kinds(company: Company) -> list[str]:
+    settings = get_company_settings(company)
+    return [kind for kind, on in (("ics", settings.ics_subscriptions),
+                                  ("caldav", settings.caldav_connections)) if on]
+
+
+def connection_input(
+    company: Company, *, kind: str, url: str, name: str | None = None,
+    username: str | None = None, password: str | None = None,
+    roles: Sequence[str] = ("conflict",), sync_mode: str | None = None,
+    interval_minutes: int | None = None,
+) -> ConnectionInput:
+    """A new connection's input, with the company's default sync mode and interval."""
+    check_kind_allowed(company, kind)
+    settings = get_company_settings(company)
+    return ConnectionInput(
+        kind=kind, url=url, name=name, username=username, password=password, roles=tuple(roles),
+        sync_mode=sync_mode or settings.default_sync_mode,
+        interval_minutes=interval_minutes or settings.default_interval_minutes,
+    )
+
+
+def discover(
+    company: Company, vault: Vault, staff_id: int, url: str, username: str, password: str, *,
+    allow_private: bool,
+) -> tuple[list[RemoteCalendar], str]:
+    """The calendars on a CalDAV server, and the sealed state for `connect_discovered`."""
+    check_kind_allowed(company, "caldav")
+    if not (url.strip() and username and password):
+        raise ValidationError("Enter the server address, the user name and the password.", "url")
+    try:
+        found = discover_calendars(url.strip(), username, password, allow_private=allow_private)
+    except FetchError as exc:
+        raise ValidationError(str(exc), "url") from exc
+    if not found:
+        raise ValidationError("The server answered but lists no calendars for this account.", "url")
+    state = {
+        "s": staff_id, "u": url.strip(), "n": username, "p": password, "t": int(time.time()),
+        "c": [[c.url, c.name, c.color, c.writable] for c in found],
+    }
+    return found, vault.seal(json.dumps(state))
+
+
+def open_discovery(vault: Vault, sealed: str, staff_id: int) -> Discovery:
+    expired = ValidationError(
+        "The list of calendars is too old or was not found; look the calendars up again.", "url")
+    try:
+        state = json.loads(vault.open(sealed))
+    except (CredentialsError, ValueError) as exc:
+        raise expired from exc
+    if state.get("s") != staff_id or time.time() - state.get("t", 0) > DISCOVERY_MINUTES * 60:
+        raise expired
+    return Discovery(
+        staff_id=staff_id, url=state["u"], username=state["n"], password=state["p"],
+        calendars=[RemoteCalendar(url=u, name=n, color=c, writable=bool(w))
+                   for u, n, c, w in state["c"]],
+    )
+
+
+def connect_discovered(
+    session: Session, company: Company, vault: Vault, discovery: Discovery,
+    choices: Mapping[int, Sequence[str]], *, allow_private: bool,
+) -> list[Connection]:
+    """Connect the chosen calendars (index in the discovered list → roles), in one transaction."""
+    if not choices:
+        raise ValidationError("Choose at least one calendar to connect.", "calendars")
+    made = []
+    for index, roles in sorted(choices.items()):
+        if not 0 <= index < len(discovery.calendars):
+            raise ValidationError("That calendar is not in the list the server gave.", "calendars")
+        calendar = discovery.calendars[index]
+        if not roles:
+            raise ValidationError(f"Choose what '{calendar.name}' is used for.", "roles")
+        if set(roles) & WRITE_ROLES and not calendar.writable:
+            raise ValidationError(f"'{calendar.name}': {READ_ONLY_REASON}", "roles")
+        data = connection_input(company, kind="caldav", url=calendar.url, name=calendar.name,
+                                username=discovery.username, password=discovery.password,
+                                roles=roles)
+        made.append(create_connection(session, company, vault, discovery.staff_id, data,
+                                      allow_private=allow_private))
+    return made

@@ -1,0 +1,187 @@
+"""Connections of a staff member to their external calendars: validate, create, change, delete.
+
+A URL is checked when it is saved (and again on every fetch): only http(s)/webcal, only public
+addresses unless private networks are allowed. Roles: `conflict` reads busy time; `linked` and
+`additional` write bookings, so they need a calendar we may write to — an ICS URL never is one,
+and a CalDAV calendar must grant write in current-user-privilege-set.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from calsync.feeds.accounts.credentials import Vault
+from calsync.feeds.errors import NotFoundError, ValidationError
+from calsync.feeds.scheduling.calendar_copies import queue_existing
+from calsync.feeds.scheduling.directory import get_staff
+from calsync.feeds.sources.addresses import address_problem, normalise_calendar_url, redact_url
+from calsync.feeds.sources.caldav_source import calendar_writable
+from calsync.feeds.sources.fetch import FetchError
+from calsync.models import BusyBlock, Company, Connection, utcnow
+
+KINDS = ("ics", "caldav")
+ROLES = ("conflict", "linked", "additional")
+WRITE_ROLES = {"linked", "additional"}
+SYNC_MODES = ("realtime", "interval", "manual")
+ALL_DAY = ("busy", "ignore")
+
+
+@dataclass(frozen=True)
+class ConnectionInput:
+    kind: str
+    url: str
+    name: str | None = None
+    username: str | None = None
+    password: str | None = None
+    roles: tuple[str, ...] = ("conflict",)
+    sync_mode: str = "interval"
+    interval_minutes: int = 30
+    all_day: str = "busy"
+    treat_all_busy: bool = False
+    push_existing: bool = False  # copy upcoming appointments into a linked/additional calendar
+
+
+def check_host(url: str, allow_private: bool) -> None:
+    """Resolve the URL's host now and refuse it if any address is not allowed."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        answers = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
+                                     type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ValidationError(
+            f"The host name '{host}' was not found; check the calendar address.", "url", "address"
+        ) from exc
+    for answer in answers:
+        problem = address_problem(str(answer[4][0]).split("%")[0], allow_private)
+        if problem:
+            raise ValidationError(f"That calendar address is not allowed: {problem}.", "url", "address")
+
+
+def _validate(data: ConnectionInput) -> None:
+    if data.kind not in KINDS:
+        raise ValidationError("kind must be 'ics' (a calendar address) or 'caldav'.", "kind")
+    roles = set(data.roles)
+    if not roles or not roles <= set(ROLES):
+        raise ValidationError(f"roles must be one or more of {', '.join(ROLES)}.", "roles")
+    if data.sync_mode not in SYNC_MODES:
+        raise ValidationError(f"sync_mode must be one of {', '.join(SYNC_MODES)}.", "sync_mode")
+    if not 5 <= data.interval_minutes <= 7 * 24 * 60:
+        raise ValidationError("interval_minutes must be between 5 and 10080 (a week).", "interval_minutes")
+    if data.all_day not in ALL_DAY:
+        raise ValidationError("all_day must be 'busy' or 'ignore'.", "all_day")
+    if data.kind == "ics" and roles & WRITE_ROLES:
+        raise ValidationError(
+            "A calendar address (ICS) is read-only, so it can only be used to read busy time "
+            "(role 'conflict'). To write bookings, connect the calendar over CalDAV with write "
+            "access (Editor or Delegate).", "roles")
+    if data.kind == "caldav" and not (data.username and data.password):
+        raise ValidationError("A CalDAV connection needs a user name and a password "
+                              "(for iCloud and Fastmail an app-specific password).", "password")
+
+
+def create_connection(
+    session: Session, company: Company, vault: Vault, staff_id: int, data: ConnectionInput, *,
+    allow_private: bool,
+) -> Connection:
+    staff = get_staff(session, company, staff_id)
+    _validate(data)
+    url = normalise_calendar_url(data.url)
+    check_host(url, allow_private)
+    roles = sorted(set(data.roles), key=ROLES.index)
+    writable: bool | None = None
+    if data.kind == "caldav":
+        try:
+            writable = calendar_writable(url, data.username or "", data.password or "",
+                                         allow_private=allow_private)
+        except FetchError as exc:
+            raise ValidationError(f"The calendar could not be checked: {exc}", "url") from exc
+        if set(roles) & WRITE_ROLES and not writable:
+            raise ValidationError(
+                "This calendar is shared with you read-only, so bookings cannot be written to "
+                "it: ask its owner for write access (Editor/Delegate), or use it as 'conflict' only.",
+                "roles")
+    if "linked" in roles and any(
+        "linked" in (c.roles or []) for c in list_connections(session, company, staff.id)
+    ):
+        raise ValidationError(f"{staff.name} already has a linked calendar; a staff member has one.",
+                              "roles")
+    now = utcnow()
+    conn = Connection(
+        company_id=company.id, staff_id=staff.id, kind=data.kind,
+        name=(data.name or "").strip() or redact_url(url),
+        url_sealed=vault.seal(url), url_display=redact_url(url),
+        username=data.username if data.kind == "caldav" else None,
+        password_sealed=vault.seal(data.password) if data.kind == "caldav" and data.password else None,
+        roles=roles, sync_mode=data.sync_mode, interval_minutes=data.interval_minutes,
+        all_day=data.all_day, treat_all_busy=data.treat_all_busy, writable=writable,
+        status="pending", next_sync_at=now, created_at=now, updated_at=now, extra={},
+    )
+    session.add(conn)
+    session.flush()
+    if data.push_existing and set(roles) & WRITE_ROLES:
+        # Only when asked: a staff member may not want months of bookings appearing at once.
+        queue_existing(session, conn, now)
+    return conn
+
+
+def get_connection(session: Session, company: Company, connection_id: int) -> Connection:
+    conn = session.get(Connection, connection_id)
+    if conn is None or conn.company_id != company.id:
+        raise NotFoundError(f"There is no calendar connection with id {connection_id}.")
+    return conn
+
+
+def list_connections(session: Session, company: Company, staff_id: int | None = None) -> list[Connection]:
+    query = select(Connection).where(Connection.company_id == company.id)
+    if staff_id is not None:
+        query = query.where(Connection.staff_id == staff_id)
+    return list(session.scalars(query.order_by(Connection.id)))
+
+
+def update_connection(
+    session: Session, company: Company, connection_id: int, changes: dict[str, Any]
+) -> Connection:
+    """Change name, roles, sync mode, interval, all-day policy; the URL and credentials are
+    replaced by deleting and adding the connection (so its health starts afresh)."""
+    conn = get_connection(session, company, connection_id)
+    merged = ConnectionInput(
+        kind=conn.kind, url="https://placeholder.invalid/", name=changes.get("name", conn.name),
+        username=conn.username, password="kept" if conn.kind == "caldav" else None,
+        roles=tuple(changes.get("roles", conn.roles)),
+        sync_mode=changes.get("sync_mode", conn.sync_mode),
+        interval_minutes=changes.get("interval_minutes", conn.interval_minutes),
+        all_day=changes.get("all_day", conn.all_day),
+        treat_all_busy=changes.get("treat_all_busy", conn.treat_all_busy),
+    )
+    _validate(merged)
+    if set(merged.roles) & WRITE_ROLES and conn.kind == "caldav" and not conn.writable:
+        raise ValidationError("This calendar is read-only for us; it can only have the role 'conflict'.",
+                              "roles")
+    conn.name = (merged.name or conn.name).strip()
+    conn.roles = sorted(set(merged.roles), key=ROLES.index)
+    schedule_changed = merged.sync_mode != conn.sync_mode or merged.interval_minutes != conn.interval_minutes
+    conn.sync_mode, conn.interval_minutes = merged.sync_mode, merged.interval_minutes
+    if merged.all_day != conn.all_day or merged.treat_all_busy != conn.treat_all_busy:
+        conn.all_day, conn.treat_all_busy = merged.all_day, merged.treat_all_busy
+        conn.window_key = None  # re-expand with the new rules at the next sync
+        conn.next_sync_at = utcnow()
+    elif schedule_changed:
+        conn.next_sync_at = None if conn.sync_mode == "manual" else utcnow()
+    conn.updated_at = utcnow()
+    session.flush()
+    return conn
+
+
+def delete_connection(session: Session, company: Company, connection_id: int) -> None:
+    conn = get_connection(session, company, connection_id)
+    session.query(BusyBlock).filter(BusyBlock.connection_id == conn.id).delete()
+    session.delete(conn)
+    session.flush()

@@ -1,0 +1,353 @@
+"""Poll one connection: the one-way sync that turns an external calendar into busy blocks.
+
+Flow (DESIGN.md "Poll a connection"): take the connection's lease → fetch with the stored
+validators (conditional GET / sync-token) → parse → expand within the sync window → replace the
+busy blocks in one transaction → record health. No database transaction is open while the
+network is used, and a failure changes nothing but the health fields: the last good busy blocks
+stay.
+
+Why a lease column and not a queue lock: Huey's lock_task has no expiry, so a worker killed
+mid-job would leave its connection locked forever. A lease is one conditional UPDATE (atomic
+on SQLite and PostgreSQL alike) that expires by itself (and then lets the scheduler retry a
+killed worker's job: see feeds/jobs.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from calsync.feeds.accounts.credentials import Vault
+from calsync.feeds.calendars.health import record_failure, record_success
+from calsync.feeds.calendars.push_pass import PushSummary, push_pending, remember_pushes
+from calsync.feeds.calendars.twoway import reconcile
+from calsync.feeds.company_settings import get_company_settings
+from calsync.feeds.errors import CalsyncError
+from calsync.feeds.sources.busy_time import BusyOptions, CalendarDataError, extract_busy, parse_calendars
+from calsync.feeds.sources.caldav_source import read_changes
+from calsync.feeds.sources.fetch import FetchError, FetchLimits, fetch_url
+from calsync.models import Appointment, BusyBlock, Company, Connection, LinkedItem, Staff, SyncItem, utcnow
+
+log = logging.getLogger("calsync.sync")
+WRITE_ROLES = {"linked", "additional"}
+
+
+@dataclass(frozen=True)
+class SyncContext:
+    sessions: sessionmaker[Session]
+    vault: Vault
+    allow_private: bool = False
+    limits: FetchLimits = FetchLimits()
+    max_occurrences: int = 10_000
+    lease_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    connection_id: int
+    status: str  # ok | unchanged | error | skipped | missing
+    busy_count: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What the network part needs, copied out of the session before any I/O."""
+
+    id: int
+    kind: str
+    url: str
+    username: str | None
+    password: str | None
+    options: BusyOptions
+    window_key: str
+    window_moved: bool
+    etag: str | None
+    last_modified: str | None
+    content_hash: str | None
+    sync_token: str | None
+    ctag: str | None
+    known: dict[str, str]
+    had_busy: bool
+    writes: bool = False  # a linked/additional calendar: reconcile and push too
+    ours: frozenset[str] = frozenset()  # hrefs of our bookings in it
+    our_uids: frozenset[str] = frozenset()  # UIDs of the staff member's appointments
+
+
+def sync_window(company: Company, now: datetime) -> tuple[datetime, datetime]:
+    """On whole UTC days, so the window (and a forced re-expansion) moves once a day."""
+    settings = get_company_settings(company)
+    today = datetime.combine(now.astimezone(UTC).date(), datetime.min.time(), tzinfo=UTC)
+    return (
+        today - timedelta(days=settings.sync_window_past_days),
+        today + timedelta(days=settings.sync_window_future_days + 1),
+    )
+
+
+def _acquire(
+    ctx: SyncContext, connection_id: int, owner: str, now: datetime, due_only: bool = False
+) -> _Job | None | bool:
+    """Take the lease and copy out the job; False when another worker holds it (or, with
+    `due_only`, when it is not due any more: a scheduled job queued twice), None when it is gone."""
+    taking = update(Connection).where(Connection.id == connection_id).where(
+        or_(Connection.lease_until.is_(None), Connection.lease_until < now))
+    if due_only:
+        taking = taking.where(Connection.next_sync_at.is_not(None), Connection.next_sync_at <= now)
+    with ctx.sessions.begin() as session:
+        taken = session.execute(
+            taking.values(lease_until=now + timedelta(seconds=ctx.lease_seconds), lease_owner=owner,
+                          last_attempt_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        conn = session.get(Connection, connection_id)
+        if conn is None:
+            return None
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        staff = session.get(Staff, conn.staff_id)
+        company = session.get(Company, conn.company_id)
+        assert staff is not None and company is not None
+        start, end = sync_window(company, now)
+        window_key = f"{start:%Y%m%d}-{end:%Y%m%d}"
+        known = dict(
+            session.execute(
+                select(SyncItem.href, SyncItem.etag).where(SyncItem.connection_id == conn.id)
+            ).all()
+        )
+        return _Job(
+            id=conn.id, kind=conn.kind, url=ctx.vault.open(conn.url_sealed), username=conn.username,
+            password=ctx.vault.open(conn.password_sealed) if conn.password_sealed else None,
+            options=BusyOptions(
+                window_start=start, window_end=end, timezone=staff.timezone, all_day=conn.all_day,
+                treat_all_busy=conn.treat_all_busy, max_occurrences=ctx.max_occurrences,
+            ),
+            window_key=window_key, window_moved=conn.window_key != window_key,
+            etag=conn.http_etag, last_modified=conn.http_last_modified,
+            content_hash=conn.content_hash, sync_token=conn.sync_token, ctag=conn.ctag,
+            known={k: v or "" for k, v in known.items()}, had_busy=conn.busy_count > 0,
+            writes=bool(WRITE_ROLES & set(conn.roles or [])) and bool(conn.writable),
+            ours=frozenset(h for h in session.scalars(select(LinkedItem.href).where(
+                LinkedItem.connection_id == conn.id, LinkedItem.href.is_not(None))) if h),
+            # Only two-way CalDAV sync compares UIDs; an ICS sync need not read the staff
+            # member's whole booking history every time.
+            our_uids=frozenset(session.scalars(select(Appointment.uid).where(
+                Appointment.staff_id == conn.staff_id))) if conn.kind == "caldav" else frozenset(),
+        )
+
+
+def sync_connection(
+    ctx: SyncContext, connection_id: int, *, now: datetime | None = None, owner: str | None = None,
+    due_only: bool = False,
+) -> SyncOutcome:
+    now = now or utcnow()
+    # Host and process id say which worker holds the lease (and whether it still lives).
+    owner = owner or f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    job = _acquire(ctx, connection_id, owner, now, due_only)
+    if job is None:
+        return SyncOutcome(connection_id, "missing")
+    if job is False:
+        return SyncOutcome(connection_id, "skipped")
+    assert isinstance(job, _Job)
+    try:
+        if job.kind == "ics":
+            return _sync_ics(ctx, job, owner)
+        return _sync_caldav(ctx, job, owner)
+    except (FetchError, CalendarDataError, CalsyncError) as exc:
+        kind = getattr(exc, "kind", "error")
+        return _fail(ctx, job, owner, kind, str(exc))
+    except Exception:  # a bug must not leave the lease held or the worker dead
+        log.exception("sync of connection %s failed unexpectedly", job.id)
+        return _fail(ctx, job, owner, "internal",
+                     "The calendar could not be read because of an internal error; it will be retried.")
+
+
+def _fail(ctx: SyncContext, job: _Job, owner: str, kind: str, message: str) -> SyncOutcome:
+    log.info("sync of connection %s failed: %s", job.id, kind)  # no URL, no body: secrets
+    with ctx.sessions.begin() as session:
+        conn = session.get(Connection, job.id)
+        if conn is None:
+            return SyncOutcome(job.id, "missing")
+        record_failure(session, conn, kind, message, utcnow())
+        _release(conn, owner)
+        return SyncOutcome(job.id, "error", conn.busy_count, message)
+
+
+def _release(conn: Connection, owner: str) -> None:
+    if conn.lease_owner == owner:
+        conn.lease_until = None
+        conn.lease_owner = None
+
+
+def _sync_ics(ctx: SyncContext, job: _Job, owner: str) -> SyncOutcome:
+    # After a window move the stored validators would give a 304 without the body we need.
+    fetched = fetch_url(
+        job.url,
+        etag=None if job.window_moved else job.etag,
+        last_modified=None if job.window_moved else job.last_modified,
+        limits=ctx.limits, allow_private=ctx.allow_private,
+    )
+    digest = hashlib.sha256(fetched.body).hexdigest() if not fetched.not_modified else job.content_hash
+    unchanged = fetched.not_modified or (digest == job.content_hash and not job.window_moved)
+    intervals: list[tuple[str | None, datetime, datetime]] | None = None
+    if not unchanged:
+        calendars = parse_calendars(fetched.body)
+        result = extract_busy(calendars, job.options)
+        if result.events == 0 and job.had_busy:
+            raise CalendarDataError(
+                "empty", "The calendar came back without any events; the previous busy times are "
+                         "kept in case this is a glitch of the calendar provider.")
+        intervals = [(None, a, b) for a, b in result.intervals]
+    with ctx.sessions.begin() as session:
+        conn = session.get(Connection, job.id)
+        if conn is None:
+            return SyncOutcome(job.id, "missing")
+        if intervals is not None:
+            _replace_blocks(session, conn, intervals, hrefs=None)
+        conn.http_etag = fetched.etag or (None if not fetched.not_modified else conn.http_etag)
+        conn.http_last_modified = fetched.last_modified or conn.http_last_modified
+        conn.content_hash = digest
+        conn.window_key = job.window_key
+        record_success(session, conn, utcnow())
+        _release(conn, owner)
+        return SyncOutcome(job.id, "unchanged" if unchanged else "ok", conn.busy_count)
+
+
+def _sync_caldav(ctx: SyncContext, job: _Job, owner: str) -> SyncOutcome:
+    # All of this sync's CalDAV requests (reading, then writing) end well inside the lease, so
+    # a slow or hostile server can never make the lease expire under a live worker (and
+    # another worker sync the same calendar at the same time).
+    ctx = replace(ctx, limits=replace(ctx.limits, deadline=time.monotonic() + 0.8 * ctx.lease_seconds))
+    listing = read_changes(
+        job.url, job.username, job.password, sync_token=None if job.window_moved else job.sync_token,
+        ctag=job.ctag, known=job.known, allow_private=ctx.allow_private, load_all=job.window_moved,
+        limits=ctx.limits,
+    )
+    pushes = PushSummary()
+    if job.writes:
+        # Calendar-side changes first (they may cancel or move bookings), then our pending
+        # writes; all under this connection's lease, before the sync token moves on.
+        if listing is not None:
+            reconcile(ctx.sessions, job.id, etags=listing.etags, data=listing.data,
+                      deleted=listing.deleted, full=listing.full)
+        pushes = push_pending(ctx, job)
+    if listing is None:
+        with ctx.sessions.begin() as session:
+            conn = session.get(Connection, job.id)
+            if conn is None:
+                return SyncOutcome(job.id, "missing")
+            remember_pushes(session, conn, pushes)
+            record_success(session, conn, utcnow())
+            _release(conn, owner)
+            # Nothing changed in the calendar; if we wrote into it, this sync still did work.
+            outcome = SyncOutcome(job.id, "ok" if pushes.written else "unchanged", conn.busy_count)
+        return _after_push(ctx, job, outcome, pushes)
+    if listing.full and not listing.etags and set(job.known) - job.ours:
+        # vdirsyncer's guard: an empty listing where we knew items is more likely a server
+        # glitch than a staff member deleting everything at once. (Our own bookings have the
+        # same guard, with an admin's confirmation, in two-way sync's reconcile.)
+        raise CalendarDataError(
+            "empty", "The calendar came back empty; the previous busy times are kept in case "
+                     "this is a glitch of the calendar server.")
+    per_item: list[tuple[str | None, datetime, datetime]] = []
+    hashes: dict[str, tuple[str, str | None]] = {}
+    for href, body in listing.data.items():
+        uid = _uid(body)
+        hashes[href] = (hashlib.sha256(body).hexdigest(), uid)
+        if href in job.ours or uid in job.our_uids:
+            continue  # our own booking: it must never block its own appointment
+        try:
+            result = extract_busy(body, job.options)
+        except CalendarDataError:
+            continue  # one unreadable item must not stop the others
+        per_item.extend((href, a, b) for a, b in result.intervals)
+    with ctx.sessions.begin() as session:
+        conn = session.get(Connection, job.id)
+        if conn is None:
+            return SyncOutcome(job.id, "missing")
+        gone = set(listing.deleted)
+        if job.window_moved:
+            session.execute(delete(BusyBlock).where(BusyBlock.connection_id == conn.id))
+        _replace_blocks(session, conn, per_item, hrefs=set(listing.data) | gone)
+        if gone:
+            session.execute(delete(SyncItem).where(SyncItem.connection_id == conn.id,
+                                                   SyncItem.href.in_(gone)))
+        for href, (digest, uid) in hashes.items():
+            session.merge(SyncItem(connection_id=conn.id, href=href, etag=listing.etags.get(href),
+                                   content_hash=digest, uid=uid, last_seen_at=utcnow()))
+        remember_pushes(session, conn, pushes)
+        conn.sync_token = listing.sync_token
+        conn.ctag = listing.ctag
+        conn.window_key = job.window_key
+        record_success(session, conn, utcnow())
+        _release(conn, owner)
+        outcome = SyncOutcome(job.id, "ok", conn.busy_count)
+    return _after_push(ctx, job, outcome, pushes)
+
+
+def _after_push(ctx: SyncContext, job: _Job, outcome: SyncOutcome, pushes: PushSummary) -> SyncOutcome:
+    """Reading worked; if writing did not, the connection's health says so (and it retries)."""
+    if pushes.written:
+        # Our writes changed the calendar after its CTag and sync token were read. The CTag is
+        # no safe baseline any more: servers such as Radicale derive it from the content (a
+        # staff member undoing our write brings back the CTag we stored: ABA). The sync token
+        # stays one for updates and deletions — the next REPORT lists those items, and their
+        # ETags are known (remember_pushes) — but not after a create: from a token older than
+        # the item, an item we created and the staff member then deleted may not be reported
+        # at all (Xandikos). Then the next sync lists by ETag, where a vanished booking shows
+        # by its absence.
+        with ctx.sessions.begin() as session:
+            conn = session.get(Connection, job.id)
+            if conn is not None:
+                conn.ctag = None
+                if pushes.created:
+                    conn.sync_token = None
+    failures = pushes.failed
+    if not failures:
+        return outcome
+    message = (f"{failures} booking(s) could not be written to this calendar yet; they will be "
+               "retried.")
+    with ctx.sessions.begin() as session:
+        conn = session.get(Connection, job.id)
+        if conn is not None:
+            record_failure(session, conn, "push", message, utcnow())
+    return SyncOutcome(job.id, "error", outcome.busy_count, message)
+
+
+def _uid(body: bytes) -> str | None:
+    for line in body.splitlines():
+        if line.upper().startswith(b"UID:"):
+            return line[4:].strip().decode("utf-8", "replace")[:500]
+    return None
+
+
+def _replace_blocks(
+    session: Session, conn: Connection, intervals: list[tuple[str | None, datetime, datetime]],
+    hrefs: set[str] | None,
+) -> None:
+    """Replace the connection's blocks (all of them, or those of `hrefs`) in this transaction."""
+    query = delete(BusyBlock).where(BusyBlock.connection_id == conn.id)
+    if hrefs is not None:
+        if not hrefs:
+            intervals = []
+        else:
+            query = query.where(BusyBlock.item_href.in_(hrefs))
+    if hrefs is None or hrefs:
+        session.execute(query)
+    if intervals:
+        session.execute(insert(BusyBlock), [
+            {"connection_id": conn.id, "staff_id": conn.staff_id, "item_href": href,
+             "start_at": a, "end_at": b} for href, a, b in intervals
+        ])
+    session.flush()
+    conn.busy_count = session.scalar(
+        select(func.count()).select_from(BusyBlock).where(BusyBlock.connection_id == conn.id)
+    ) or 0

@@ -1,0 +1,300 @@
+"""Two-way sync of a linked calendar: apply the moves and deletions staff make there.
+
+The model is vdirsyncer's: each of our events has a status (href, ETag, content hash, and the
+appointment revision and times it was last in step with). An item changed on the calendar side
+when its ETag *and* its content hash changed. Then:
+
+- moved (DTSTART/DTEND differ from what we last synced): reschedule through the same rules as
+  any reschedule (no overlap; outside working hours allowed: the staff member chose it), with
+  the customer emailed — unless the appointment also changed on the platform since the last
+  sync, or the move collides: then a conflict is recorded and nothing is overwritten;
+- deleted: company setting calendar_delete_action — cancel (customer emailed) or restore;
+- with two-way sync off (or the staff member opted out), the platform wins: the event is put
+  back as booked.
+A listing where every one of our events vanished at once is treated as an error until an admin
+confirms it (a calendar emptied by a glitch must not cancel a day of bookings).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import icalendar
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from calsync.feeds.calendars.push import content_hash
+from calsync.feeds.company_settings import get_company_settings
+from calsync.feeds.errors import CalsyncError, SchedulingError
+from calsync.feeds.mail.notifications import queue_conflict_emails
+from calsync.feeds.scheduling.booking import cancel_appointment, reschedule_appointment
+from calsync.feeds.sources.busy_time import CalendarDataError, tame_timezone_rules
+from calsync.models import (
+    STATUS_CANCELLED,
+    Appointment,
+    Company,
+    Conflict,
+    Connection,
+    LinkedItem,
+    Staff,
+    utcnow,
+)
+
+log = logging.getLogger("calsync.twoway")
+MASS_DELETE_MINIMUM = 2
+
+
+@dataclass
+class ReconcileReport:
+    moved: int = 0
+    cancelled: int = 0
+    restored: int = 0
+    conflicts: int = 0
+    put_back: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RemoteEvent:
+    uid: str | None
+    start: datetime | None
+    end: datetime | None
+    cancelled: bool
+
+
+def parse_remote(body: bytes) -> RemoteEvent:
+    """Our booking as the calendar has it now. The body is the calendar server's (untrusted):
+    anything unreadable in it — a broken date, a moment beyond the year 9999 in UTC — is one
+    named error, never another exception, and its time zones are tamed as for busy time."""
+    try:
+        cal = icalendar.Calendar.from_ical(tame_timezone_rules(body))
+        masters = [e for e in cal.walk("VEVENT") if e.get("RECURRENCE-ID") is None]
+        if not masters:
+            return RemoteEvent(None, None, None, True)
+        ev = masters[0]
+        start, end = ev.get("DTSTART"), ev.get("DTEND")
+
+        def utc(prop: object) -> datetime | None:
+            value = getattr(prop, "dt", None)
+            if isinstance(value, datetime):
+                return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+            return None
+
+        return RemoteEvent(
+            uid=str(ev.get("UID")) if ev.get("UID") else None,
+            start=utc(start),
+            end=utc(end),
+            cancelled=str(ev.get("STATUS", "")).upper() == "CANCELLED",
+        )
+    except Exception as exc:  # icalendar raises ValueError, KeyError, BrokenCalendarProperty, ...
+        raise CalendarDataError("invalid", "A booking in the linked calendar could not be read.") from exc
+
+
+def two_way_enabled(session: Session, conn: Connection) -> bool:
+    company = session.get(Company, conn.company_id)
+    staff = session.get(Staff, conn.staff_id)
+    assert company is not None and staff is not None
+    return (
+        "linked" in (conn.roles or [])
+        and get_company_settings(company).bidirectional_sync
+        and not staff.bidirectional_opt_out
+    )
+
+
+def _open_conflict(
+    session: Session, item: LinkedItem, appt: Appointment, reason: str, remote: RemoteEvent | None
+) -> Conflict:
+    existing = session.scalar(
+        select(Conflict).where(Conflict.appointment_id == appt.id, Conflict.status == "open")
+    )
+    if existing is not None:
+        return existing
+    conflict = Conflict(
+        company_id=appt.company_id,
+        appointment_id=appt.id,
+        connection_id=item.connection_id,
+        reason=reason,
+        calendar_start=remote.start if remote else None,
+        calendar_end=remote.end if remote else None,
+        calendar_deleted=remote is None,
+        platform_start=appt.start_at,
+        platform_end=appt.end_at,
+        status="open",
+        created_at=utcnow(),
+    )
+    session.add(conflict)
+    item.state = "conflict"  # no push until an admin decides
+    queue_conflict_emails(session, conflict)  # "the staff member is told"
+    return conflict
+
+
+def reconcile(
+    sessions: object,
+    connection_id: int,
+    *,
+    etags: dict[str, str],
+    data: dict[str, bytes],
+    deleted: set[str],
+    full: bool,
+) -> ReconcileReport:
+    """Apply calendar-side changes of our events; each decision in its own transaction."""
+    report = ReconcileReport()
+    with sessions.begin() as s:  # type: ignore[attr-defined]
+        conn = s.get(Connection, connection_id)
+        if conn is None:
+            return report
+        # Plain rows, not ORM objects: a linked calendar holds thousands of our events, and
+        # every sync reads them all.
+        items: dict[str, tuple[int, str | None, str | None]] = {
+            href: (item_id, etag, known_hash)
+            for href, item_id, etag, known_hash in s.execute(
+                select(LinkedItem.href, LinkedItem.id, LinkedItem.etag, LinkedItem.content_hash).where(
+                    LinkedItem.connection_id == connection_id,
+                    LinkedItem.href.is_not(None),
+                    LinkedItem.state.in_(("synced", "pending", "error")),
+                )
+            )
+        }
+        confirmed = bool((conn.extra or {}).get("deletions_confirmed"))
+    gone = {h for h in items if h in deleted or (full and h not in etags)}
+    if len(items) >= MASS_DELETE_MINIMUM and gone == set(items) and not confirmed:
+        raise CalendarDataError(
+            "mass_delete",
+            f"All {len(items)} bookings disappeared from the linked calendar at once, so nothing was "
+            "cancelled. If that was intended, confirm it under Sync health; otherwise check the "
+            "calendar.",
+        )
+    for href, (item_id, etag, known_hash) in items.items():
+        if href in gone:
+            _apply(sessions, item_id, None, report)
+            continue
+        body = data.get(href)
+        if body is None or etags.get(href) == etag:
+            continue
+        digest = content_hash(body)
+        if digest == known_hash:
+            with sessions.begin() as s:  # type: ignore[attr-defined]
+                item = s.get(LinkedItem, item_id)
+                if item is not None:
+                    item.etag = etags.get(href)
+            continue
+        try:
+            remote = parse_remote(body)
+        except CalendarDataError as exc:
+            report.errors.append(str(exc))
+            continue
+        _apply(sessions, item_id, (remote, etags.get(href), digest), report)
+    if confirmed:
+        with sessions.begin() as s:  # type: ignore[attr-defined]
+            conn = s.get(Connection, connection_id)
+            if conn is not None:
+                conn.extra = {k: v for k, v in (conn.extra or {}).items() if k != "deletions_confirmed"}
+    return report
+
+
+def reconcile_item(
+    sessions: object, item_id: int, current: tuple[bytes, str | None] | None
+) -> ReconcileReport:
+    """Decide about one of our events read just now: `current` is (body, ETag), None if gone."""
+    report = ReconcileReport()
+    if current is None:
+        _apply(sessions, item_id, None, report)
+        return report
+    body, etag = current
+    try:
+        remote = parse_remote(body)
+    except CalendarDataError as exc:
+        report.errors.append(str(exc))
+        return report
+    _apply(sessions, item_id, (remote, etag, content_hash(body)), report)
+    return report
+
+
+def _apply(
+    sessions: object,
+    item_id: int,
+    change: tuple[RemoteEvent, str | None, str] | None,
+    report: ReconcileReport,
+) -> None:
+    """One calendar-side change of one of our events: deleted (change None) or edited."""
+    try:
+        with sessions.begin() as s:  # type: ignore[attr-defined]
+            item = s.get(LinkedItem, item_id)
+            if item is None:
+                return
+            conn = s.get(Connection, item.connection_id)
+            appt = s.get(Appointment, item.appointment_id)
+            if conn is None or appt is None:
+                return
+            company = s.get(Company, appt.company_id)
+            assert company is not None
+            remote = None if change is None or change[0].cancelled else change[0]
+            if change is not None:
+                item.etag, item.content_hash = change[1], change[2]
+            if remote is not None and (remote.start, remote.end) == (item.synced_start, item.synced_end):
+                return  # edited, but not moved (a note, a reminder): nothing to apply
+            if appt.status == STATUS_CANCELLED:
+                item.state, item.href = ("deleted", None) if remote is None else ("pending", item.href)
+                return
+            if not two_way_enabled(s, conn):
+                # The platform wins: put the booking back (a deleted copy is created again).
+                if remote is None:
+                    item.href, item.etag = None, None
+                item.state = "pending"
+                report.put_back += 1
+                return
+            if appt.revision != item.pushed_revision:
+                _open_conflict(
+                    s,
+                    item,
+                    appt,
+                    "The booking was changed both on the platform and in the calendar since the last sync.",
+                    remote,
+                )
+                report.conflicts += 1
+                return
+            if remote is None:
+                if get_company_settings(company).calendar_delete_action == "restore":
+                    item.href, item.etag, item.state = None, None, "pending"
+                    report.restored += 1
+                    return
+                cancel_appointment(s, company, appt.id, source="calendar")
+                item.state, item.href, item.etag = "deleted", None, None
+                report.cancelled += 1
+                return
+            if remote.start is None or remote.end is None or remote.end <= remote.start:
+                _open_conflict(
+                    s,
+                    item,
+                    appt,
+                    "The event in the calendar has no usable start and end "
+                    "time (perhaps it was made an all-day event).",
+                    remote,
+                )
+                report.conflicts += 1
+                return
+            try:
+                with s.begin_nested():
+                    reschedule_appointment(
+                        s,
+                        company,
+                        appt.id,
+                        start=remote.start,
+                        end=remote.end,
+                        within_working_hours=False,
+                        source="calendar",
+                    )
+            except SchedulingError as exc:
+                _open_conflict(s, item, appt, f"The move in the calendar was not applied: {exc}", remote)
+                report.conflicts += 1
+                return
+            # The calendar already shows the new time: in step at this revision. The push that
+            # after_change queued only refreshes the copy (new SEQUENCE).
+            item.synced_start, item.synced_end = remote.start, remote.end
+            item.pushed_revision, item.pushed_sequence = appt.revision, appt.sequence
+            report.moved += 1
+    except CalsyncError as exc:
+        log.info("calendar change of linked item %s not applied: %s", item_id, exc)
+        report.errors.append(str(exc))

@@ -1,0 +1,185 @@
+"""Emails as bytes for the outbox: headers that cannot be injected, bodies rendered from the Jinja
+templates in templates/email/, and the iMIP calendar part.
+
+Built with `email.message.EmailMessage` (policy default), serialised with CRLF line ends and only
+7-bit content (quoted-printable and base64 parts, RFC 2047 encoded names), so any mail server
+takes it as stored whether or not it speaks 8BITMIME or SMTPUTF8.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from email import policy
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.parser import BytesHeaderParser
+from email.utils import format_datetime, make_msgid
+from functools import lru_cache
+from typing import Any
+
+import jinja2
+
+from calsync.feeds.errors import CalsyncError
+
+WIRE = policy.default.clone(linesep="\r\n", cte_type="7bit")
+
+
+class UnsafeHeaderError(CalsyncError, ValueError):
+    """A header value holds CR or LF: written as is, it would start a header of its own."""
+
+
+def check_header(value: str) -> str:
+    """Refuse CR/LF in a header value (PROTOCOL.md; RFC 5322 §2.2: a header ends at CRLF).
+
+    Names and subjects are cleaned with `header_text` before they get here, so this only ever
+    fires on a bug: it is the last guard, not the sanitiser.
+    """
+    if "\r" in value or "\n" in value:
+        raise UnsafeHeaderError("An email header may not contain a line break.")
+    return value
+
+
+def one_line(value: str, limit: int = 150) -> str:
+    """A name or title as shown in a header or an iCalendar parameter: every control or format
+    character (CR, LF, TAB, NUL, U+2028, bidi overrides that disguise a name ...) becomes a
+    space, runs of spaces collapse, and it is cut to `limit`."""
+    text = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in value)
+    return " ".join(text.split())[:limit]
+
+
+def header_text(value: str, limit: int) -> str:
+    """Text for a header (a name, a subject): on one line, and with "=?" broken up, because
+    Python's email package decodes RFC 2047 encoded words in the values it is given, so a
+    customer named "=?utf-8?q?Bcc=3A_x=40example.org?=" would otherwise be written out as
+    the specials it encodes."""
+    return one_line(value, limit).replace("=?", "= ?")
+
+
+def check_address(value: str) -> str:
+    """The bare addr-spec of an email address fit for To/From and a mailto: URI (RFC 6047 §2.3).
+
+    Raises ValueError with a sentence (used by the settings validator and before queueing).
+    """
+    candidate = value.strip()
+    if not candidate or any(ch in candidate for ch in "\r\n\t <>,;\"()"):
+        raise ValueError("is not a single email address such as calsync@example.com")
+    try:
+        address = Address(addr_spec=candidate)
+    except (ValueError, IndexError, HeaderParseError):
+        raise ValueError("is not a single email address such as calsync@example.com") from None
+    if not address.username or not address.domain:
+        raise ValueError("is not a single email address such as calsync@example.com")
+    return address.addr_spec
+
+
+@lru_cache(maxsize=1)
+def _templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        # Package data of calsync (calsync/templates/email), found through importlib.
+        loader=jinja2.PackageLoader("calsync", "templates/email"),
+        # HTML escaped, plain text not: a customer called "<b>Tom</b>" is shown, never rendered.
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def render(name: str, **context: Any) -> str:
+    return _templates().get_template(name).render(**context)
+
+
+SPECIALS = set('()<>[]:;@\\,."')
+
+
+@dataclass(frozen=True)
+class Party:
+    name: str
+    address: str
+
+    @property
+    def display_name(self) -> str:
+        return header_text(self.name, 100)
+
+    def header(self) -> Address:
+        return Address(display_name=check_header(self.display_name), addr_spec=check_header(self.address))
+
+    def plain(self) -> Party:
+        """The same party with a name that needs no quoting: RFC 5322 specials become spaces."""
+        return Party(" ".join("".join(" " if ch in SPECIALS else ch for ch in self.name).split()),
+                     self.address)
+
+
+def _addresses_intact(data: bytes, sender: Party, recipient: Party) -> bool:
+    """Do From and To read back as exactly the one party each that was meant?
+
+    Names are compared without their spaces: Python's parser puts a space between adjacent
+    RFC 2047 encoded words (§6.2 says to drop it), which changes nothing that matters here.
+    """
+    def squeeze(text: str) -> str:
+        return "".join(text.split())
+
+    headers = BytesHeaderParser(policy=policy.default).parsebytes(data)
+    for name, party in (("From", sender), ("To", recipient)):
+        found = [(squeeze(a.display_name), a.addr_spec) for a in headers[name].addresses]
+        if found != [(squeeze(party.display_name), party.address)]:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class CalendarPart:
+    method: str  # REQUEST | CANCEL: the same word as the METHOD property inside
+    body: bytes
+
+
+def build_message(
+    *,
+    sender: Party,
+    recipient: Party,
+    subject: str,
+    text: str,
+    html: str,
+    date: datetime,
+    calendar: CalendarPart | None = None,
+) -> bytes:
+    """multipart/alternative: text, HTML and (for iTIP) text/calendar, least to most
+    specific (RFC 2046 §5.1.4), the layout of RFC 6047 §4.2: mail apps that understand
+    invitations use the calendar part, the others show the HTML or the text."""
+    data = _assemble(sender, recipient, subject, text, html, date, calendar)
+    if not _addresses_intact(data, sender, recipient):
+        # Python's email package (3.11/3.12) drops the quotes around a display name when it
+        # folds a long address header, so a customer named 'Eve Bcc: x@example.org' would
+        # become a second address. A name without specials cannot be misread.
+        sender, recipient = sender.plain(), recipient.plain()
+        data = _assemble(sender, recipient, subject, text, html, date, calendar)
+        if not _addresses_intact(data, sender, recipient):
+            raise UnsafeHeaderError("The email's sender or recipient would not read back as given.")
+    return data
+
+
+def _assemble(sender: Party, recipient: Party, subject: str, text: str, html: str, date: datetime,
+              calendar: CalendarPart | None) -> bytes:
+    msg = EmailMessage(policy=WIRE)
+    msg["From"] = sender.header()
+    msg["To"] = recipient.header()
+    msg["Subject"] = check_header(header_text(subject, 200))
+    msg["Date"] = format_datetime(date)
+    # A stable Message-ID, stored with the message: a retried delivery repeats it, so
+    # receiving systems can tell the duplicate. The domain is given: make_msgid would
+    # otherwise look up this host's name.
+    msg["Message-ID"] = make_msgid("calsync", domain=sender.address.rpartition("@")[2] or "localhost")
+    # RFC 3834 §5: tells vacation responders and ticket systems not to answer automatically.
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(text, cte="quoted-printable")
+    msg.add_alternative(html, subtype="html", cte="quoted-printable")
+    if calendar is not None:
+        # RFC 6047 §2.4: the method parameter must equal the METHOD property. Added as bytes
+        # in base64, the iCalendar object keeps its CRLF line ends (RFC 5545 §3.1) exactly.
+        msg.add_alternative(calendar.body, maintype="text", subtype="calendar", cte="base64",
+                            params={"method": calendar.method, "charset": "UTF-8"})
+    return msg.as_bytes()

@@ -1,0 +1,339 @@
+"""Published feeds: find a feed by token, compute its version cheaply, and render it.
+
+The flow of a feed request (DESIGN.md): token → scope → version → 304 if the client has it →
+cached body, or render. Finding the version is two prebuilt Core statements on a plain
+connection (no ORM session, no commit), so a 304 costs little more than an empty response.
+
+Version: every change to an appointment bumps its staff member's feed_revision in the same
+transaction; company-wide changes bump the company's feed_epoch. Revisions only grow, so the
+sum of the revisions of the staff in a scope, with their count and the epoch, changes whenever
+anything the feed shows changes — in whatever process or machine the change was made.
+
+Rendering: a body is the header plus one segment per staff member in scope. A segment is the
+concatenated VEVENT fragments of that staff member's appointments in the window, keyed by the
+staff member's revision; a fragment is one appointment's VEVENT keyed by its own revision. So
+after one appointment changes, one fragment is serialised again and one segment is rebuilt;
+every other staff member's segment is reused as bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, select
+from sqlalchemy.orm import Session, selectinload
+
+from calsync.feeds.accounts.keys import hash_token, same_hash
+from calsync.feeds.company_settings import CompanySettings
+from calsync.feeds.publishing.cache import FeedCache
+from calsync.feeds.publishing.render import FOOTER, FRAGMENT_FORMAT, Variant, render_event, render_header
+from calsync.models import (
+    STATUS_CONFIRMED,
+    Appointment,
+    Company,
+    FeedFragment,
+    FeedToken,
+    Group,
+    Staff,
+    group_member,
+)
+
+FOOTER_BYTES = FOOTER.encode()
+
+
+@dataclass(frozen=True)
+class PublishedFeed:
+    token_id: int
+    last_used_at: datetime | None
+    company_id: int
+    company_name: str
+    company_timezone: str
+    scope: str
+    scope_id: int
+    privacy: str
+    settings: CompanySettings
+    window: tuple[datetime, datetime]
+    cache_key: str
+    scope_key: str
+    etag: str
+    last_modified: datetime
+
+
+def feed_window(settings: CompanySettings, now: datetime) -> tuple[datetime, datetime]:
+    """The published window on whole UTC days, so it (and the version) moves once a day."""
+    today = datetime.combine(now.astimezone(UTC).date(), time(0), tzinfo=UTC)
+    return (
+        today - timedelta(days=settings.feed_window_past_days),
+        today + timedelta(days=settings.feed_window_future_days + 1),
+    )
+
+
+def _scope_staff_filter(scope: str, scope_id: Any, company_id: Any):  # type: ignore[no-untyped-def]
+    if scope == "staff":
+        return and_(Staff.id == scope_id, Staff.company_id == company_id)
+    if scope == "group":
+        members = select(group_member.c.staff_id).where(group_member.c.group_id == scope_id)
+        return and_(Staff.company_id == company_id, Staff.id.in_(members))
+    return Staff.company_id == company_id
+
+
+def _scope_aggregate(value: Any) -> Any:
+    """`value` over the staff of the token's scope, as a column of the token query.
+
+    A CASE whose branches are scalar subqueries correlated to the token row: SQLite and
+    PostgreSQL evaluate only the branch that matches, so a staff feed never aggregates the
+    whole company. Correlation is explicit because the group branch nests a second subquery.
+    """
+    members = (
+        select(group_member.c.staff_id)
+        .where(group_member.c.group_id == FeedToken.scope_id)
+        .correlate(FeedToken)
+    )
+    branches = {
+        "staff": and_(Staff.id == FeedToken.scope_id, Staff.company_id == FeedToken.company_id),
+        "group": and_(Staff.company_id == FeedToken.company_id, Staff.id.in_(members)),
+        "company": Staff.company_id == FeedToken.company_id,
+    }
+
+    def over(scope: str) -> Any:
+        return select(value).where(branches[scope]).correlate(FeedToken).scalar_subquery()
+
+    return case(
+        (FeedToken.scope == "staff", over("staff")),
+        (FeedToken.scope == "group", over("group")),
+        else_=over("company"),
+    )
+
+
+# Built once, so SQLAlchemy reuses its compiled form: one statement answers "which feed, which
+# company settings, which version" for every request, 304s included.
+_FEED_QUERY = (
+    select(
+        FeedToken.id, FeedToken.token_hash, FeedToken.revoked_at, FeedToken.last_used_at,
+        FeedToken.scope, FeedToken.scope_id, FeedToken.privacy, FeedToken.company_id,
+        Company.name, Company.timezone, Company.settings, Company.feed_epoch,
+        Company.feed_epoch_changed_at,
+        _scope_aggregate(func.coalesce(func.sum(Staff.feed_revision), 0)).label("revisions"),
+        _scope_aggregate(func.count(Staff.id)).label("staff_count"),
+        _scope_aggregate(func.max(Staff.feed_changed_at)).label("changed"),
+    )
+    .join(Company, Company.id == FeedToken.company_id)
+    .where(FeedToken.token_hash == bindparam("digest"))
+)
+
+class _FeedLookup:
+    """_FEED_QUERY compiled once per dialect and run on the DBAPI cursor.
+
+    It runs on every feed request, 304s included, where SQLAlchemy's execution wrapper would be
+    the largest cost. The few typed columns are decoded here (SQLite hands back text for
+    datetimes and JSON, psycopg native values).
+    """
+
+    def __init__(self, dialect: Any) -> None:
+        compiled = _FEED_QUERY.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.positional = bool(compiled.positional)
+        self.order = list(compiled.positiontup or [])
+        self.base = dict(compiled.params)
+        self.columns = [str(c.key) for c in _FEED_QUERY.selected_columns]
+
+    def run(self, conn: Connection, digest: str) -> dict[str, Any] | None:
+        values = dict(self.base, digest=digest)
+        params: Any = tuple(values[k] for k in self.order) if self.positional else values
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(self.sql, params)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        return None if row is None else dict(zip(self.columns, row, strict=True))
+
+
+_lookups: dict[str, _FeedLookup] = {}
+
+
+def _lookup(conn: Connection) -> _FeedLookup:
+    name = conn.dialect.name
+    found = _lookups.get(name)
+    if found is None:
+        found = _lookups[name] = _FeedLookup(conn.dialect)
+    return found
+
+
+# Parsed company settings keyed by their stored text: content-addressed, so it cannot go stale
+# whichever process or database changed them; it only saves re-validating on every request.
+_settings_cache: dict[str, CompanySettings] = {}
+_settings_lock = threading.Lock()
+
+
+def _company_settings(raw: Any) -> CompanySettings:
+    key = raw if isinstance(raw, str) else json.dumps(raw or {}, sort_keys=True)
+    found = _settings_cache.get(key)
+    if found is None:
+        found = CompanySettings.model_validate(json.loads(key) if key else {})
+        with _settings_lock:
+            if len(_settings_cache) > 10_000:
+                _settings_cache.clear()
+            _settings_cache[key] = found
+    return found
+
+
+def _aware(moment: Any) -> datetime | None:
+    if moment is None:
+        return None
+    if isinstance(moment, str):  # SQLite stores datetimes as ISO text (in UTC, see UTCDateTime)
+        moment = datetime.fromisoformat(moment)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def open_feed(conn: Connection, token: str, now: datetime) -> PublishedFeed | None:
+    """The feed behind a token with its version, without rendering anything."""
+    digest = hash_token(token)
+    row = _lookup(conn).run(conn, digest)
+    # The index lookup already matched; compare again in constant time so no code path's
+    # timing depends on how much of a guessed hash matched.
+    if row is None or not same_hash(row["token_hash"], digest) or row["revoked_at"] is not None:
+        return None
+    scope, scope_id, privacy = row["scope"], row["scope_id"], row["privacy"]
+    total, count = row["revisions"], row["staff_count"]
+    if scope == "staff" and count == 0:
+        return None  # the staff member was deleted
+    settings = _company_settings(row["settings"])
+    window = feed_window(settings, now)
+    scope_key = f"{scope}:{scope_id}:{privacy}"
+    cache_key = (
+        f"{scope_key}:f{FRAGMENT_FORMAT}:e{row['feed_epoch']}:r{total}:n{count}:w{window[0]:%Y%m%d}"
+    )
+    moments = [m for m in (_aware(row["feed_epoch_changed_at"]), window[0], _aware(row["changed"])) if m]
+    return PublishedFeed(
+        token_id=row["id"], last_used_at=_aware(row["last_used_at"]), company_id=row["company_id"],
+        company_name=row["name"], company_timezone=row["timezone"], scope=scope, scope_id=scope_id,
+        privacy=privacy, settings=settings, window=window, cache_key=cache_key, scope_key=scope_key,
+        etag='"' + hashlib.sha256(cache_key.encode()).hexdigest()[:32] + '"',
+        last_modified=max(moments).replace(microsecond=0),
+    )
+
+
+def _build_segment(
+    session: Session, staff_id: int, variant: Variant, window: tuple[datetime, datetime],
+    show_cancelled: bool,
+) -> bytes:
+    """One staff member's VEVENTs in the window, rendering only appointments that changed."""
+    start, end = window
+    query = (
+        select(Appointment.id, Appointment.revision, FeedFragment.revision_key, FeedFragment.body)
+        .outerjoin(FeedFragment, and_(FeedFragment.appointment_id == Appointment.id,
+                                      FeedFragment.variant == variant.key))
+        # (staff_id, start_at) is indexed: a range scan in the order we want, no sort. An
+        # appointment lasts at most a day (booking.MAX_DURATION), so one overlapping the window
+        # starts after start - 1 day; that lower bound keeps the scan to the window.
+        .where(Appointment.staff_id == staff_id, Appointment.start_at < end,
+               Appointment.start_at > start - timedelta(days=1), Appointment.end_at > start)
+        .order_by(Appointment.start_at, Appointment.id)
+    )
+    if not show_cancelled:
+        query = query.where(Appointment.status == STATUS_CONFIRMED)
+    rows = session.execute(query).all()
+    bodies: dict[int, str] = {}
+    stale: dict[int, str] = {}
+    for appt_id, revision, key, body in rows:
+        wanted = f"{FRAGMENT_FORMAT}.{revision}"
+        if key == wanted:
+            bodies[appt_id] = body
+        else:
+            stale[appt_id] = wanted
+    if stale:
+        bodies.update(_render_stale(session, variant, stale))
+    return "".join(bodies[row[0]] for row in rows).encode("utf-8")
+
+
+def _render_stale(session: Session, variant: Variant, stale: dict[int, str]) -> dict[int, str]:
+    rendered: dict[int, str] = {}
+    ids = list(stale)
+    for chunk_start in range(0, len(ids), 500):
+        chunk = ids[chunk_start : chunk_start + 500]
+        appointments = session.scalars(
+            select(Appointment)
+            .where(Appointment.id.in_(chunk))
+            .options(selectinload(Appointment.staff), selectinload(Appointment.customer))
+        ).all()
+        new_rows = []
+        for appt in appointments:
+            body = render_event(appt, variant)
+            rendered[appt.id] = body
+            new_rows.append({"appointment_id": appt.id, "variant": variant.key,
+                             "revision_key": stale[appt.id], "body": body})
+        if new_rows:
+            _store_fragments(session, new_rows)
+    return rendered
+
+
+def _store_fragments(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert or replace fragments, in appointment order. Feeds that share an appointment (its
+    staff member's, a group's, the company's) render it concurrently: a delete-then-insert
+    failed on PostgreSQL with a unique violation or a deadlock under load (tests/system/test_load.py).
+    Whichever render writes last wins; both bodies carry the revision they were made from."""
+    rows = sorted(rows, key=lambda row: row["appointment_id"])
+    dialect = session.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        session.execute(delete(FeedFragment).where(
+            FeedFragment.appointment_id.in_([r["appointment_id"] for r in rows]),
+            FeedFragment.variant == rows[0]["variant"]))
+        session.execute(insert(FeedFragment), rows)
+        return
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    make_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement: Any = make_insert(FeedFragment).values(rows)
+    session.execute(statement.on_conflict_do_update(
+        index_elements=[FeedFragment.appointment_id, FeedFragment.variant],
+        set_={"revision_key": statement.excluded.revision_key, "body": statement.excluded.body},
+    ))
+
+
+def render_feed(session: Session, feed: PublishedFeed, cache: FeedCache) -> bytes:
+    """The whole feed: header + one (cached) segment per staff member in scope + footer."""
+    variant = Variant(feed.privacy, names_staff=feed.scope != "staff")
+    staff_rows = session.execute(
+        select(Staff.id, Staff.feed_revision, Staff.timezone, Staff.name)
+        .where(_scope_staff_filter(feed.scope, feed.scope_id, feed.company_id))
+        .order_by(Staff.id)
+    ).all()
+    window, show_cancelled = feed.window, feed.settings.show_cancelled
+    parts = []
+    for staff_id, revision, _tz, _name in staff_rows:
+        family = (f"{staff_id}:{variant.key}:f{FRAGMENT_FORMAT}:w{window[0]:%Y%m%d}-{window[1]:%Y%m%d}"
+                  f":c{int(show_cancelled)}")
+        key = f"{family}:r{revision}"
+        segment = cache.segment(session, key)
+        if segment is None:
+            segment = _build_segment(session, staff_id, variant, window, show_cancelled)
+            cache.keep_segment(session, key, family, staff_id, segment)
+        parts.append(segment)
+    if feed.scope == "staff":
+        name, tz = f"{staff_rows[0].name} · {feed.company_name}", staff_rows[0].timezone
+    elif feed.scope == "group":
+        group = session.get(Group, feed.scope_id)
+        name, tz = f"{group.name if group else 'Group'} · {feed.company_name}", feed.company_timezone
+    else:
+        name, tz = feed.company_name, feed.company_timezone
+    header = render_header(
+        name=name, timezone=tz, timezones=[r.timezone for r in staff_rows],
+        refresh=timedelta(minutes=feed.settings.feed_refresh_minutes),
+        color=feed.settings.feed_color, window=window,
+    )
+    return header.encode("utf-8") + b"".join(parts) + FOOTER_BYTES
+
+
+def feed_body(session: Session, feed: PublishedFeed, cache: FeedCache) -> bytes:
+    """The feed's bytes: from the cache, or rendered and cached. The caller commits."""
+    body = cache.body(feed.cache_key)
+    if body is None:
+        body = render_feed(session, feed, cache)
+        cache.keep_body(feed.cache_key, feed.scope_key, body)
+    return body

@@ -1,0 +1,242 @@
+"""Book, reschedule and cancel: the one place that changes appointments.
+
+Each function runs inside the caller's transaction and starts by bumping the staff member's
+feed revision. That UPDATE is also the lock that keeps two concurrent bookings of the same
+staff member from both passing the availability check: it takes the row lock on PostgreSQL and
+the write lock on SQLite before anything is read.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from calsync.feeds.errors import NotFoundError, SchedulingError, ValidationError
+from calsync.feeds.scheduling.availability import busy_times, calendar_blocker, check_range
+from calsync.feeds.scheduling.change_effects import after_change
+from calsync.feeds.scheduling.working_hours import merge, working_intervals
+from calsync.models import STATUS_CANCELLED, STATUS_CONFIRMED, Appointment, Company, Customer, Staff, utcnow
+
+MAX_DURATION = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class CustomerDetails:
+    name: str
+    email: str | None = None
+    phone: str | None = None
+
+
+def lock_staff(session: Session, company: Company, staff_id: int) -> Staff:
+    """Bump the staff member's feed revision (taking the write lock) and return them."""
+    result = session.execute(
+        update(Staff)
+        .where(Staff.id == staff_id, Staff.company_id == company.id)
+        .values(feed_revision=Staff.feed_revision + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise NotFoundError(f"There is no staff member with id {staff_id}.")
+    staff = session.get(Staff, staff_id, populate_existing=True)
+    assert staff is not None
+    mark_feed_changed(staff)
+    return staff
+
+
+def mark_feed_changed(staff: Staff) -> None:
+    """Advance the feed's change time by at least a second.
+
+    Last-Modified has one-second resolution (RFC 9110 §8.8.2): two changes within the same
+    second would otherwise leave it unchanged, and a client revalidating with If-Modified-Since
+    alone would keep the first version. Safe as read-modify-write: the caller holds the lock.
+    """
+    now = utcnow()
+    previous = staff.feed_changed_at
+    staff.feed_changed_at = max(now, previous + timedelta(seconds=1)) if previous else now
+
+
+def check_slot(
+    session: Session,
+    staff: Staff,
+    start: datetime,
+    end: datetime,
+    *,
+    exclude_appointment_id: int | None = None,
+    within_working_hours: bool = True,
+) -> None:
+    """Raise SchedulingError with the reason when [start, end) cannot be booked."""
+    check_range(start, end)
+    if end - start > MAX_DURATION:
+        raise ValidationError("An appointment lasts at most 24 hours.", "end")
+    if within_working_hours:
+        work = merge(list(working_intervals(staff.working_hours, staff.timezone, start, end)))
+        if not any(a <= start and end <= b for a, b in work):
+            raise SchedulingError(
+                f"{staff.name} does not work at that time; choose a slot within their "
+                "working hours (see the availability endpoint)."
+            )
+    blocker = calendar_blocker(session, staff)
+    if blocker:
+        raise SchedulingError(blocker)
+    taken = busy_times(session, staff.id, start, end, exclude_appointment_id)
+    if any(b.kind == "appointment" for b in taken):
+        raise SchedulingError(
+            f"{staff.name} already has an appointment at that time; choose another slot."
+        )
+    if taken:
+        # Say that, not what: the staff member's own calendar stays private.
+        raise SchedulingError(
+            f"{staff.name} is busy at that time in their own calendar; choose another slot."
+        )
+
+
+def _find_or_create_customer(
+    session: Session, company: Company, details: CustomerDetails
+) -> Customer:
+    """Reuse a customer only when every detail matches, so one booking's details can never
+    rewrite what another appointment (and its cached feed entries) shows."""
+    existing = session.scalar(
+        select(Customer).where(
+            Customer.company_id == company.id,
+            Customer.name == details.name,
+            Customer.email.is_(None) if details.email is None else Customer.email == details.email,
+            Customer.phone.is_(None) if details.phone is None else Customer.phone == details.phone,
+        ).limit(1)
+    )
+    if existing is not None:
+        return existing
+    customer = Customer(
+        company_id=company.id, name=details.name, email=details.email, phone=details.phone
+    )
+    session.add(customer)
+    return customer
+
+
+def book_appointment(
+    session: Session,
+    company: Company,
+    *,
+    staff_id: int,
+    start: datetime,
+    end: datetime,
+    service: str,
+    customer: CustomerDetails,
+    location: str | None = None,
+    notes: str | None = None,
+    source: str = "api",
+) -> Appointment:
+    staff = lock_staff(session, company, staff_id)
+    check_slot(session, staff, start, end)
+    # Stored, returned and compared in UTC whatever offset the caller wrote.
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    now = utcnow()
+    appointment = Appointment(
+        company_id=company.id,
+        staff=staff,
+        customer=_find_or_create_customer(session, company, customer),
+        uid=f"{uuid.uuid4()}@calsync",
+        sequence=0,
+        revision=1,
+        status=STATUS_CONFIRMED,
+        service=service,
+        location=location,
+        notes=notes,
+        start_at=start,
+        end_at=end,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(appointment)
+    session.flush()
+    after_change(session, appointment, "booked", source, start=start, end=end)
+    return appointment
+
+
+def get_appointment(session: Session, company: Company, appointment_id: int) -> Appointment:
+    appointment = session.get(Appointment, appointment_id)
+    if appointment is None or appointment.company_id != company.id:
+        raise NotFoundError(f"There is no appointment with id {appointment_id}.")
+    return appointment
+
+
+def _touch(appointment: Appointment, *, new_sequence: bool) -> None:
+    appointment.revision += 1
+    if new_sequence:
+        # RFC 5546 §2.1.4: SEQUENCE grows with every change of time or status, so calendar
+        # apps replace the copy they have instead of keeping both.
+        appointment.sequence += 1
+    appointment.updated_at = utcnow()
+
+
+def reschedule_appointment(
+    session: Session,
+    company: Company,
+    appointment_id: int,
+    *,
+    start: datetime,
+    end: datetime,
+    within_working_hours: bool = True,
+    source: str = "api",
+) -> Appointment:
+    appointment = get_appointment(session, company, appointment_id)
+    staff = lock_staff(session, company, appointment.staff_id)
+    session.refresh(appointment)
+    if appointment.status != STATUS_CONFIRMED:
+        raise SchedulingError("A cancelled appointment cannot be moved; book a new one instead.")
+    if (appointment.start_at, appointment.end_at) == (start, end):
+        return appointment
+    check_slot(
+        session,
+        staff,
+        start,
+        end,
+        exclude_appointment_id=appointment.id,
+        within_working_hours=within_working_hours,
+    )
+    previous = (appointment.start_at, appointment.end_at)
+    appointment.start_at, appointment.end_at = start.astimezone(UTC), end.astimezone(UTC)
+    _touch(appointment, new_sequence=True)
+    session.flush()
+    after_change(session, appointment, "rescheduled", source, start=appointment.start_at,
+                 end=appointment.end_at, previous_start=previous[0], previous_end=previous[1])
+    return appointment
+
+
+def cancel_appointment(
+    session: Session, company: Company, appointment_id: int, *, source: str = "api"
+) -> Appointment:
+    appointment = get_appointment(session, company, appointment_id)
+    lock_staff(session, company, appointment.staff_id)
+    session.refresh(appointment)
+    if appointment.status == STATUS_CANCELLED:
+        raise SchedulingError("This appointment is already cancelled.")
+    appointment.status = STATUS_CANCELLED
+    _touch(appointment, new_sequence=True)
+    session.flush()
+    after_change(session, appointment, "cancelled", source)
+    return appointment
+
+
+def list_appointments(
+    session: Session,
+    company: Company,
+    *,
+    staff_id: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int = 500,
+    offset: int = 0,
+) -> list[Appointment]:
+    query = select(Appointment).where(Appointment.company_id == company.id)
+    if staff_id is not None:
+        query = query.where(Appointment.staff_id == staff_id)
+    if start is not None:
+        query = query.where(Appointment.end_at > start)
+    if end is not None:
+        query = query.where(Appointment.start_at < end)
+    query = query.order_by(Appointment.start_at, Appointment.id).limit(limit).offset(offset)
+    return list(session.scalars(query))

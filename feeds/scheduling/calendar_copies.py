@@ -1,0 +1,83 @@
+"""The copies of an appointment in staff members' writable calendars, marked out of date.
+
+Every change of an appointment marks its copy in each linked/additional calendar `pending`, in
+the change's own transaction (scheduling.change_effects); the connection's sync job writes it
+later under the connection's lease (calendars.push). Kept here, below calendars, because
+marking is part of every change and needs nothing of the CalDAV client.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from calsync.models import STATUS_CONFIRMED, Appointment, Connection, LinkedItem, utcnow
+
+WRITE_ROLES = {"linked", "additional"}
+
+
+def target_connections(session: Session, staff_id: int) -> list[Connection]:
+    rows = session.scalars(
+        select(Connection).where(Connection.staff_id == staff_id, Connection.kind == "caldav")
+    )
+    return [c for c in rows if WRITE_ROLES & set(c.roles or []) and c.writable]
+
+
+def queue_pushes(session: Session, appointment: Appointment) -> list[int]:
+    """Mark the appointment's copy in each target calendar as pending; returns the connection
+    ids whose sync job should run soon (realtime mode)."""
+    realtime = []
+    for conn in target_connections(session, appointment.staff_id):
+        item = session.scalar(
+            select(LinkedItem).where(
+                LinkedItem.connection_id == conn.id, LinkedItem.appointment_id == appointment.id
+            )
+        )
+        if item is None:
+            if appointment.status != STATUS_CONFIRMED:
+                continue  # never pushed, nothing to remove
+            item = LinkedItem(
+                connection_id=conn.id,
+                appointment_id=appointment.id,
+                state="pending",
+                attempts=0,
+                pushed_revision=0,
+                pushed_sequence=0,
+                updated_at=utcnow(),
+            )
+            session.add(item)
+        else:
+            item.state = "pending"
+            item.attempts = 0
+            item.updated_at = utcnow()
+        if conn.sync_mode == "realtime":
+            realtime.append(conn.id)
+    session.flush()
+    return realtime
+
+
+def queue_existing(session: Session, connection: Connection, now: datetime) -> int:
+    """Copies for the staff member's upcoming appointments, when the admin asked for it."""
+    count = 0
+    for appt in session.scalars(
+        select(Appointment).where(
+            Appointment.staff_id == connection.staff_id,
+            Appointment.status == STATUS_CONFIRMED,
+            Appointment.end_at > now,
+        )
+    ):
+        session.add(
+            LinkedItem(
+                connection_id=connection.id,
+                appointment_id=appt.id,
+                state="pending",
+                attempts=0,
+                pushed_revision=0,
+                pushed_sequence=0,
+                updated_at=now,
+            )
+        )
+        count += 1
+    return count

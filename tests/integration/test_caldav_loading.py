@@ -1,0 +1,50 @@
+"""Loading a calendar's items: one calendar-multiget REPORT per batch, not a GET per item (a first
+sync of thousands of events must fit in the connection's lease)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from calsync.bench.twoway import PASSWORD, SERVERS, USER, CalDAVServer
+from calsync.feeds.sources import caldav_source
+from calsync.feeds.sources.caldav_source import read_changes
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def recorded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CalDAVServer]:
+    server = SERVERS[request.param](tmp_path)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_new_items_are_loaded_by_multiget_in_batches(
+    recorded: CalDAVServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(caldav_source, "MULTIGET_BATCH", 3)
+    calendar = recorded.make_calendar()
+    for i in range(8):
+        start = datetime(2027, 1, 4, 9, tzinfo=UTC) + timedelta(days=i)
+        calendar.save_event(dtstart=start, dtend=start + timedelta(hours=1), summary=f"E{i}", uid=f"u{i}")
+    mark = recorded.recorder.mark()
+    listing = read_changes(recorded.calendar_url, USER, PASSWORD, sync_token=None, ctag=None, known={},
+                           allow_private=True)
+    assert listing is not None and len(listing.data) == 8
+    assert all(b"BEGIN:VEVENT" in body for body in listing.data.values())
+    methods = [r.method for r in recorded.recorder.since(mark) if r.status < 400]
+    # CTag PROPFIND, the listing REPORT, then 3 multiget REPORTs (3 + 3 + 2 items); no GETs.
+    assert methods.count("REPORT") == 1 + 3 and "GET" not in methods
+    # Only what changed is loaded again.
+    known = dict(listing.etags)
+    changed = next(iter(known))
+    known[changed] = '"stale"'
+    mark = recorded.recorder.mark()
+    again = read_changes(recorded.calendar_url, USER, PASSWORD, sync_token=None, ctag=None, known=known,
+                         allow_private=True)
+    assert again is not None and set(again.data) == {changed}
+    assert "GET" in [r.method for r in recorded.recorder.since(mark)]  # a batch of one: a plain GET
