@@ -45,7 +45,7 @@ from calsync.feeds.calendars.connections import ConnectionInput, create_connecti
 from calsync.feeds.calendars.sync import SyncContext, sync_connection, sync_window
 from calsync.feeds.scheduling.directory import create_staff
 from calsync.feeds.settings import Settings
-from calsync.models import BusyBlock, Company, Connection, utcnow
+from calsync.models import BusyBlock, Company, Connection, ConnectionStatus, utcnow
 from calsync.web import create_app
 
 QUEUE_WORKERS = 2
@@ -316,7 +316,7 @@ def _count_ok(ctx: SyncContext, ids: list[int]) -> tuple[int, int]:
         rows = dict(session.execute(
             select(Connection.status, func.count()).where(Connection.id.in_(ids)).group_by(Connection.status)
         ).all())
-    return rows.get("ok", 0), rows.get("error", 0)
+    return rows.get(ConnectionStatus.OK, 0), rows.get(ConnectionStatus.ERROR, 0)
 
 
 def _through_queue(services: Any, ids: list[int]) -> float:

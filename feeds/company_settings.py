@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import webcolors
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
+from pydantic_core import PydanticCustomError
 from sqlalchemy.orm import Session
 
 from calsync.models import Company, utcnow
 
 MIN_STALE_HOURS = 1  # the smallest stale threshold; feeds.health.mark_stale relies on it
+# RFC 7986 §5.9: COLOR's value is a CSS3 colour name; a client need read no other form.
+CSS3_COLOUR_NAMES = frozenset(webcolors.names(webcolors.CSS3))
+STORED = {"stored": True}  # validation context of settings read back from the database
+
+
+def _css3_colour(value: Any, info: ValidationInfo) -> Any:
+    name = value.strip().lower() if isinstance(value, str) else value
+    if name is None or name == "":  # none, or a form's empty field
+        return None
+    if isinstance(name, str) and name in CSS3_COLOUR_NAMES:
+        return name
+    if info.context and info.context.get("stored"):
+        # Saved before only names were taken (a #rrggbb): the feed goes without a colour
+        # instead of every feed of the company failing; the admin sees it unset.
+        return None
+    raise PydanticCustomError(
+        "css3_colour",
+        "Give the feed colour as a CSS3 colour name, such as teal or cornflowerblue (RFC 7986 "
+        "COLOR); calendar apps need read no other form. Leave it empty for none.",
+    )
+
+
+CssColour = Annotated[str | None, BeforeValidator(_css3_colour)]
 
 
 class CompanySettings(BaseModel):
@@ -38,10 +62,9 @@ class CompanySettings(BaseModel):
             "because Outlook shows cancelled events as if they were still on."
         ),
     )
-    feed_color: str | None = Field(
+    feed_color: CssColour = Field(
         default=None,
-        pattern=r"^(#[0-9a-fA-F]{6}|[a-z]{3,20})$",
-        description="Optional calendar colour (RFC 7986 COLOR): a CSS3 colour name or #rrggbb.",
+        description="Optional calendar colour (RFC 7986 COLOR): a CSS3 colour name, e.g. teal.",
     )
 
     sync_window_past_days: int = Field(
@@ -103,7 +126,7 @@ class CompanySettings(BaseModel):
 
 
 def get_company_settings(company: Company) -> CompanySettings:
-    return CompanySettings.model_validate(company.settings or {})
+    return CompanySettings.model_validate(company.settings or {}, context=STORED)
 
 
 def update_company_settings(
@@ -119,9 +142,9 @@ def update_company_settings(
 
 
 def bump_company_epoch(company: Company) -> None:
-    """Give every feed of the company a new version; like staff changes, the change time moves
-    by at least a second so Last-Modified changes too."""
+    """Give every feed of the company a new version and record when, as staff changes do
+    (scheduling/booking.py mark_feed_changed): to the microsecond, never in the future."""
     company.feed_epoch = (company.feed_epoch or 0) + 1
     previous = company.feed_epoch_changed_at
     now = utcnow()
-    company.feed_epoch_changed_at = max(now, previous + timedelta(seconds=1)) if previous else now
+    company.feed_epoch_changed_at = max(now, previous) if previous else now

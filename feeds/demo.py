@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from calsync.feeds.scheduling.availability import find_availability
 from calsync.feeds.scheduling.booking import CustomerDetails, book_appointment
 from calsync.feeds.scheduling.directory import create_group, create_staff
-from calsync.models import Company
+from calsync.models import ChangeSource, Company
 
 STAFF = [
     ("Zoë Müller", "Europe/Berlin"),
@@ -132,7 +132,7 @@ def load_demo(
             ),
             location=rng.choice([None, "Salon Mitte, Torstraße 1, 10119 Berlin", "Room 2"]),
             notes=rng.choice(NOTES),
-            source="demo",
+            source=ChangeSource.DEMO,
         )
         booked += 1
     return DemoResult([s.id for s in staff], [g.id for g in groups], booked)

@@ -19,11 +19,13 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from huey import Huey, RedisHuey, SqliteHuey, crontab
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 
 from calsync.feeds.calendars.health import mark_stale
+from calsync.feeds.calendars.lease import FairShare, process_owner_prefix
 from calsync.feeds.calendars.sync import SyncContext, SyncOutcome, sync_connection
 from calsync.feeds.mail.delivery import DeliveryReport, MailContext, deliver_due, due_email_ids
+from calsync.feeds.settings import private_dir, private_file
 from calsync.models import Connection, utcnow
 
 log = logging.getLogger("calsync.jobs")
@@ -35,7 +37,12 @@ def make_huey(queue_url: str | None, data_dir: Path, *, immediate: bool = False)
         name, url = split_queue_name(queue_url)
         return RedisHuey(name, url=url, results=False, immediate=immediate)
     path = Path(queue_url[len("sqlite:///"):]) if queue_url else data_dir / "queue.sqlite3"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if queue_url:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        private_dir(data_dir)
+    # Created 0600 before SQLite opens it; its -wal and -shm files inherit that (settings.py).
+    private_file(path)
     return SqliteHuey(QUEUE_NAME, filename=str(path), results=False, immediate=immediate)
 
 
@@ -51,16 +58,18 @@ def split_queue_name(queue_url: str) -> tuple[str, str]:
 
 
 def due_connection_ids(ctx: SyncContext, now: datetime, limit: int = 1000) -> list[int]:
+    """Due connections whose lease is free, taking companies in turn (each company's longest
+    waiting first): a company with hundreds of due calendars does not queue them all ahead of
+    another company's one."""
+    turn = func.row_number().over(partition_by=Connection.company_id,
+                                  order_by=(Connection.next_sync_at, Connection.id)).label("turn")
+    due = (select(Connection.id, Connection.next_sync_at, turn)
+           .where(Connection.next_sync_at.is_not(None), Connection.next_sync_at <= now)
+           .where(or_(Connection.lease_until.is_(None), Connection.lease_until < now))
+           .subquery())
     with ctx.sessions() as session:
-        return list(
-            session.scalars(
-                select(Connection.id)
-                .where(Connection.next_sync_at.is_not(None), Connection.next_sync_at <= now)
-                .where(or_(Connection.lease_until.is_(None), Connection.lease_until < now))
-                .order_by(Connection.next_sync_at)
-                .limit(limit)
-            )
-        )
+        return list(session.scalars(
+            select(due.c.id).order_by(due.c.turn, due.c.next_sync_at, due.c.id).limit(limit)))
 
 
 class Jobs:
@@ -71,6 +80,7 @@ class Jobs:
         self.huey = huey
         self._context = context
         self._mail = mail
+        self.threads = 0  # worker threads of this process's consumer (set by consumer())
         # Retries are the sync's own business (backoff recorded in the connection's health);
         # a job that fails outright is simply picked up again by the next schedule run. So is a
         # job lost with a killed worker: Huey has no acknowledgement, so the job is gone from
@@ -85,8 +95,19 @@ class Jobs:
         self.deliver_task = huey.task(name="deliver_outbox")(self._deliver)
 
     def _sync(self, connection_id: int, scheduled: bool = False) -> dict[str, Any]:
-        outcome: SyncOutcome = sync_connection(self._context(), connection_id, due_only=scheduled)
+        outcome: SyncOutcome = sync_connection(self._context(), connection_id, due_only=scheduled,
+                                               share=self.fair_share() if scheduled else None)
         return asdict(outcome)
+
+    def fair_share(self) -> FairShare | None:
+        """While other companies' connections wait, one company's scheduled syncs take at most
+        half of this process's worker threads: its slow calendars (each held up to the
+        deadline, CALSYNC_FETCH_TIMEOUT_SECONDS or 0.8 of the lease) leave the other half to
+        everyone else. A deferred job is dropped; the connection stays due and the next
+        schedule run queues it again. (A "Sync now" someone asked for is not held back.)"""
+        if self.threads < 2:
+            return None  # one thread cannot be shared
+        return FairShare(process_owner_prefix(), self.threads // 2)
 
     def _schedule_due(self) -> int:
         ctx = self._context()
@@ -140,6 +161,7 @@ class Jobs:
         return consumer
 
     def consumer(self, workers: int = 2, periodic: bool = True) -> Any:
+        self.threads = workers
         return self.huey.create_consumer(
             workers=workers, worker_type="thread", periodic=periodic, check_worker_health=True
         )

@@ -10,7 +10,7 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from sqlalchemy.engine import make_url
@@ -96,6 +96,14 @@ class Settings(BaseModel):
         default=30.0, gt=0, le=600,
         description="CALSYNC_FETCH_TIMEOUT_SECONDS: total time allowed for fetching one calendar.",
     )
+    fetch_allowed_ports: tuple[int, ...] = Field(
+        default=(),
+        description=(
+            "CALSYNC_FETCH_ALLOWED_PORTS: ports besides 80 and 443 that calendar and CalDAV "
+            "addresses may use, comma-separated (e.g. 8443,5232); no other port of a public "
+            "address is ever connected to."
+        ),
+    )
     sync_lease_seconds: int = Field(
         default=300, ge=2, le=86_400,
         description=(
@@ -103,6 +111,24 @@ class Settings(BaseModel):
             "A worker that dies mid-sync releases nothing; after this time the scheduler hands "
             "the connection to another worker. Must be longer than the fetch timeout."
         ),
+    )
+    # Google Calendar (issue 11, foundation): the provider's fixed hosts, settings so that tests
+    # point them at a loopback contract fake (tests/fakes/google_calendar.py).
+    google_api_base_url: str = Field(
+        default="https://www.googleapis.com/calendar/v3",
+        description="CALSYNC_GOOGLE_API_BASE_URL: Google Calendar API v3 root (change only for tests).",
+    )
+    google_token_url: str = Field(
+        default="https://oauth2.googleapis.com/token",
+        description="CALSYNC_GOOGLE_TOKEN_URL: Google's OAuth 2.0 token endpoint (change only for tests).",
+    )
+    google_revoke_url: str = Field(
+        default="https://oauth2.googleapis.com/revoke",
+        description="CALSYNC_GOOGLE_REVOKE_URL: Google's OAuth 2.0 revocation endpoint (only for tests).",
+    )
+    google_auth_url: str = Field(
+        default="https://accounts.google.com/o/oauth2/v2/auth",
+        description="CALSYNC_GOOGLE_AUTH_URL: Google's consent screen (change only for tests).",
     )
     max_occurrences: int = Field(
         default=10_000, ge=100, le=1_000_000,
@@ -135,6 +161,14 @@ class Settings(BaseModel):
         ),
     )
 
+    password_hash_profile: Literal["production", "fast-for-tests"] = Field(
+        default="production",
+        description=(
+            "CALSYNC_PASSWORD_HASH_PROFILE: cost of the Argon2 hashes of admin passwords. "
+            "\"fast-for-tests\" makes each hash nearly free, and so guessable; only for test suites."
+        ),
+    )
+
     @field_validator("database_url")
     @classmethod
     def _database_url_parses(cls, value: str | None) -> str | None:
@@ -161,6 +195,18 @@ class Settings(BaseModel):
             )
         return value
 
+    @field_validator("fetch_allowed_ports", mode="before")
+    @classmethod
+    def _ports_are_numbers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = tuple(int(part) for part in value.replace(" ", "").split(",") if part)
+            except ValueError:
+                raise ValueError("must be port numbers separated by commas, such as 8443,5232") from None
+        if isinstance(value, list | tuple) and not all(isinstance(p, int) and 0 < p < 65536 for p in value):
+            raise ValueError("must be port numbers between 1 and 65535")
+        return value
+
     @field_validator("mail_from")
     @classmethod
     def _mail_from_is_an_address(cls, value: str) -> str:
@@ -181,6 +227,28 @@ class Settings(BaseModel):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    def prepare_data_dir(self) -> None:
+        """Create the data folder readable by its owner only (0700), and the SQLite database
+        file 0600 before SQLite opens it: SQLite gives its -wal, -shm and journal files the
+        database file's permissions, so none of them is readable by other local users either.
+        An existing folder or file of ours with wider permissions is tightened. Nothing is
+        created when the database is elsewhere (PostgreSQL, or a file outside the folder)."""
+        url = self.resolved_database_url
+        if not url.startswith("sqlite:///") or ":memory:" in url:
+            return
+        database = Path(url[len("sqlite:///"):].split("?", 1)[0])
+        if database.parent.resolve() != self.data_dir.resolve():
+            return
+        try:
+            private_dir(self.data_dir)
+            for path in (database, *_sqlite_companions(database)):
+                private_file(path, create=path == database)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"The data folder {self.data_dir} (CALSYNC_DATA_DIR) cannot hold the database: "
+                f"{exc.strerror or exc}. Point CALSYNC_DATA_DIR at a writable folder."
+            ) from exc
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -197,7 +265,7 @@ class Settings(BaseModel):
             return self
         key_file = self.data_dir / SECRET_KEY_FILE
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.data_dir)
             if not key_file.exists():
                 write_secret_file(key_file, secrets.token_urlsafe(48))
             key = key_file.read_text().strip()
@@ -213,6 +281,32 @@ class Settings(BaseModel):
                 "or delete it to generate a new one (stored feed URLs must then be issued again)."
             )
         return self.model_copy(update={"secret_key": key})
+
+
+def _sqlite_companions(database: Path) -> list[Path]:
+    return [database.with_name(database.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """chmod to `mode` when the path is ours and allows more than that (an older install)."""
+    info = path.stat()
+    if info.st_uid == os.geteuid() and info.st_mode & 0o777 & ~mode:
+        path.chmod(mode)
+
+
+def private_dir(path: Path) -> None:
+    """A folder only its owner can enter (0700): it holds the database, the queue and keys."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _tighten(path, 0o700)
+
+
+def private_file(path: Path, *, create: bool = True) -> None:
+    """A file only its owner can read (0600), created empty (for SQLite to fill) if missing."""
+    if create:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    elif not path.exists():
+        return
+    _tighten(path, 0o600)
 
 
 def write_secret_file(key_file: Path, content: str) -> None:
@@ -239,14 +333,9 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     """Read settings from the environment; fail with a sentence naming the bad variable."""
     env = dict(os.environ if environ is None else environ)
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
-    # Variables that only the tests read are allowed beside the settings.
-    # (The long fuzzing and load runs are started by exporting them for the whole suite.)
-    test_only = {
-        "CALSYNC_TEST_DATABASE_URL", "CALSYNC_TEST_REDIS_URL", "CALSYNC_FUZZ_EXAMPLES",
-        "CALSYNC_FUZZ_FINDINGS", "CALSYNC_FUZZ_KEEP_GOING", "CALSYNC_FUZZ_MEMORY_MB",
-        "CALSYNC_FUZZ_SECONDS", "CALSYNC_LOAD_SECONDS", "CALSYNC_SCHEMATHESIS_EXAMPLES",
-    }
-    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known | test_only)
+    # The test suite's own knobs are named TEST_CALSYNC_*, outside this prefix: every CALSYNC_
+    # variable is a setting of the service.
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
     if unknown:
         raise ConfigurationError(
             f"Unknown setting {', '.join(unknown)}: remove it or fix its spelling. "

@@ -5,6 +5,27 @@ from calsync.models.auth import AdminUser, ApiKey, LoginThrottle
 from calsync.models.base import MAX_KEY, Base, UTCDateTime, utcnow
 from calsync.models.company import Company
 from calsync.models.connection import Alert, BusyBlock, Connection, SyncItem
+from calsync.models.enums import (
+    WRITE_ROLES,
+    AlertKind,
+    AllDayPolicy,
+    AppointmentStatus,
+    ChangeAction,
+    ChangeSource,
+    ConflictResolution,
+    ConflictStatus,
+    ConnectionKind,
+    ConnectionStatus,
+    FeedScope,
+    InvitationState,
+    ItipMethod,
+    LinkedItemState,
+    OutboxKind,
+    OutboxStatus,
+    PrivacyLevel,
+    Role,
+    SyncMode,
+)
 from calsync.models.feed import FeedFragment, FeedSegment, FeedToken
 from calsync.models.invitation import Invitation
 from calsync.models.session import make_engine, make_session_factory
@@ -12,6 +33,25 @@ from calsync.models.staff import Group, Staff, group_member
 from calsync.models.twoway import AppointmentChange, Conflict, LinkedItem, OutboxEmail
 
 __all__ = [
+    "WRITE_ROLES",
+    "AlertKind",
+    "AllDayPolicy",
+    "AppointmentStatus",
+    "ChangeAction",
+    "ChangeSource",
+    "ConflictResolution",
+    "ConflictStatus",
+    "ConnectionKind",
+    "ConnectionStatus",
+    "FeedScope",
+    "InvitationState",
+    "ItipMethod",
+    "LinkedItemState",
+    "OutboxKind",
+    "OutboxStatus",
+    "PrivacyLevel",
+    "Role",
+    "SyncMode",
     "AppointmentChange",
     "Conflict",
     "LinkedItem",

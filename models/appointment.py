@@ -8,10 +8,12 @@ from sqlalchemy import ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from calsync.models.base import Base, UTCDateTime, utcnow
+from calsync.models.enums import AppointmentStatus, state_column
 from calsync.models.staff import Staff
 
-STATUS_CONFIRMED = "confirmed"
-STATUS_CANCELLED = "cancelled"
+# The names the code used before the enum; the members equal these strings.
+STATUS_CONFIRMED = AppointmentStatus.CONFIRMED
+STATUS_CANCELLED = AppointmentStatus.CANCELLED
 
 
 class Customer(Base):
@@ -48,7 +50,9 @@ class Appointment(Base):
     sequence: Mapped[int] = mapped_column(Integer, default=0)
     # Bumped on every change, whatever it is: the key of the cached VEVENT fragments.
     revision: Mapped[int] = mapped_column(Integer, default=1)
-    status: Mapped[str] = mapped_column(String(16), default=STATUS_CONFIRMED)
+    status: Mapped[AppointmentStatus] = mapped_column(
+        state_column(AppointmentStatus, 16, "status"), default=AppointmentStatus.CONFIRMED
+    )
     service: Mapped[str] = mapped_column(String(200))
     location: Mapped[str | None] = mapped_column(String(500))
     notes: Mapped[str | None] = mapped_column(Text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from calsync.models.base import Base, UTCDateTime, utcnow
@@ -19,6 +19,10 @@ class AdminUser(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Part of every login session's id (web/admin): bumping it ends all of this admin's
+    # sessions at their next request, even a copied cookie (logout, password change, disabling).
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # cannot log in when set
 
 
 class LoginThrottle(Base):
@@ -29,7 +33,8 @@ class LoginThrottle(Base):
 
     __tablename__ = "login_throttle"
 
-    # SHA-256 of "email:<address>" or "address:<ip>": a fixed size whatever an attacker types.
+    # SHA-256 of "account:<email> from:<ip>" or "address:<ip>": a fixed size whatever an
+    # attacker types.
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_failure_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

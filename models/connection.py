@@ -10,6 +10,14 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from calsync.models.base import Base, UTCDateTime, utcnow
+from calsync.models.enums import (
+    AlertKind,
+    AllDayPolicy,
+    ConnectionKind,
+    ConnectionStatus,
+    SyncMode,
+    state_column,
+)
 
 
 class Connection(Base):
@@ -18,7 +26,7 @@ class Connection(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     company_id: Mapped[int] = mapped_column(ForeignKey("company.id", ondelete="CASCADE"), index=True)
     staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # ics | caldav
+    kind: Mapped[ConnectionKind] = mapped_column(state_column(ConnectionKind, 16, "kind"))
     name: Mapped[str] = mapped_column(String(200))
     # The URL can itself be the secret (a "secret address in iCal format"): stored sealed with
     # the credentials key, shown only as url_display with the secret parts cut out.
@@ -26,15 +34,21 @@ class Connection(Base):
     url_display: Mapped[str] = mapped_column(String(300))
     username: Mapped[str | None] = mapped_column(String(320))
     password_sealed: Mapped[str | None] = mapped_column(Text)
-    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
-    sync_mode: Mapped[str] = mapped_column(String(16), default="interval")
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)  # models.enums.Role values
+    sync_mode: Mapped[SyncMode] = mapped_column(
+        state_column(SyncMode, 16, "sync_mode"), default=SyncMode.INTERVAL
+    )
     interval_minutes: Mapped[int] = mapped_column(Integer, default=30)
-    all_day: Mapped[str] = mapped_column(String(8), default="busy")  # busy | ignore
+    all_day: Mapped[AllDayPolicy] = mapped_column(
+        state_column(AllDayPolicy, 8, "all_day"), default=AllDayPolicy.BUSY
+    )
     treat_all_busy: Mapped[bool] = mapped_column(Boolean, default=False)
     writable: Mapped[bool | None] = mapped_column(Boolean)
 
     # Health.
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[ConnectionStatus] = mapped_column(
+        state_column(ConnectionStatus, 16, "status"), default=ConnectionStatus.PENDING
+    )
     last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -104,7 +118,7 @@ class Alert(Base):
     connection_id: Mapped[int] = mapped_column(
         ForeignKey("connection.id", ondelete="CASCADE"), index=True
     )
-    kind: Mapped[str] = mapped_column(String(16))  # failing | stale
+    kind: Mapped[AlertKind] = mapped_column(state_column(AlertKind, 16, "kind"))
     message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

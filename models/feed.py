@@ -8,6 +8,7 @@ from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from calsync.models.base import Base, UTCDateTime, utcnow
+from calsync.models.enums import FeedScope, PrivacyLevel, state_column
 
 
 class FeedToken(Base):
@@ -20,10 +21,10 @@ class FeedToken(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     company_id: Mapped[int] = mapped_column(ForeignKey("company.id", ondelete="CASCADE"), index=True)
-    scope: Mapped[str] = mapped_column(String(16))  # staff | group | company
+    scope: Mapped[FeedScope] = mapped_column(state_column(FeedScope, 16, "scope"))
     scope_id: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(200))
-    privacy: Mapped[str] = mapped_column(String(16))  # full | limited | busy
+    privacy: Mapped[PrivacyLevel] = mapped_column(state_column(PrivacyLevel, 16, "privacy"))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     token_encrypted: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

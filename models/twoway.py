@@ -6,10 +6,32 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from calsync.models.base import Base, UTCDateTime, utcnow
+from calsync.models.enums import (
+    ChangeAction,
+    ChangeSource,
+    ConflictResolution,
+    ConflictStatus,
+    ItipMethod,
+    LinkedItemState,
+    OutboxKind,
+    OutboxStatus,
+    state_column,
+)
 
 
 class OutboxEmail(Base):
@@ -30,15 +52,20 @@ class OutboxEmail(Base):
     appointment_id: Mapped[int | None] = mapped_column(
         ForeignKey("appointment.id", ondelete="SET NULL"), index=True
     )
-    kind: Mapped[str] = mapped_column(String(32))  # booked | rescheduled | cancelled | alert | invitation
-    method: Mapped[str | None] = mapped_column(String(16))  # iTIP REQUEST | CANCEL
+    kind: Mapped[OutboxKind] = mapped_column(state_column(OutboxKind, 32, "kind"))
+    method: Mapped[ItipMethod | None] = mapped_column(state_column(ItipMethod, 16, "method"))
     uid: Mapped[str | None] = mapped_column(String(255))
     sequence: Mapped[int | None] = mapped_column(Integer)
     dedupe_key: Mapped[str] = mapped_column(String(400))
     to_address: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(String(300))
     message: Mapped[bytes] = mapped_column(LargeBinary)  # the whole RFC 5322 message
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed
+    # True: `message` is sealed with the credentials vault because it carries secret links
+    # (feeds.mail.outbox); after delivery the secret body is dropped and this is False again.
+    message_sealed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    status: Mapped[OutboxStatus] = mapped_column(
+        state_column(OutboxStatus, 16, "status"), default=OutboxStatus.PENDING
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -54,8 +81,8 @@ class AppointmentChange(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     appointment_id: Mapped[int] = mapped_column(ForeignKey("appointment.id", ondelete="CASCADE"), index=True)
-    action: Mapped[str] = mapped_column(String(32))  # booked | rescheduled | cancelled | restored
-    source: Mapped[str] = mapped_column(String(32))  # api | admin | calendar | conflict
+    action: Mapped[ChangeAction] = mapped_column(state_column(ChangeAction, 32, "action"))
+    source: Mapped[ChangeSource] = mapped_column(state_column(ChangeSource, 32, "source"))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     sequence: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -79,7 +106,9 @@ class LinkedItem(Base):
     pushed_sequence: Mapped[int] = mapped_column(Integer, default=0)
     synced_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
     synced_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | synced | deleted | error
+    state: Mapped[LinkedItemState] = mapped_column(
+        state_column(LinkedItemState, 16, "state"), default=LinkedItemState.PENDING
+    )
     last_error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -103,7 +132,11 @@ class Conflict(Base):
     calendar_deleted: Mapped[bool] = mapped_column(default=False)
     platform_start: Mapped[datetime] = mapped_column(UTCDateTime)
     platform_end: Mapped[datetime] = mapped_column(UTCDateTime)
-    status: Mapped[str] = mapped_column(String(16), default="open")  # open | resolved
-    resolution: Mapped[str | None] = mapped_column(String(16))  # platform | calendar
+    status: Mapped[ConflictStatus] = mapped_column(
+        state_column(ConflictStatus, 16, "status"), default=ConflictStatus.OPEN
+    )
+    resolution: Mapped[ConflictResolution | None] = mapped_column(
+        state_column(ConflictResolution, 16, "resolution")
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -24,7 +24,8 @@ _FIELD = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*
 def make_admin(app: Flask, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> int:
     with app.extensions["calsync"].sessions.begin() as session:
         company = get_or_create_company(session, "Test Salon", "Europe/Berlin")
-        return create_admin(session, company, email, password).id
+        profile = app.extensions["calsync"].settings.password_hash_profile
+        return create_admin(session, company, email, password, profile=profile).id
 
 
 def csrf_of(resp: TestResponse) -> str:

@@ -1,29 +1,38 @@
 """Shared fixtures: settings on a temporary data dir, the app, an API client, and a guard that
-fails any test reaching beyond loopback (STYLE.md)."""
+fails any test reaching beyond loopback (docs/architecture.md, "Code style")."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import socket
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import CheckConstraint, Engine, create_engine, inspect, text
 from sqlalchemy.orm import Session
 
 from calsync.feeds.accounts.admins import create_api_key, get_or_create_company
 from calsync.feeds.settings import Settings
+from calsync.migrations import alembic_config, upgrade_database
+from calsync.models import Base, make_engine
 from calsync.web import create_app
 
-pytest_plugins = ["tests.servers", "tests.admin_helpers", "tests.hostile_servers"]
+pytest_plugins = ["tests.servers", "tests.admin_helpers", "tests.hostile_servers", "tests.slow_servers",
+                  "tests.icaljs"]
 
 # Real-world calendar files, inside the repository with their licence (tests/corpus/README.md).
 CORPUS = Path(__file__).resolve().parent / "corpus" / "icalendar"
+# Test knobs live outside CALSYNC_: production settings refuse unknown CALSYNC_ variables.
+TEST_DATABASE_URL = "TEST_CALSYNC_DATABASE_URL"
 
 
 # --- network guard ----------------------------------------------------------------------------
@@ -60,36 +69,123 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- app --------------------------------------------------------------------------------------
 
 
-def _database_url(tmp_path: Path) -> Iterator[str]:
-    """SQLite in the test's folder, or a fresh PostgreSQL schema per test when
-    CALSYNC_TEST_DATABASE_URL points at PostgreSQL (dropped afterwards)."""
-    url = os.environ.get("CALSYNC_TEST_DATABASE_URL")
-    if not url:
-        yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
-        return
-    if not url.startswith("postgresql"):
-        yield url
-        return
-    import uuid
+# Each test gets a database at the migrations' head without running them: Alembic runs once
+# per session into a template, which each test copies (SQLite: the file). On PostgreSQL each
+# test gets a schema of its own made by create_all + stamp: the same schema as migrating,
+# because the session's template check below (and tests/integration/test_migrations.py for
+# SQLite) finds no difference between the migrated schema and the models. The app fixture then
+# starts with migrate=False; production always migrates on start (create_app's default).
 
-    from sqlalchemy import create_engine, text
 
-    schema = "t_" + uuid.uuid4().hex[:16]
-    admin = create_engine(url)
+def _schema_differences(engine: Engine) -> list[object]:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "compare_server_default": True}
+        )
+        return list(compare_metadata(context, Base.metadata))
+
+
+def _migrate_and_check(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        upgrade_database(engine)
+        differences = _schema_differences(engine)
+        # autogenerate does not compare CHECK constraints: their names are compared here.
+        inspector = inspect(engine)
+        for table in Base.metadata.tables.values():
+            expected = {c.name for c in table.constraints if isinstance(c, CheckConstraint)}
+            found = {c["name"] for c in inspector.get_check_constraints(table.name)}
+            if expected != found:
+                differences.append(("check constraints", table.name, expected ^ found))
+        assert not differences, f"the migrated schema differs from the models: {differences}"
+    finally:
+        engine.dispose()
+
+
+def _postgres_schema(admin: Engine, url: str, schema: str) -> str:
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     joiner = "&" if "?" in url else "?"
+    return f"{url}{joiner}options=-csearch_path%3D{schema}"
+
+
+def _drop_schema(admin: Engine, schema: str) -> None:
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+@pytest.fixture(scope="session")
+def _template_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path | None]:
+    """SQLite: a migrated database file to copy. PostgreSQL: None, after checking once that
+    migrating a schema gives exactly the models' schema (so create_all is a faithful copy)."""
+    url = os.environ.get(TEST_DATABASE_URL)
+    if url and url.startswith("postgresql"):
+        admin = create_engine(url)
+        schema = "t_template_" + uuid.uuid4().hex[:8]
+        try:
+            _migrate_and_check(_postgres_schema(admin, url, schema))
+            yield None
+        finally:
+            _drop_schema(admin, schema)
+            admin.dispose()
+        return
+    template = tmp_path_factory.mktemp("template") / "migrated.sqlite3"
+    _migrate_and_check(f"sqlite:///{template}")
+    yield template
+
+
+def _database_url(tmp_path: Path, template: Path | None, *, migrated: bool = True) -> Iterator[str]:
+    """A migrated (or empty) SQLite file in the test's folder, or a fresh PostgreSQL schema per
+    test when TEST_CALSYNC_DATABASE_URL points at PostgreSQL (dropped afterwards)."""
+    url = os.environ.get(TEST_DATABASE_URL)
+    if url and not url.startswith("postgresql"):
+        # Another server: the tests share its database as it is (brought to head here).
+        if migrated:
+            engine = make_engine(url)
+            try:
+                upgrade_database(engine)
+            finally:
+                engine.dispose()
+        yield url
+        return
+    if not url:
+        path = tmp_path / ("test.sqlite3" if migrated else "empty.sqlite3")
+        if migrated:
+            assert template is not None
+            shutil.copyfile(template, path)
+        yield f"sqlite:///{path}"
+        return
+    admin = create_engine(url)
+    schema = "t_" + uuid.uuid4().hex[:16]
     try:
-        yield f"{url}{joiner}options=-csearch_path%3D{schema}"
+        schema_url = _postgres_schema(admin, url, schema)
+        if migrated:
+            engine = make_engine(schema_url)
+            try:
+                with engine.begin() as conn:
+                    Base.metadata.create_all(conn)
+                command.stamp(alembic_config(engine), "head")
+            finally:
+                engine.dispose()
+        yield schema_url
     finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        _drop_schema(admin, schema)
         admin.dispose()
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> Iterator[str]:
-    yield from _database_url(tmp_path)
+def database_url(tmp_path: Path, _template_database: Path | None) -> Iterator[str]:
+    """A database at the migrations' head, for this test alone."""
+    yield from _database_url(tmp_path, _template_database)
+
+
+@pytest.fixture
+def empty_database_url(tmp_path: Path) -> Iterator[str]:
+    """An empty database (no tables), for tests of the migrations themselves."""
+    yield from _database_url(tmp_path, None, migrated=False)
 
 
 @pytest.fixture
@@ -99,12 +195,15 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         database_url=database_url,
         base_url="https://cal.example.test",
         secret_key="test-secret-key-" + "x" * 32,
+        # Argon2 at production cost spends a third of a second on each of the suite's logins;
+        # tests/unit/test_settings.py checks that production settings keep that cost.
+        password_hash_profile="fast-for-tests",
     )
 
 
 @pytest.fixture
 def app(settings: Settings) -> Iterator[Flask]:
-    app = create_app(settings)
+    app = create_app(settings, migrate=False)  # the database fixture is migrated already
     app.config["TESTING"] = True
     yield app
     app.extensions["calsync"].engine.dispose()

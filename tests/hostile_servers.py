@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -37,6 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.servers import serve_in_thread
+from tests.waiting import wait_until
 
 BEHAVIOURS = (
     "none",  # a well-behaved server (a calendar is added while it still behaves)
@@ -164,8 +166,7 @@ class HostileCalDAV:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.thread = serve_in_thread(self.server)
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.calendar_url = self.base_url + "/dav/cal/"
 
@@ -329,8 +330,7 @@ class EtagFlappingProxy:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.thread = serve_in_thread(self.server)
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def count(self, method: str, status: int | None = None) -> int:
@@ -470,14 +470,13 @@ def free_port() -> int:
 def _wait_for_port(port: int, alive: Callable[[], bool], what: str) -> None:
     """Wait until something listens on `port` (a process starting up is not an event we can
     hook into; this polls the port, which is the only readiness signal the process gives)."""
-    for _ in range(600):
+    def listening() -> bool:
         if not alive():
             raise RuntimeError(f"{what} exited while starting")
         with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not start listening on port {port}")
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(listening, f"{what} to listen on port {port}", limit=30)
 
 
 class RadicaleProcess:

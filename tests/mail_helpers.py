@@ -1,5 +1,5 @@
 """Helpers for email tests: read the outbox, deliver it, and take a received iMIP message apart
-(calendar part parsed by two independent parsers, as PROTOCOL.md asks)."""
+(calendar part parsed by two independent parsers, as docs/protocol.md asks)."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,21 @@ from typing import Any
 import caldav
 import pytest
 import waitress
+
+# socketserver's serve_forever looks at shutdown() only between polls of its socket, half a
+# second apart by default, so every test server took 0.5 s to stop; a 10 ms poll stops it at
+# once for a negligible cost in wake-ups.
+STOP_POLL_SECONDS = 0.01
+
+
+def serve_in_thread(server: socketserver.BaseServer) -> threading.Thread:
+    """Serve `server` (an http.server/socketserver server) in a daemon thread; stopping it with
+    shutdown() then takes milliseconds."""
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": STOP_POLL_SECONDS}, daemon=True
+    )
+    thread.start()
+    return thread
 
 
 def _run_until_closed(server: Any) -> None:
@@ -61,11 +77,26 @@ class CalDAVServer:
         return f"{self.base_url}{self.home}{slug}/"
 
 
-@pytest.fixture
-def radicale(tmp_path: Path) -> Iterator[CalDAVServer]:
+def radicale_app(users: Path, storage: Path, rights: dict[str, str]) -> Any:
+    """Radicale as a WSGI app: htpasswd `users` (plain), calendars under `storage`."""
     import radicale
     import radicale.config
 
+    cfg = radicale.config.load([])
+    cfg.update({
+        # delay: Radicale sleeps about a second after each refused login (brute-force damping),
+        # and every CalDAV client's first request is refused (401 before the credentials).
+        "auth": {"type": "htpasswd", "htpasswd_filename": str(users), "htpasswd_encryption": "plain",
+                 "delay": "0"},
+        # No fsync of every stored item: a test's calendar need not survive a power cut.
+        "storage": {"filesystem_folder": str(storage), "_filesystem_fsync": "False"},
+        "rights": rights,
+    }, "test", privileged=True)
+    return radicale.Application(cfg)
+
+
+@pytest.fixture
+def radicale(tmp_path: Path) -> Iterator[CalDAVServer]:
     users = tmp_path / "radicale-users"
     users.write_text("zoe:app-password-1\nreader:reader-pass\n")
     # Owners write their own calendars; "reader" may only read zoe/work (a calendar shared
@@ -77,13 +108,8 @@ def radicale(tmp_path: Path) -> Iterator[CalDAVServer]:
         "[owner]\nuser: .+\ncollection: {user}(/.*)?\npermissions: RrWw\n\n"
         "[root]\nuser: .+\ncollection:\npermissions: R\n"
     )
-    cfg = radicale.config.load([])
-    cfg.update({
-        "auth": {"type": "htpasswd", "htpasswd_filename": str(users), "htpasswd_encryption": "plain"},
-        "storage": {"filesystem_folder": str(tmp_path / "radicale-data")},
-        "rights": {"type": "from_file", "file": str(rights)},
-    }, "test", privileged=True)
-    server, url = _serve_wsgi(radicale.Application(cfg))
+    app = radicale_app(users, tmp_path / "radicale-data", {"type": "from_file", "file": str(rights)})
+    server, url = _serve_wsgi(app)
     yield CalDAVServer("radicale", url, "zoe", "app-password-1", "/zoe/")
     server.close()
 
@@ -180,8 +206,7 @@ class CalendarHTTPServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.thread = serve_in_thread(self.server)
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def add(self, path: str, body: bytes = b"", **kw: Any) -> str:

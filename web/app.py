@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from importlib import resources
 
-from flask import Flask, Response, abort, jsonify, request
+from flask import Flask, Response, abort, request
+from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from calsync.feeds.accounts.credentials import Vault, load_or_create_keys
 from calsync.feeds.accounts.keys import Sealer
+from calsync.feeds.calendars.caldav_store import open_caldav_store
 from calsync.feeds.calendars.sync import SyncContext
 from calsync.feeds.errors import ConfigurationError
 from calsync.feeds.jobs import Jobs, make_huey
@@ -26,6 +30,9 @@ from calsync.feeds.settings import Settings, load_settings
 from calsync.feeds.sources.fetch import FetchLimits
 from calsync.models import MAX_KEY, make_engine, make_session_factory
 from calsync.web import db
+from calsync.web.errors import register_error_handlers
+from calsync.web.formatting import register_filters
+from calsync.web.log_redaction import install_log_redaction
 from calsync.web.security import init_security
 
 
@@ -35,6 +42,7 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         assert settings.secret_key
         self.settings = settings
+        settings.prepare_data_dir()  # 0700 folder, 0600 database file before SQLite opens it
         self.engine = _engine(settings)
         self.sessions = make_session_factory(self.engine)
         self.sealer = Sealer(settings.secret_key, TOKEN_PURPOSE)
@@ -43,16 +51,22 @@ class Services:
         self.sync = SyncContext(
             sessions=self.sessions,
             vault=self.vault,
+            stores=open_caldav_store,
             allow_private=settings.allow_private_networks,
             limits=FetchLimits(
-                max_bytes=settings.fetch_max_bytes, total_seconds=settings.fetch_timeout_seconds
+                max_bytes=settings.fetch_max_bytes, total_seconds=settings.fetch_timeout_seconds,
+                ports=frozenset({80, 443, *settings.fetch_allowed_ports}),
             ),
             max_occurrences=settings.max_occurrences,
             lease_seconds=settings.sync_lease_seconds,
         )
         self._jobs: Jobs | None = None
+        # Seconds since the epoch, for expiries checked in views (a CalDAV discovery's sealed
+        # list); tests set a fake clock here instead of patching time.time for every thread.
+        self.clock: Callable[[], float] = time.time
         self.mail = _mail_context(settings, self.sessions)
-        configure_sessions(self.sessions, MailIdentity(settings.mail_from, settings.base_url))
+        # The vault seals stored emails that carry secret links (feeds.mail.outbox).
+        configure_sessions(self.sessions, MailIdentity(settings.mail_from, settings.base_url, self.vault))
         event.listen(self.sessions, "after_commit", self._deliver_written_emails)
         event.listen(self.sessions, "after_rollback", take_written)
         event.listen(self.sessions, "after_commit", self._enqueue_requested_jobs)
@@ -113,35 +127,50 @@ def _engine(settings: Settings) -> Engine:
         ) from exc
 
 
-RETRY_AFTER_SECONDS = 30
-
-
-def _database_unavailable(exc: Exception) -> Response:
-    """The database cannot be reached (restarting, failing over, locked): 503 with Retry-After,
-    so calendar apps and API clients come back later, instead of a 500 page. Nothing here
-    touches the database again (no template with the logged-in admin, no session). Once it is
-    back the next request just works: the pool tests each connection before use
-    (pool_pre_ping), so connections that died with the old server are replaced."""
-    # A feed's path is its secret: logged without the token.
-    path = "/feeds/…" if request.path.startswith("/feeds/") else request.path
-    logging.getLogger("calsync.web").warning(
-        "database unavailable during %s %s: %s", request.method, path,
-        type(getattr(exc, "orig", exc)).__name__)
-    message = (f"The service is briefly unavailable (its database cannot be reached); try again "
-               f"in {RETRY_AFTER_SECONDS} seconds.")
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS), "Cache-Control": "no-store"}
-    if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
-        response = jsonify({"error": message})
-        response.status_code = 503
-        response.headers.update(headers)
-        return response
-    return Response(message + "\n", status=503, headers=headers, mimetype="text/plain")
+# The blueprints whose forms browsers post, guarded by Fetch Metadata and CSRF tokens.
+BROWSER_BLUEPRINTS = ("admin", "staff")
 
 
 def _refuse_ids_beyond_the_key_range() -> None:
     for value in (request.view_args or {}).values():
         if isinstance(value, int) and not 0 <= value <= MAX_KEY:
             abort(404)
+
+
+def _reject_cross_site() -> Response | None:
+    """Refuse state-changing requests to the browser pages (admin, staff self-service) that
+    browsers label as coming from another site.
+
+    Flask-WTF's HTTPS check compares the Referer with the host, but every page here sends
+    `Referrer-Policy: no-referrer` (feed URLs are secrets), so that check is off and
+    Fetch Metadata (`Sec-Fetch-Site`, sent by current browsers whatever the referrer policy)
+    takes its place, in front of the CSRF token.
+    """
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return None
+    if request.blueprint not in BROWSER_BLUEPRINTS:
+        return None
+    if request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none"):
+        return None
+    return Response("Cross-site requests are not accepted.\n", status=403, mimetype="text/plain")
+
+
+def _wire(app: Flask, services: Services) -> None:
+    """Blueprints, CSRF and error handlers: the app-wide wiring, here and in web/errors.py only
+    (tests/unit/test_architecture.py), so no blueprint reaches into the others."""
+    from calsync.web import admin, api, public_feeds, self_service
+
+    admin.init_login(app)
+    app.config.setdefault("WTF_CSRF_SSL_STRICT", False)  # see _reject_cross_site
+    csrf = CSRFProtect(app)
+    # Machines, not browsers, call these: the API uses bearer keys, feeds use secret URLs.
+    csrf.exempt(api.bp)
+    csrf.exempt(public_feeds.bp)
+    app.before_request(_reject_cross_site)
+    register_filters(app)
+    for blueprint in (public_feeds.bp, api.bp, admin.bp, self_service.bp):
+        app.register_blueprint(blueprint)
+    register_error_handlers(app, services.engine)
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Flask:
@@ -180,20 +209,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fla
     db.init_app(app)
     init_security(app)
 
-    from calsync.web import admin, api, public_feeds
-
-    app.register_blueprint(public_feeds.bp)
-    app.register_blueprint(api.bp)
-    admin.init_app(app)
-    # SQLAlchemy's wrappers, and the driver's own classes: the feed lookup runs on the DBAPI
-    # cursor directly (publish._FeedLookup), where errors arrive unwrapped.
-    dbapi = services.engine.dialect.loaded_dbapi
-    for error in (OperationalError, InterfaceError, getattr(dbapi, "OperationalError", None),
-                  getattr(dbapi, "InterfaceError", None)):
-        if isinstance(error, type) and issubclass(error, Exception):
-            # In every blueprint's scope too: a blueprint's catch-all handler (the API's JSON
-            # 500) would otherwise be found before an application-wide one.
-            for scope in (None, *app.blueprints):
-                app.error_handler_spec[scope][None][error] = _database_unavailable
+    _wire(app, services)
+    install_log_redaction()  # feed tokens and connect links never reach a log (log_redaction.py)
     logging.getLogger("calsync").setLevel(logging.INFO)
     return app

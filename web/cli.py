@@ -14,7 +14,14 @@ from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from calsync.feeds.accounts.admins import create_admin, create_api_key, get_or_create_company
+from calsync.feeds.accounts.admins import (
+    change_password,
+    create_admin,
+    create_api_key,
+    disable_admin,
+    find_admin,
+    get_or_create_company,
+)
 from calsync.feeds.demo import load_demo
 from calsync.feeds.errors import CalsyncError
 from calsync.feeds.publishing.tokens import ensure_default_tokens, feed_links, list_feed_tokens, reveal_token
@@ -95,10 +102,42 @@ def create_admin_cmd(email: str, password_stdin: bool) -> None:
     try:
         with _session(app) as session:
             company = get_or_create_company(session)
-            create_admin(session, company, email, password)
+            create_admin(session, company, email, password,
+                         profile=app.extensions["calsync"].settings.password_hash_profile)
     except CalsyncError as exc:
         _fail(str(exc))
     click.echo(f"Admin {email.strip().lower()} created.")
+
+
+@main.command("set-admin-password",
+              help="Set an admin's password; every session of that admin ends.")
+@click.option("--email", required=True, help="The admin's email address.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def set_admin_password_cmd(email: str, password_stdin: bool) -> None:
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    app = _app()
+    try:
+        with _session(app) as session:
+            change_password(session, find_admin(session, email), password,
+                            profile=app.extensions["calsync"].settings.password_hash_profile)
+    except CalsyncError as exc:
+        _fail(str(exc))
+    click.echo(f"Password of {email.strip().lower()} changed; their sessions have ended.")
+
+
+@main.command("disable-admin", help="Stop an admin from logging in and end their sessions now.")
+@click.option("--email", required=True, help="The admin's email address.")
+def disable_admin_cmd(email: str) -> None:
+    app = _app()
+    try:
+        with _session(app) as session:
+            disable_admin(session, find_admin(session, email))
+    except CalsyncError as exc:
+        _fail(str(exc))
+    click.echo(f"Admin {email.strip().lower()} disabled; their sessions have ended.")
 
 
 @main.group("api-key", help="Manage API keys of the JSON API.")
@@ -126,7 +165,8 @@ def print_feed_urls(app: Flask) -> None:
         company = get_or_create_company(session)
         for row in list_feed_tokens(session, company):
             plain = reveal_token(services.sealer, row)
-            url = feed_links(services.settings.base_url, plain).url if plain else "(key changed)"
+            url = (feed_links(services.settings.base_url, plain, name=row.name).url if plain
+                   else "(key changed)")
             click.echo(f"  {row.scope:<8} {row.name:<40} {url}")
 
 
@@ -140,7 +180,8 @@ def _demo(app: Flask) -> None:
         ensure_default_tokens(session, company, services.sealer)
         if not session.scalar(select(func.count()).select_from(AdminUser)):
             password = secrets.token_urlsafe(12)
-            create_admin(session, company, "admin@demo.calsync.test", password)
+            create_admin(session, company, "admin@demo.calsync.test", password,
+                         profile=services.settings.password_hash_profile)
             _, key = create_api_key(session, company, "demo")
             click.echo("Admin login: admin@demo.calsync.test")
             click.echo(f"Admin password (shown once): {password}")
@@ -258,8 +299,8 @@ def rotate_credentials_key(print_new_key: bool) -> None:
         vault = Vault(keys)
         with _session(app) as session:
             count = rotate_all(session, vault)
-        click.echo(f"Re-sealed {count} connection(s) with the first key; you can now remove the "
-                   "other keys from CALSYNC_CREDENTIALS_KEY.")
+        click.echo(f"Re-sealed {count} connection(s) and waiting email(s) with the first key; you "
+                   "can now remove the other keys from CALSYNC_CREDENTIALS_KEY.")
         return
     # The key lives in the data dir: put a new one first, re-seal, then drop the old ones.
     key_file = settings.data_dir / KEY_FILE
@@ -271,7 +312,7 @@ def rotate_credentials_key(print_new_key: bool) -> None:
         # Written before the commit: if writing fails, nothing was re-sealed.
         key_file.write_text(",".join([fresh, *old]) + "\n")
     key_file.write_text(fresh + "\n")
-    click.echo(f"Re-sealed {count} connection(s) with a new key in {key_file}.")
+    click.echo(f"Re-sealed {count} connection(s) and waiting email(s) with a new key in {key_file}.")
 
 
 @main.group(help="Benchmarks; each prints ratios against a baseline measured in the same run.")

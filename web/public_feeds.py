@@ -1,6 +1,6 @@
 """GET/HEAD /feeds/<token>.ics: the published calendars that calendar apps subscribe to.
 
-Rules from PROTOCOL.md: always 200 text/calendar (whatever the Accept header), no redirects, no
+Rules from docs/protocol.md: always 200 text/calendar (whatever the Accept header), no redirects, no
 HTTP auth, strong ETag + Last-Modified, If-None-Match wins over If-Modified-Since, 404 with no
 detail for unknown or revoked tokens. A 304 is decided from the version alone and never renders;
 the version is read on a plain connection, and an ORM session is opened only to render.
@@ -33,7 +33,7 @@ def _client_has_it(feed: PublishedFeed, etags: tuple[str, str]) -> bool:
         # the identity and gzip forms are the same content. Werkzeug keeps tags unquoted.
         return any(request.if_none_match.contains_weak(e.strip('"')) for e in etags)
     since = request.if_modified_since
-    return since is not None and feed.last_modified <= since.astimezone(UTC)
+    return since is not None and feed.unchanged_since(since.astimezone(UTC))
 
 
 @bp.route("/feeds/<token>.ics", methods=["GET", "HEAD"])

@@ -1,4 +1,4 @@
-"""Security headers on every response (PROTOCOL.md "Secrets", OWASP secure headers)."""
+"""Security headers on every response (docs/protocol.md "Secrets", OWASP secure headers)."""
 
 from __future__ import annotations
 

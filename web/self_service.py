@@ -1,10 +1,12 @@
 """The staff self-service page at /connect/: no admin login, one staff member, reached through a
 signed, expiring connect link (feeds.connect_links).
 
-Opening /connect/<token> checks the token, keeps it in the session and redirects to /connect/,
-so the secret leaves the address bar and browser history. Every request checks the token again
-(expiry, revocation), and every view works on that one staff member: no id in any URL of this
-blueprint can reach another staff member's data.
+Opening /connect/<token> checks the token, keeps only what identifies the link in the session
+(feeds.onboarding.connect_links.session_claim: ids, issue time, a digest of the staff member's
+nonce; never the token, which Flask's signed but readable cookie would show to anyone who sees
+the cookie) and redirects to /connect/, so the secret leaves the address bar and browser
+history. Every request checks the link again (expiry, revocation), and every view works on that
+one staff member: no id in any URL of this blueprint can reach another staff member's data.
 
 A link sent in an invitation names it (feeds.connect_links): the first visit through it is
 recorded as the invitation's opened time, the first calendar connected through it as its used
@@ -36,14 +38,15 @@ from calsync.feeds.onboarding.connect_links import (
     ConnectLinkError,
     connect_sealer,
     read_connect_link,
+    read_session_claim,
+    session_claim,
 )
 from calsync.feeds.onboarding.invitation_text import calendar_apps
 from calsync.feeds.onboarding.invitations import record_opened, record_used
 from calsync.feeds.publishing import tokens
 from calsync.models import Company, Connection, Staff
 from calsync.web import db
-from calsync.web.admin import wants_json
-from calsync.web.admin.calendars import (
+from calsync.web.calendar_forms import (
     add_ics,
     connect_chosen,
     connection_json,
@@ -52,10 +55,10 @@ from calsync.web.admin.calendars import (
     kept_values,
     sync_now,
 )
-from calsync.web.admin.sync import feed_rows
+from calsync.web.views_common import feed_rows, wants_json
 
 bp = Blueprint("staff", __name__, url_prefix="/connect")
-SESSION_KEY = "connect_token"
+SESSION_KEY = "connect_link"
 
 
 def _read(token: str) -> ConnectLink:
@@ -67,11 +70,11 @@ def _read(token: str) -> ConnectLink:
 def _require_link() -> Response | tuple[str, int] | None:
     if request.endpoint == "staff.enter":
         return None
-    token = session.get(SESSION_KEY)
-    if not token:
+    claim = session.get(SESSION_KEY)
+    if not claim:
         return _refused("Open the link from your invitation email to see this page.")
     try:
-        link = _read(token)
+        link = read_session_claim(db.session(), claim)
     except ConnectLinkError as exc:
         session.pop(SESSION_KEY, None)
         return _refused(str(exc))
@@ -110,7 +113,7 @@ def enter(token: str) -> Response | tuple[str, int]:
     if link.invitation_id is not None:
         record_opened(db.session(), link.invitation_id)
         db.session().commit()
-    session[SESSION_KEY] = token
+    session[SESSION_KEY] = session_claim(link)
     return redirect(url_for("staff.page"))
 
 
@@ -202,10 +205,10 @@ def _own_connection(connection_id: int) -> Connection:
 @bp.post("/connections/<int:connection_id>/sync")
 def sync_connection_now(connection_id: int) -> Response:
     _own_connection(connection_id)
-    conn = sync_now(_company(), connection_id)
+    conn, queued = sync_now(_company(), connection_id)
     if wants_json():
-        return connection_json(conn)
-    flash_sync_result(conn)
+        return connection_json(conn, queued)
+    flash_sync_result(conn, queued)
     return redirect(url_for("staff.page", _anchor=f"connection-{conn.id}"))
 
 

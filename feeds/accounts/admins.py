@@ -4,23 +4,34 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from calsync.feeds.accounts.keys import hash_token, new_token, same_hash
 from calsync.feeds.errors import NotFoundError, ValidationError
+from calsync.feeds.lookup import get_owned
 from calsync.models import AdminUser, ApiKey, Company, utcnow
 
 MIN_PASSWORD_LENGTH = 10
-# Argon2id (RFC 9106) with argon2-cffi's defaults.
-_hasher = PasswordHasher()
+# Settings.password_hash_profile picks one. "production": Argon2id (RFC 9106) with argon2-cffi's
+# defaults, about a third of a second per hash on purpose. "fast-for-tests": argon2-cffi's
+# CHEAPEST parameters, only so that a test suite's hundreds of logins do not cost minutes; a
+# login under production settings rehashes such a hash at production cost (check_needs_rehash).
+PASSWORD_HASH_PROFILES = {
+    "production": PasswordHasher(),
+    "fast-for-tests": PasswordHasher.from_parameters(profiles.CHEAPEST),
+}
 
 
-def _verify(stored: str, password: str) -> bool:
+def password_hasher(profile: str = "production") -> PasswordHasher:
+    return PASSWORD_HASH_PROFILES[profile]
+
+
+def _verify(hasher: PasswordHasher, stored: str, password: str) -> bool:
     try:
-        return _hasher.verify(stored, password)
+        return hasher.verify(stored, password)
     except (VerificationError, InvalidHashError):
         return False
 
@@ -35,7 +46,9 @@ def get_or_create_company(session: Session, name: str = "My company", timezone: 
     return company
 
 
-def create_admin(session: Session, company: Company, email: str, password: str) -> AdminUser:
+def create_admin(
+    session: Session, company: Company, email: str, password: str, *, profile: str = "production"
+) -> AdminUser:
     email = email.strip().lower()
     if "@" not in email:
         raise ValidationError("Give the admin's email address.", "email")
@@ -45,29 +58,86 @@ def create_admin(session: Session, company: Company, email: str, password: str) 
         )
     if session.scalar(select(func.count()).where(AdminUser.email == email)):
         raise ValidationError(f"An admin with the email {email} already exists.", "email")
-    user = AdminUser(company_id=company.id, email=email, password_hash=_hasher.hash(password))
+    password_hash = password_hasher(profile).hash(password)
+    user = AdminUser(company_id=company.id, email=email, password_hash=password_hash)
     session.add(user)
     session.flush()
     return user
 
 
-def authenticate_admin(session: Session, email: str, password: str) -> AdminUser | None:
+def authenticate_admin(
+    session: Session, email: str, password: str, *, profile: str = "production"
+) -> AdminUser | None:
+    hasher = password_hasher(profile)
     user = session.scalar(select(AdminUser).where(AdminUser.email == email.strip().lower()))
     if user is None:
         # Spend the same work on an unknown email, so timing does not tell which exist.
-        _verify(_dummy_hash(), password)
+        _verify(hasher, _dummy_hash(profile), password)
         return None
-    if not _verify(user.password_hash, password):
+    if not _verify(hasher, user.password_hash, password) or user.disabled_at is not None:
         return None
-    if _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = _hasher.hash(password)
+    if hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hasher.hash(password)
     user.last_login_at = utcnow()
     return user
 
 
-@lru_cache(maxsize=1)
-def _dummy_hash() -> str:
-    return _hasher.hash("calsync-timing-equaliser")
+def find_admin(session: Session, email: str) -> AdminUser:
+    user = session.scalar(select(AdminUser).where(AdminUser.email == email.strip().lower()))
+    if user is None:
+        raise NotFoundError(f"There is no admin with the email {email.strip().lower()}.")
+    return user
+
+
+def session_id(user: AdminUser) -> str:
+    """The id a login session carries: the admin's id and session version. Bumping the version
+    (`end_sessions`) makes every session issued before it, copied cookies included, unknown."""
+    return f"{user.id}:{user.session_version}"
+
+
+def admin_of_session(session: Session, value: str) -> AdminUser | None:
+    """The enabled admin whose current session id this is, or None (ended, disabled, garbage)."""
+    user_id, _, version = value.partition(":")
+    if not (user_id.isdigit() and version.isdigit()) or len(value) > 40:
+        return None
+    user = session.get(AdminUser, int(user_id))
+    if user is None or user.disabled_at is not None or user.session_version != int(version):
+        return None
+    return user
+
+
+def end_sessions(session: Session, user: AdminUser) -> None:
+    """End every login session of this admin (logout, password change, disabling). One UPDATE
+    that increments, so two ends at once both count."""
+    session.execute(
+        update(AdminUser).where(AdminUser.id == user.id)
+        .values(session_version=AdminUser.session_version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(user, ["session_version"])
+
+
+def change_password(
+    session: Session, user: AdminUser, password: str, *, profile: str = "production"
+) -> None:
+    """A new password; every session of the admin ends (a thief's copy of a cookie too)."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationError(
+            f"The password needs at least {MIN_PASSWORD_LENGTH} characters.", "password"
+        )
+    user.password_hash = password_hasher(profile).hash(password)
+    end_sessions(session, user)
+
+
+def disable_admin(session: Session, user: AdminUser) -> None:
+    """The admin can no longer log in, and their open sessions end now."""
+    user.disabled_at = user.disabled_at or utcnow()
+    end_sessions(session, user)
+
+
+@lru_cache(maxsize=len(PASSWORD_HASH_PROFILES))
+def _dummy_hash(profile: str) -> str:
+    return password_hasher(profile).hash("calsync-timing-equaliser")
 
 
 def create_api_key(session: Session, company: Company, name: str) -> tuple[ApiKey, str]:
@@ -90,7 +160,5 @@ def find_api_key(session: Session, key: str) -> ApiKey | None:
 
 
 def revoke_api_key(session: Session, company: Company, key_id: int) -> None:
-    row = session.get(ApiKey, key_id)
-    if row is None or row.company_id != company.id or row.revoked_at is not None:
-        raise NotFoundError(f"There is no active API key with id {key_id}.")
+    row = get_owned(session, ApiKey, key_id, company, "active API key", active_only=True)
     row.revoked_at = utcnow()

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from calsync.feeds.errors import ConfigurationError
-from calsync.feeds.settings import write_secret_file
-from calsync.models import Connection
+from calsync.feeds.settings import private_dir, write_secret_file
+from calsync.models import Connection, OutboxEmail
 
 KEY_FILE = "credentials_key"
 
@@ -62,7 +62,7 @@ def load_or_create_keys(configured: str | None, data_dir: Path) -> list[str]:
         return parse_keys(configured)
     path = data_dir / KEY_FILE
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         write_secret_file(path, Fernet.generate_key().decode() + "\n")
     return parse_keys(path.read_text())
 
@@ -74,6 +74,11 @@ def rotate_all(session: Session, vault: Vault) -> int:
         conn.url_sealed = vault.reseal(conn.url_sealed)
         if conn.password_sealed:
             conn.password_sealed = vault.reseal(conn.password_sealed)
+        count += 1
+    # Emails waiting in the outbox with secret links are sealed with the same keys
+    # (feeds.mail.outbox); once delivered they hold nothing sealed.
+    for email in session.scalars(select(OutboxEmail).where(OutboxEmail.message_sealed.is_(True))):
+        email.message = vault.reseal(email.message.decode("ascii")).encode("ascii")
         count += 1
     return count
 

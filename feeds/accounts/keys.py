@@ -11,7 +11,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-# 32 bytes = 256 bits of entropy; PROTOCOL.md asks for at least 128.
+# 32 bytes = 256 bits of entropy; docs/protocol.md asks for at least 128.
 TOKEN_BYTES = 32
 
 

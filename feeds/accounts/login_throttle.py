@@ -1,10 +1,16 @@
-"""Login lockout: repeated failed admin logins lock the email, and the client address, for a while.
+"""Login throttling: repeated failed admin logins slow down whoever makes them, for a while.
 
-Two counters per attempt: one for the email typed (a guessed password on one account) and one for
-the client address (one machine trying many accounts). A counter that reaches its limit locks for
-a minute, then twice as long with each further failure, at most an hour; it starts again after a
-quiet quarter of an hour. Unknown emails are counted like known ones, so a lockout never tells
-which accounts exist (OWASP Authentication Cheat Sheet, "Account lockout").
+Two counters per attempt: one for the account typed *from this client address* (a guessed
+password on one account) and one for the client address alone (one machine trying many
+accounts). There is no counter of the account alone: it would let anyone lock the real admin
+out with five wrong passwords from anywhere, and keep them out with one more attempt per lock
+expiry (OWASP Authentication Cheat Sheet, "Account lockout": throttle the attacker, not the
+account). An attacker spread over many addresses is slowed by the per-address counters and by
+the password hash's cost.
+
+A counter that reaches its limit locks for a minute, then twice as long with each further
+failure, at most an hour; it starts again after a quiet quarter of an hour. Unknown emails are
+counted like known ones, so a lockout never tells which accounts exist.
 
 The counters live in the database (models.LoginThrottle), not in a process: the limit holds
 whichever worker or machine answers the next attempt. Keys are hashed, so whatever is typed into
@@ -30,10 +36,13 @@ MAX_LOCK = timedelta(hours=1)
 
 
 def _keys(email: str, address: str | None) -> list[tuple[str, int]]:
-    keys = [(_digest("email:" + email.strip().lower()), EMAIL_LIMIT)]
-    if address:
-        keys.append((_digest("address:" + address), ADDRESS_LIMIT))
-    return keys
+    """(key, limit) of the counters an attempt counts on: the account from this address, and
+    the address. Without a known address (no REMOTE_ADDR) every such attempt shares one."""
+    where = address or "unknown"
+    return [
+        (_digest(f"account:{email.strip().lower()} from:{where}"), EMAIL_LIMIT),
+        (_digest("address:" + where), ADDRESS_LIMIT),
+    ]
 
 
 def _digest(text: str) -> str:
@@ -117,9 +126,10 @@ def _restart(session: Session, key: str, now: datetime) -> None:
         )
 
 
-def clear_login_failures(session: Session, email: str) -> None:
-    """Forget the email's failures after a successful login (the address keeps its count)."""
-    key, _limit = _keys(email, None)[0]
+def clear_login_failures(session: Session, email: str, address: str | None) -> None:
+    """Forget the account's failures from this address after a successful login (the address
+    keeps its count)."""
+    key, _limit = _keys(email, address)[0]
     session.execute(delete(LoginThrottle).where(LoginThrottle.key == key))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -22,7 +22,7 @@ from calsync.feeds.calendars.connections import WRITE_ROLES, ConnectionInput, cr
 from calsync.feeds.company_settings import get_company_settings
 from calsync.feeds.errors import ValidationError
 from calsync.feeds.sources.caldav_source import RemoteCalendar, discover_calendars
-from calsync.feeds.sources.fetch import FetchError
+from calsync.feeds.sources.fetch import FetchError, FetchLimits
 from calsync.models import Company, Connection
 
 DISCOVERY_MINUTES = 20
@@ -76,33 +76,37 @@ def connection_input(
 
 def discover(
     company: Company, vault: Vault, staff_id: int, url: str, username: str, password: str, *,
-    allow_private: bool,
+    allow_private: bool, limits: FetchLimits | None = None, clock: Callable[[], float] = time.time,
 ) -> tuple[list[RemoteCalendar], str]:
-    """The calendars on a CalDAV server, and the sealed state for `connect_discovered`."""
+    """The calendars on a CalDAV server, and the sealed state for `connect_discovered`.
+    `clock` (seconds since the epoch) dates the state; tests pass a fake one."""
     check_kind_allowed(company, "caldav")
     if not (url.strip() and username and password):
         raise ValidationError("Enter the server address, the user name and the password.", "url")
     try:
-        found = discover_calendars(url.strip(), username, password, allow_private=allow_private)
+        found = discover_calendars(url.strip(), username, password, allow_private=allow_private,
+                                   limits=limits)
     except FetchError as exc:
         raise ValidationError(str(exc), "url") from exc
     if not found:
         raise ValidationError("The server answered but lists no calendars for this account.", "url")
     state = {
-        "s": staff_id, "u": url.strip(), "n": username, "p": password, "t": int(time.time()),
+        "s": staff_id, "u": url.strip(), "n": username, "p": password, "t": int(clock()),
         "c": [[c.url, c.name, c.color, c.writable] for c in found],
     }
     return found, vault.seal(json.dumps(state))
 
 
-def open_discovery(vault: Vault, sealed: str, staff_id: int) -> Discovery:
+def open_discovery(
+    vault: Vault, sealed: str, staff_id: int, *, clock: Callable[[], float] = time.time
+) -> Discovery:
     expired = ValidationError(
         "The list of calendars is too old or was not found; look the calendars up again.", "url")
     try:
         state = json.loads(vault.open(sealed))
     except (CredentialsError, ValueError) as exc:
         raise expired from exc
-    if state.get("s") != staff_id or time.time() - state.get("t", 0) > DISCOVERY_MINUTES * 60:
+    if state.get("s") != staff_id or clock() - state.get("t", 0) > DISCOVERY_MINUTES * 60:
         raise expired
     return Discovery(
         staff_id=staff_id, url=state["u"], username=state["n"], password=state["p"],
@@ -113,7 +117,7 @@ def open_discovery(vault: Vault, sealed: str, staff_id: int) -> Discovery:
 
 def connect_discovered(
     session: Session, company: Company, vault: Vault, discovery: Discovery,
-    choices: Mapping[int, Sequence[str]], *, allow_private: bool,
+    choices: Mapping[int, Sequence[str]], *, allow_private: bool, limits: FetchLimits | None = None,
 ) -> list[Connection]:
     """Connect the chosen calendars (index in the discovered list → roles), in one transaction."""
     if not choices:
@@ -131,5 +135,5 @@ def connect_discovered(
                                 username=discovery.username, password=discovery.password,
                                 roles=roles)
         made.append(create_connection(session, company, vault, discovery.staff_id, data,
-                                      allow_private=allow_private))
+                                      allow_private=allow_private, limits=limits))
     return made

@@ -16,19 +16,31 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from calsync.feeds.accounts.credentials import Vault
-from calsync.feeds.errors import NotFoundError, ValidationError
+from calsync.feeds.errors import ValidationError
+from calsync.feeds.lookup import get_owned
 from calsync.feeds.scheduling.calendar_copies import queue_existing
 from calsync.feeds.scheduling.directory import get_staff
 from calsync.feeds.sources.addresses import address_problem, normalise_calendar_url, redact_url
 from calsync.feeds.sources.caldav_source import calendar_writable
-from calsync.feeds.sources.fetch import FetchError
-from calsync.models import BusyBlock, Company, Connection, utcnow
+from calsync.feeds.sources.fetch import FetchError, FetchLimits
+from calsync.models import (
+    WRITE_ROLES,
+    AllDayPolicy,
+    BusyBlock,
+    Company,
+    Connection,
+    ConnectionKind,
+    ConnectionStatus,
+    Role,
+    SyncMode,
+    utcnow,
+)
 
-KINDS = ("ics", "caldav")
-ROLES = ("conflict", "linked", "additional")
-WRITE_ROLES = {"linked", "additional"}
-SYNC_MODES = ("realtime", "interval", "manual")
-ALL_DAY = ("busy", "ignore")
+# What can be connected today (GOOGLE and MICROSOFT are reserved in the enum, not offered).
+KINDS = (ConnectionKind.ICS, ConnectionKind.CALDAV)
+ROLES = tuple(Role)
+SYNC_MODES = tuple(SyncMode)
+ALL_DAY = tuple(AllDayPolicy)
 
 
 @dataclass(frozen=True)
@@ -46,15 +58,16 @@ class ConnectionInput:
     push_existing: bool = False  # copy upcoming appointments into a linked/additional calendar
 
 
-def check_host(url: str, allow_private: bool) -> None:
-    """Resolve the URL's host now and refuse it if any address is not allowed."""
+def check_host(url: str, allow_private: bool, ports: frozenset[int] = FetchLimits.ports) -> None:
+    """Resolve the URL's host now and refuse it if any address, or its port, is not allowed
+    (the fetch checks both again, in its own resolver)."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        answers = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
-                                     type=socket.SOCK_STREAM)
+        answers = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ValidationError(
             f"The host name '{host}' was not found; check the calendar address.", "url", "address"
@@ -63,6 +76,11 @@ def check_host(url: str, allow_private: bool) -> None:
         problem = address_problem(str(answer[4][0]).split("%")[0], allow_private)
         if problem:
             raise ValidationError(f"That calendar address is not allowed: {problem}.", "url", "address")
+    if not allow_private and port not in ports:
+        raise ValidationError(
+            f"That calendar address uses port {port}, which is not open to calendar "
+            f"subscriptions (allowed: {', '.join(str(p) for p in sorted(ports))}); use the "
+            "calendar's address without a port number.", "url", "address")
 
 
 def _validate(data: ConnectionInput) -> None:
@@ -89,18 +107,20 @@ def _validate(data: ConnectionInput) -> None:
 
 def create_connection(
     session: Session, company: Company, vault: Vault, staff_id: int, data: ConnectionInput, *,
-    allow_private: bool,
+    allow_private: bool, limits: FetchLimits | None = None,
 ) -> Connection:
+    """`limits`: the operator's fetch limits (CALSYNC_FETCH_*), for the writability check."""
+    limits = limits or FetchLimits()
     staff = get_staff(session, company, staff_id)
     _validate(data)
     url = normalise_calendar_url(data.url)
-    check_host(url, allow_private)
+    check_host(url, allow_private, limits.ports)
     roles = sorted(set(data.roles), key=ROLES.index)
     writable: bool | None = None
     if data.kind == "caldav":
         try:
             writable = calendar_writable(url, data.username or "", data.password or "",
-                                         allow_private=allow_private)
+                                         allow_private=allow_private, limits=limits)
         except FetchError as exc:
             raise ValidationError(f"The calendar could not be checked: {exc}", "url") from exc
         if set(roles) & WRITE_ROLES and not writable:
@@ -122,7 +142,7 @@ def create_connection(
         password_sealed=vault.seal(data.password) if data.kind == "caldav" and data.password else None,
         roles=roles, sync_mode=data.sync_mode, interval_minutes=data.interval_minutes,
         all_day=data.all_day, treat_all_busy=data.treat_all_busy, writable=writable,
-        status="pending", next_sync_at=now, created_at=now, updated_at=now, extra={},
+        status=ConnectionStatus.PENDING, next_sync_at=now, created_at=now, updated_at=now, extra={},
     )
     session.add(conn)
     session.flush()
@@ -133,10 +153,7 @@ def create_connection(
 
 
 def get_connection(session: Session, company: Company, connection_id: int) -> Connection:
-    conn = session.get(Connection, connection_id)
-    if conn is None or conn.company_id != company.id:
-        raise NotFoundError(f"There is no calendar connection with id {connection_id}.")
-    return conn
+    return get_owned(session, Connection, connection_id, company, "calendar connection")
 
 
 def list_connections(session: Session, company: Company, staff_id: int | None = None) -> list[Connection]:
@@ -168,9 +185,9 @@ def update_connection(
     conn.name = (merged.name or conn.name).strip()
     conn.roles = sorted(set(merged.roles), key=ROLES.index)
     schedule_changed = merged.sync_mode != conn.sync_mode or merged.interval_minutes != conn.interval_minutes
-    conn.sync_mode, conn.interval_minutes = merged.sync_mode, merged.interval_minutes
+    conn.sync_mode, conn.interval_minutes = SyncMode(merged.sync_mode), merged.interval_minutes
     if merged.all_day != conn.all_day or merged.treat_all_busy != conn.treat_all_busy:
-        conn.all_day, conn.treat_all_busy = merged.all_day, merged.treat_all_busy
+        conn.all_day, conn.treat_all_busy = AllDayPolicy(merged.all_day), merged.treat_all_busy
         conn.window_key = None  # re-expand with the new rules at the next sync
         conn.next_sync_at = utcnow()
     elif schedule_changed:

@@ -13,16 +13,16 @@ from sqlalchemy.orm import Session
 
 from calsync.feeds.company_settings import MIN_STALE_HOURS, get_company_settings
 from calsync.feeds.mail.notifications import queue_alert_emails
-from calsync.models import Alert, Company, Connection
+from calsync.models import Alert, AlertKind, Company, Connection, ConnectionStatus, SyncMode
 
 REALTIME_SECONDS = 60
 MAX_BACKOFF = timedelta(hours=6)
 
 
 def next_sync(conn: Connection, now: datetime) -> datetime | None:
-    if conn.sync_mode == "manual":
+    if conn.sync_mode == SyncMode.MANUAL:
         return None
-    if conn.sync_mode == "realtime":
+    if conn.sync_mode == SyncMode.REALTIME:
         return now + timedelta(seconds=REALTIME_SECONDS)
     return now + timedelta(minutes=max(1, conn.interval_minutes))
 
@@ -36,14 +36,14 @@ def _backoff(conn: Connection, now: datetime) -> datetime | None:
     return min(regular, now + delay) if conn.consecutive_failures <= 3 else max(regular, now + delay)
 
 
-def _open_alert(session: Session, conn: Connection, kind: str) -> Alert | None:
+def _open_alert(session: Session, conn: Connection, kind: AlertKind) -> Alert | None:
     return session.scalar(
         select(Alert).where(Alert.connection_id == conn.id, Alert.kind == kind,
                             Alert.resolved_at.is_(None))
     )
 
 
-def _raise_alert(session: Session, conn: Connection, kind: str, now: datetime, message: str) -> Alert:
+def _raise_alert(session: Session, conn: Connection, kind: AlertKind, now: datetime, message: str) -> Alert:
     """Open an alert episode and email it (admins and the staff member) in the same transaction."""
     alert = Alert(company_id=conn.company_id, connection_id=conn.id, kind=kind, created_at=now,
                   message=message)
@@ -53,7 +53,7 @@ def _raise_alert(session: Session, conn: Connection, kind: str, now: datetime, m
 
 
 def record_success(session: Session, conn: Connection, now: datetime) -> None:
-    conn.status = "ok"
+    conn.status = ConnectionStatus.OK
     conn.last_success_at = now
     conn.last_error = None
     conn.last_error_kind = None
@@ -67,7 +67,7 @@ def record_success(session: Session, conn: Connection, now: datetime) -> None:
 
 
 def record_failure(session: Session, conn: Connection, kind: str, message: str, now: datetime) -> None:
-    conn.status = "error"
+    conn.status = ConnectionStatus.ERROR
     conn.last_error = message
     conn.last_error_kind = kind
     conn.consecutive_failures += 1
@@ -77,8 +77,8 @@ def record_failure(session: Session, conn: Connection, kind: str, message: str, 
     assert company is not None
     settings = get_company_settings(company)
     failing = conn.consecutive_failures >= settings.alert_after_failures
-    if failing and _open_alert(session, conn, "failing") is None:
-        _raise_alert(session, conn, "failing", now,
+    if failing and _open_alert(session, conn, AlertKind.FAILING) is None:
+        _raise_alert(session, conn, AlertKind.FAILING, now,
                      f"The calendar '{conn.name}' has failed to sync {conn.consecutive_failures} times "
                      f"in a row: {message}")
 
@@ -90,17 +90,17 @@ def mark_stale(session: Session, now: datetime) -> int:
     # scan (every minute) reads the few that may be stale, not every connection of every company.
     oldest_fresh = now - timedelta(hours=MIN_STALE_HOURS)
     for conn in session.scalars(
-        select(Connection).where(Connection.status.in_(("ok", "error")),
+        select(Connection).where(Connection.status.in_((ConnectionStatus.OK, ConnectionStatus.ERROR)),
                                  Connection.last_success_at < oldest_fresh)
     ):
         company = session.get(Company, conn.company_id)
         assert company is not None
         limit = timedelta(hours=get_company_settings(company).stale_after_hours)
         if conn.last_success_at is not None and now - conn.last_success_at > limit:
-            conn.status = "stale"
+            conn.status = ConnectionStatus.STALE
             count += 1
-            if _open_alert(session, conn, "stale") is None:
-                _raise_alert(session, conn, "stale", now,
+            if _open_alert(session, conn, AlertKind.STALE) is None:
+                _raise_alert(session, conn, AlertKind.STALE, now,
                              f"The calendar '{conn.name}' has not synced since "
                              f"{conn.last_success_at:%Y-%m-%d %H:%M} UTC.")
     return count

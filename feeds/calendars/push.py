@@ -2,7 +2,7 @@
 
 Every change of an appointment marks its copy in each writable linked/additional calendar as
 pending (in the change's transaction, via change_effects). The connection's sync job pushes
-pending copies under the connection's lease, with the rules of PROTOCOL.md ("CalDAV"):
+pending copies under the connection's lease, with the rules of docs/protocol.md ("CalDAV"):
 
 - create with If-None-Match: *, update and delete with If-Match: the stored ETag;
 - 412 means someone changed the item since we last saw it: re-read it and decide again
@@ -18,21 +18,28 @@ from __future__ import annotations
 
 import hashlib
 import re
+from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from icalendar import Calendar, Event, vCalAddress
+from icalendar import Calendar
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from calsync.feeds.calendars.store import CalendarStore, ItemNotFound, PreconditionFailed, WriteRefused
 from calsync.feeds.company_settings import get_company_settings
+from calsync.feeds.ical.vevent import Party, build_vevent
+from calsync.feeds.ical.vtimezone import vtimezone
+from calsync.feeds.mail.outbox import MailIdentity, mail_identity
 from calsync.models import (
     STATUS_CANCELLED,
     Appointment,
     Company,
     Connection,
     LinkedItem,
+    LinkedItemState,
     utcnow,
 )
 
@@ -44,46 +51,61 @@ def item_name(uid: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", uid.split("@")[0])[:80] + ".ics"
 
 
-def render_copy(appt: Appointment, mark_cancelled: bool = False) -> str:
+def copy_organizer(appt: Appointment) -> Party:
+    """The ORGANIZER of a staff calendar's copy: the company, with the address its emails come
+    from (CALSYNC_MAIL_FROM), as in the iTIP the customer gets (feeds/mail/itip.py). An event
+    with attendees has one (RFC 5545 §3.8.4.3). SCHEDULE-AGENT=CLIENT here too: an edit in the
+    staff calendar must not make the server send the organizer a REPLY (RFC 6638 §7.1)."""
+    state = sa_inspect(appt, raiseerr=False)
+    session = state.session if state is not None else None
+    identity = mail_identity(session) if session is not None else MailIdentity()
+    company = session.get(Company, appt.company_id) if session is not None else None
+    name = company.name if company is not None else identity.from_address
+    return Party(identity.from_address, name, (("SCHEDULE-AGENT", "CLIENT"),))
+
+
+def render_copy(appt: Appointment, mark_cancelled: bool = False, organizer: Party | None = None) -> str:
     """The appointment as a calendar object for the staff member's own calendar (full detail:
-    it is their calendar). Times in UTC, so no VTIMEZONE is needed (RFC 5545 §3.3.5)."""
+    it is their calendar).
+
+    Times are in the staff member's zone, with its VTIMEZONE (the feeds' own, issue 13): the
+    calendar app shows and edits the event in that zone, so a move made there and applied by
+    two-way sync is written back in the zone it was made in, not turned into UTC. A cancelled
+    copy kept in the calendar (cancelled_in_calendar=mark) is TRANSPARENT and says so in its
+    title, so it blocks no time even where STATUS is ignored."""
     cal = Calendar()
     cal.add("prodid", "-//calsync//calsync bookings 1.0//EN")
     cal.add("version", "2.0")
-    event = Event()
-    event.add("uid", appt.uid)
-    event.add("dtstamp", appt.updated_at)
-    event.add("sequence", appt.sequence)
-    event.add("dtstart", appt.start_at)
-    event.add("dtend", appt.end_at)
-    event.add("summary", f"{appt.service} – {appt.customer.name}")
-    lines = [f"Customer: {appt.customer.name}"]
-    if appt.customer.email:
-        lines.append(f"Email: {appt.customer.email}")
-    if appt.customer.phone:
-        lines.append(f"Phone: {appt.customer.phone}")
+    customer = appt.customer
+    lines = [f"Customer: {customer.name}"]
+    if customer.email:
+        lines.append(f"Email: {customer.email}")
+    if customer.phone:
+        lines.append(f"Phone: {customer.phone}")
     if appt.notes:
         lines.append(f"Notes: {appt.notes}")
     lines.append(
         "Booked through calsync: moving or deleting this event changes the booking when two-way sync is on."
     )
-    event.add("description", "\n".join(lines))
-    if appt.location:
-        event.add("location", appt.location)
-    event.add("transp", "OPAQUE")
+    # RFC 6638 §7.1: we send the customer's invitation ourselves; the server must not.
+    attendee = Party(customer.email, customer.name, (
+        ("ROLE", "REQ-PARTICIPANT"), ("PARTSTAT", "ACCEPTED"), ("SCHEDULE-AGENT", "CLIENT"),
+    )) if customer.email else None
     cancelled = mark_cancelled or appt.status == STATUS_CANCELLED
-    event.add("status", "CANCELLED" if cancelled else "CONFIRMED")
-    if appt.customer.email:
-        attendee = vCalAddress(f"mailto:{appt.customer.email}")
-        attendee.params["CN"] = appt.customer.name
-        attendee.params["ROLE"] = "REQ-PARTICIPANT"
-        attendee.params["PARTSTAT"] = "ACCEPTED"
-        # RFC 6638 §7.1: we send the customer's invitation ourselves; the server must not.
-        attendee.params["SCHEDULE-AGENT"] = "CLIENT"
-        event.add("attendee", attendee)
-    event.add("x-calsync-appointment", str(appt.id))
-    cal.add_component(event)
-    return cal.to_ical().decode("utf-8")
+    summary = f"{appt.service} – {customer.name}"
+    event = build_vevent(
+        appt, summary=f"Cancelled: {summary}" if cancelled else summary,
+        description="\n".join(lines), history=False, cancelled=cancelled, transparent=cancelled,
+        times_in=ZoneInfo(appt.staff.timezone),
+        organizer=(organizer or copy_organizer(appt)) if attendee else None, attendee=attendee,
+        extra=(("x-calsync-appointment", str(appt.id)),),
+    )
+    text = cal.to_ical().decode("utf-8")
+    # UTC times (a UTC staff zone, a wall time that occurs twice) carry a Z and need no zone.
+    tzids = {str(event[p].params["TZID"]) for p in ("DTSTART", "DTEND") if "TZID" in event[p].params}
+    first, last = date(appt.start_at.year - 1, 1, 1), date(appt.end_at.year + 2, 1, 1)
+    zones = "".join(vtimezone(tzid, first, last) for tzid in sorted(tzids))
+    return text.replace("END:VCALENDAR\r\n", zones + event.to_ical().decode("utf-8") + "END:VCALENDAR\r\n")
 
 
 def content_hash(body: bytes | str) -> str:
@@ -114,10 +136,11 @@ def plan_pushes(session: Session, conn: Connection, limit: int = 200) -> list[Pu
     jobs = []
     now = utcnow()
     items = session.scalars(select(LinkedItem).where(
-        LinkedItem.connection_id == conn.id, LinkedItem.state.in_(("pending", "error"))
+        LinkedItem.connection_id == conn.id,
+        LinkedItem.state.in_((LinkedItemState.PENDING, LinkedItemState.ERROR))
     ).order_by(LinkedItem.id).limit(limit))
     for item in items:
-        if item.state == "error" and item.updated_at + _backoff(item.attempts) > now:
+        if item.state == LinkedItemState.ERROR and item.updated_at + _backoff(item.attempts) > now:
             continue
         job = job_for(session, item, on_cancel)
         if job is not None:
@@ -136,7 +159,7 @@ def job_for(session: Session, item: LinkedItem, on_cancel: str | None = None) ->
         on_cancel = get_company_settings(company).cancelled_in_calendar
     if appt.status == STATUS_CANCELLED and on_cancel == "delete":
         if item.href is None:  # never made it to the calendar: nothing to remove
-            item.state = "deleted"
+            item.state = LinkedItemState.DELETED
             return None
         return PushJob(item.id, appt.id, item.href, item.etag, "delete", None,
                        appt.revision, appt.sequence, appt.start_at, appt.end_at)
@@ -159,59 +182,33 @@ class PushResult:
     precondition_failed: bool = False  # 412: re-read and decide again
 
 
-def execute_push(client: Any, calendar_url: str, uid: str, job: PushJob) -> PushResult:
-    """One conditional write. `client` is a caldav DAVClient on the guarded session."""
-    headers = {"Content-Type": "text/calendar; charset=utf-8"}
-    if job.action == "delete":
-        headers = {"If-Match": job.etag} if job.etag else {}
-        response = client.delete(job.href, headers)
-        if response.status in (200, 204, 404, 410):
+def execute_push(store: CalendarStore, uid: str, job: PushJob) -> PushResult:
+    """One conditional write of a pending copy into the calendar store."""
+    href = job.href
+    try:
+        if job.action == "delete":
+            assert job.href is not None
+            with suppress(ItemNotFound):  # gone already: what the delete was for
+                store.delete(job.href, job.etag)
             return PushResult(job, True, href=None)
-        return _failed(job, response.status)
-    href = job.href or calendar_url.rstrip("/") + "/" + item_name(uid)
-    if job.href is not None and not job.etag:
-        # We know where our copy is but not its version (a create whose answer was lost):
-        # read it before writing, so the write stays conditional.
-        current = client.request(href, "GET")
-        if current.status in (404, 410):
-            job.href = None
+        assert job.body is not None
+        body = job.body.encode("utf-8")
+        if job.href is not None and not job.etag:
+            # We know where our copy is but not its version (a create whose answer was lost):
+            # read it before writing, so the write stays conditional.
+            try:
+                job.etag = store.get(job.href).etag
+            except ItemNotFound:
+                job.href = None
+        if job.href is None:
+            written = store.create(item_name(uid), body)
         else:
-            job.etag = current.headers.get("ETag")
-    if job.href is None:
-        headers["If-None-Match"] = "*"  # create, never replace something that is there
-    elif job.etag:
-        headers["If-Match"] = job.etag
-    assert job.body is not None
-    response = client.put(href, job.body, headers)
-    if response.status not in (200, 201, 204):
-        return _failed(job, response.status, href)
-    etag = response.headers.get("ETag")
-    if not etag:  # PROTOCOL.md: a PUT without an ETag in the answer means GET it again
-        etag = client.request(href, "GET").headers.get("ETag")
-    return PushResult(job, True, href=href, etag=etag, body_hash=content_hash(job.body))
-
-
-def _failed(job: PushJob, status: int, href: str | None = None) -> PushResult:
-    if status == 412:
-        return PushResult(
-            job,
-            False,
-            href=href or job.href,
-            precondition_failed=True,
-            error="The event was changed in the calendar at the same time; it is read again.",
-        )
-    if status in (401, 403):
-        return PushResult(
-            job,
-            False,
-            error="The calendar server refused the write: check that "
-            "the calendar still grants write access (Editor/Delegate).",
-        )
-    return PushResult(
-        job,
-        False,
-        error=f"The calendar server could not store the booking (HTTP {status}); it will be retried.",
-    )
+            written = store.update(job.href, body, job.etag)
+    except PreconditionFailed as exc:
+        return PushResult(job, False, href=href or exc.href, precondition_failed=True, error=str(exc))
+    except WriteRefused as exc:
+        return PushResult(job, False, error=str(exc))
+    return PushResult(job, True, href=written.href, etag=written.etag, body_hash=content_hash(body))
 
 
 def record_push(session: Session, result: PushResult) -> None:
@@ -224,15 +221,15 @@ def record_push(session: Session, result: PushResult) -> None:
         item.href, item.etag, item.content_hash = result.href, result.etag, result.body_hash
         item.pushed_revision, item.pushed_sequence = job.revision, job.sequence
         item.synced_start, item.synced_end = job.start, job.end
-        item.state = "deleted" if job.action == "delete" else "synced"
+        item.state = LinkedItemState.DELETED if job.action == "delete" else LinkedItemState.SYNCED
         item.last_error, item.attempts = None, 0
         # Only what we pushed counts as "in step"; a change made since stays pending.
         appt = session.get(Appointment, job.appointment_id)
         if appt is not None and appt.revision != job.revision:
-            item.state = "pending"
+            item.state = LinkedItemState.PENDING
         return
     item.attempts += 1
     item.last_error = result.error
     if result.precondition_failed and result.href and job.href is None:
         item.href = result.href  # it exists already (an earlier push that we did not record)
-    item.state = "error"
+    item.state = LinkedItemState.ERROR

@@ -1,6 +1,6 @@
 """Poll one connection: the one-way sync that turns an external calendar into busy blocks.
 
-Flow (DESIGN.md "Poll a connection"): take the connection's lease → fetch with the stored
+Flow (docs/architecture.md "Poll a connection"): take the connection's lease → fetch with the stored
 validators (conditional GET / sync-token) → parse → expand within the sync window → replace the
 busy blocks in one transaction → record health. No database transaction is open while the
 network is used, and a failure changes nothing but the health fields: the last good busy blocks
@@ -10,14 +10,18 @@ Why a lease column and not a queue lock: Huey's lock_task has no expiry, so a wo
 mid-job would leave its connection locked forever. A lease is one conditional UPDATE (atomic
 on SQLite and PostgreSQL alike) that expires by itself (and then lets the scheduler retry a
 killed worker's job: see feeds/jobs.py).
+
+The lease is also a fencing token, and the sync's work ends inside it (feeds/calendars/lease.py):
+its final transaction writes only while this sync still holds the lease, so a worker paused
+past its lease discards its results instead of overwriting the newer sync's. Scheduled syncs
+keep to a fair share of their worker process's threads (`FairShare`), so one company's slow
+calendars cannot hold every thread.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import socket
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -27,24 +31,50 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from calsync.feeds.accounts.credentials import Vault
+from calsync.feeds.calendars.changes import read_changes
 from calsync.feeds.calendars.health import record_failure, record_success
-from calsync.feeds.calendars.push_pass import PushSummary, push_pending, remember_pushes
-from calsync.feeds.calendars.twoway import reconcile
+from calsync.feeds.calendars.lease import (
+    LOST_LEASE,
+    FairShare,
+    Lease,
+    fence,
+    holds_lease,
+    process_owner_prefix,
+    release,
+    within_share,
+)
+from calsync.feeds.calendars.push_pass import PushSummary, finish_pushes, push_pending
+from calsync.feeds.calendars.store import StoreAddress, StoreOpener
+from calsync.feeds.calendars.twoway import reconcile, unapplied_warning
 from calsync.feeds.company_settings import get_company_settings
 from calsync.feeds.errors import CalsyncError
-from calsync.feeds.sources.busy_time import BusyOptions, CalendarDataError, extract_busy, parse_calendars
-from calsync.feeds.sources.caldav_source import read_changes
+from calsync.feeds.sources.busy_time import (
+    TOO_SLOW,
+    BusyOptions,
+    CalendarDataError,
+    extract_busy,
+    parse_calendars,
+)
 from calsync.feeds.sources.fetch import FetchError, FetchLimits, fetch_url
-from calsync.models import Appointment, BusyBlock, Company, Connection, LinkedItem, Staff, SyncItem, utcnow
+from calsync.models import (
+    WRITE_ROLES,
+    Appointment,
+    BusyBlock,
+    Company,
+    Connection,
+    LinkedItem,
+    Staff,
+    SyncItem,
+    utcnow,
+)
 
 log = logging.getLogger("calsync.sync")
-WRITE_ROLES = {"linked", "additional"}
-
 
 @dataclass(frozen=True)
 class SyncContext:
     sessions: sessionmaker[Session]
     vault: Vault
+    stores: StoreOpener  # opens a CalDAV connection's calendar store (tests: a memory store)
     allow_private: bool = False
     limits: FetchLimits = FetchLimits()
     max_occurrences: int = 10_000
@@ -64,6 +94,7 @@ class _Job:
     """What the network part needs, copied out of the session before any I/O."""
 
     id: int
+    lease: Lease
     kind: str
     url: str
     username: str | None
@@ -94,25 +125,38 @@ def sync_window(company: Company, now: datetime) -> tuple[datetime, datetime]:
 
 
 def _acquire(
-    ctx: SyncContext, connection_id: int, owner: str, now: datetime, due_only: bool = False
-) -> _Job | None | bool:
-    """Take the lease and copy out the job; False when another worker holds it (or, with
-    `due_only`, when it is not due any more: a scheduled job queued twice), None when it is gone."""
-    taking = update(Connection).where(Connection.id == connection_id).where(
-        or_(Connection.lease_until.is_(None), Connection.lease_until < now))
+    ctx: SyncContext, connection_id: int, lease: Lease, due_only: bool = False,
+    share: FairShare | None = None,
+) -> _Job | str:
+    """Take the lease and copy out the job; else the outcome's status: "skipped" when another
+    worker holds it (or, with `due_only`, when it is not due any more: a scheduled job queued
+    twice), "deferred" when its company has used up its fair share, "missing" when it is gone."""
+    now = lease.taken_at
+    free = or_(Connection.lease_until.is_(None), Connection.lease_until < now)
+    taking = update(Connection).where(Connection.id == connection_id).where(free)
     if due_only:
         taking = taking.where(Connection.next_sync_at.is_not(None), Connection.next_sync_at <= now)
     with ctx.sessions.begin() as session:
+        if share is not None:
+            taking = taking.where(within_share(share, now))
+            # PostgreSQL checks each UPDATE's subqueries against its own snapshot: two threads
+            # taking leases of one company at once would both count the same. The company's
+            # row lock makes them take turns (SQLite has a single writer anyway; FOR UPDATE is
+            # left out there).
+            session.execute(select(Company.id).where(Company.id == select(Connection.company_id).where(
+                Connection.id == connection_id).scalar_subquery()).with_for_update())
         taken = session.execute(
-            taking.values(lease_until=now + timedelta(seconds=ctx.lease_seconds), lease_owner=owner,
+            taking.values(lease_until=now + timedelta(seconds=lease.seconds), lease_owner=lease.owner,
                           last_attempt_at=now)
             .execution_options(synchronize_session=False)
         )
         conn = session.get(Connection, connection_id)
         if conn is None:
-            return None
+            return "missing"
         if taken.rowcount != 1:  # type: ignore[attr-defined]
-            return False
+            held = conn.lease_until is not None and conn.lease_until >= now
+            due = conn.next_sync_at is not None and conn.next_sync_at <= now
+            return "deferred" if share is not None and not held and (due or not due_only) else "skipped"
         staff = session.get(Staff, conn.staff_id)
         company = session.get(Company, conn.company_id)
         assert staff is not None and company is not None
@@ -124,7 +168,8 @@ def _acquire(
             ).all()
         )
         return _Job(
-            id=conn.id, kind=conn.kind, url=ctx.vault.open(conn.url_sealed), username=conn.username,
+            id=conn.id, lease=lease, kind=conn.kind, url=ctx.vault.open(conn.url_sealed),
+            username=conn.username,
             password=ctx.vault.open(conn.password_sealed) if conn.password_sealed else None,
             options=BusyOptions(
                 window_start=start, window_end=end, timezone=staff.timezone, all_day=conn.all_day,
@@ -146,48 +191,62 @@ def _acquire(
 
 def sync_connection(
     ctx: SyncContext, connection_id: int, *, now: datetime | None = None, owner: str | None = None,
-    due_only: bool = False,
+    due_only: bool = False, share: FairShare | None = None,
 ) -> SyncOutcome:
-    now = now or utcnow()
-    # Host and process id say which worker holds the lease (and whether it still lives).
-    owner = owner or f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-    job = _acquire(ctx, connection_id, owner, now, due_only)
-    if job is None:
-        return SyncOutcome(connection_id, "missing")
-    if job is False:
-        return SyncOutcome(connection_id, "skipped")
-    assert isinstance(job, _Job)
+    """Sync one connection under its lease. `due_only` and `share` are for scheduled jobs
+    (feeds/jobs.py): skip a connection that is not due any more, defer one whose company has
+    used up its share of the worker's threads (the next schedule run queues it again)."""
+    lease = Lease(owner or f"{process_owner_prefix()}{uuid.uuid4().hex[:12]}", now or utcnow(),
+                  time.monotonic(), ctx.lease_seconds)
+    job = _acquire(ctx, connection_id, lease, due_only, share)
+    if isinstance(job, str):
+        return SyncOutcome(connection_id, job)
+    # Every request of this sync (however many: redirects, a CalDAV conversation, our writes)
+    # ends by the network share of the lease; an earlier deadline (an interactive "Sync now"'s
+    # budget, a short fetch timeout) stands.
+    deadline = job.lease.network_deadline
+    ctx = replace(ctx, limits=replace(ctx.limits, deadline=min(ctx.limits.deadline or deadline, deadline)))
     try:
         if job.kind == "ics":
-            return _sync_ics(ctx, job, owner)
-        return _sync_caldav(ctx, job, owner)
+            return _sync_ics(ctx, job)
+        return _sync_caldav(ctx, job)
     except (FetchError, CalendarDataError, CalsyncError) as exc:
         kind = getattr(exc, "kind", "error")
-        return _fail(ctx, job, owner, kind, str(exc))
+        return _fail(ctx, job, kind, str(exc))
     except Exception:  # a bug must not leave the lease held or the worker dead
         log.exception("sync of connection %s failed unexpectedly", job.id)
-        return _fail(ctx, job, owner, "internal",
+        return _fail(ctx, job, "internal",
                      "The calendar could not be read because of an internal error; it will be retried.")
 
 
-def _fail(ctx: SyncContext, job: _Job, owner: str, kind: str, message: str) -> SyncOutcome:
+def _lost(ctx: SyncContext, job: _Job) -> SyncOutcome:
+    with ctx.sessions() as session:
+        if session.get(Connection, job.id) is None:
+            return SyncOutcome(job.id, "missing")
+    log.warning("sync of connection %s lost its lease; its results were discarded", job.id)
+    return SyncOutcome(job.id, "lost", error=LOST_LEASE)
+
+
+def _fail(ctx: SyncContext, job: _Job, kind: str, message: str) -> SyncOutcome:
     log.info("sync of connection %s failed: %s", job.id, kind)  # no URL, no body: secrets
     with ctx.sessions.begin() as session:
-        conn = session.get(Connection, job.id)
+        conn = fence(session, job.id, job.lease)
         if conn is None:
-            return SyncOutcome(job.id, "missing")
+            return _lost(ctx, job)
         record_failure(session, conn, kind, message, utcnow())
-        _release(conn, owner)
+        release(conn)
         return SyncOutcome(job.id, "error", conn.busy_count, message)
 
 
-def _release(conn: Connection, owner: str) -> None:
-    if conn.lease_owner == owner:
-        conn.lease_until = None
-        conn.lease_owner = None
+def _parse_options(job: _Job) -> BusyOptions:
+    """Parsing and expansion end by the work share of the lease (and within their own cap)."""
+    left = job.lease.work_deadline - time.monotonic()
+    if left <= 0:
+        raise CalendarDataError("too_slow", TOO_SLOW)
+    return replace(job.options, max_seconds=min(job.options.max_seconds, left))
 
 
-def _sync_ics(ctx: SyncContext, job: _Job, owner: str) -> SyncOutcome:
+def _sync_ics(ctx: SyncContext, job: _Job) -> SyncOutcome:
     # After a window move the stored validators would give a 304 without the body we need.
     fetched = fetch_url(
         job.url,
@@ -199,17 +258,17 @@ def _sync_ics(ctx: SyncContext, job: _Job, owner: str) -> SyncOutcome:
     unchanged = fetched.not_modified or (digest == job.content_hash and not job.window_moved)
     intervals: list[tuple[str | None, datetime, datetime]] | None = None
     if not unchanged:
-        calendars = parse_calendars(fetched.body)
-        result = extract_busy(calendars, job.options)
+        calendars = parse_calendars(fetched.body, _parse_options(job).max_seconds)
+        result = extract_busy(calendars, _parse_options(job))
         if result.events == 0 and job.had_busy:
             raise CalendarDataError(
                 "empty", "The calendar came back without any events; the previous busy times are "
                          "kept in case this is a glitch of the calendar provider.")
         intervals = [(None, a, b) for a, b in result.intervals]
     with ctx.sessions.begin() as session:
-        conn = session.get(Connection, job.id)
+        conn = fence(session, job.id, job.lease)
         if conn is None:
-            return SyncOutcome(job.id, "missing")
+            return _lost(ctx, job)
         if intervals is not None:
             _replace_blocks(session, conn, intervals, hrefs=None)
         conn.http_etag = fetched.etag or (None if not fetched.not_modified else conn.http_etag)
@@ -217,39 +276,45 @@ def _sync_ics(ctx: SyncContext, job: _Job, owner: str) -> SyncOutcome:
         conn.content_hash = digest
         conn.window_key = job.window_key
         record_success(session, conn, utcnow())
-        _release(conn, owner)
+        release(conn)
         return SyncOutcome(job.id, "unchanged" if unchanged else "ok", conn.busy_count)
 
 
-def _sync_caldav(ctx: SyncContext, job: _Job, owner: str) -> SyncOutcome:
-    # All of this sync's CalDAV requests (reading, then writing) end well inside the lease, so
-    # a slow or hostile server can never make the lease expire under a live worker (and
-    # another worker sync the same calendar at the same time).
-    ctx = replace(ctx, limits=replace(ctx.limits, deadline=time.monotonic() + 0.8 * ctx.lease_seconds))
-    listing = read_changes(
-        job.url, job.username, job.password, sync_token=None if job.window_moved else job.sync_token,
-        ctag=job.ctag, known=job.known, allow_private=ctx.allow_private, load_all=job.window_moved,
-        limits=ctx.limits,
-    )
+def _sync_caldav(ctx: SyncContext, job: _Job) -> SyncOutcome:
+    # All of this sync's CalDAV requests (reading, then writing) end by the network share of
+    # the lease (sync_connection sets ctx.limits.deadline), so a slow or hostile server can
+    # never make the lease expire under a live worker.
+    address = StoreAddress(job.url, job.username, job.password)
+    with ctx.stores(address, allow_private=ctx.allow_private, limits=ctx.limits) as store:
+        listing = read_changes(store, sync_token=None if job.window_moved else job.sync_token,
+                               ctag=job.ctag, known=job.known, load_all=job.window_moved)
     pushes = PushSummary()
+    warning = None
     if job.writes:
         # Calendar-side changes first (they may cancel or move bookings), then our pending
-        # writes; all under this connection's lease, before the sync token moves on.
+        # writes; all under this connection's lease, before the sync token moves on. Neither
+        # starts once the lease is lost: the connection is another worker's now.
+        if not holds_lease(ctx.sessions, job.id, job.lease):
+            return _lost(ctx, job)
         if listing is not None:
-            reconcile(ctx.sessions, job.id, etags=listing.etags, data=listing.data,
-                      deleted=listing.deleted, full=listing.full)
+            report = reconcile(ctx.sessions, job.id, etags=listing.etags, data=listing.data,
+                               deleted=listing.deleted, full=listing.full)
+            warning = unapplied_warning(report)
+            if warning:
+                log.warning("sync of connection %s: %d calendar-side change(s) not applied", job.id,
+                            len(report.errors))
         pushes = push_pending(ctx, job)
     if listing is None:
         with ctx.sessions.begin() as session:
-            conn = session.get(Connection, job.id)
+            conn = fence(session, job.id, job.lease)
             if conn is None:
-                return SyncOutcome(job.id, "missing")
-            remember_pushes(session, conn, pushes)
+                return _lost(ctx, job)
             record_success(session, conn, utcnow())
-            _release(conn, owner)
+            release(conn)
+            error = finish_pushes(session, conn, pushes)
             # Nothing changed in the calendar; if we wrote into it, this sync still did work.
-            outcome = SyncOutcome(job.id, "ok" if pushes.written else "unchanged", conn.busy_count)
-        return _after_push(ctx, job, outcome, pushes)
+            status = "error" if error else "ok" if pushes.written else "unchanged"
+            return SyncOutcome(job.id, status, conn.busy_count, error)
     if listing.full and not listing.etags and set(job.known) - job.ours:
         # vdirsyncer's guard: an empty listing where we knew items is more likely a server
         # glitch than a staff member deleting everything at once. (Our own bookings have the
@@ -264,15 +329,18 @@ def _sync_caldav(ctx: SyncContext, job: _Job, owner: str) -> SyncOutcome:
         hashes[href] = (hashlib.sha256(body).hexdigest(), uid)
         if href in job.ours or uid in job.our_uids:
             continue  # our own booking: it must never block its own appointment
+        # Each item has its own cap, and all of them together end by the lease's work share
+        # (20,000 items of 20 s each would otherwise outlast any lease).
+        options = _parse_options(job)
         try:
-            result = extract_busy(body, job.options)
+            result = extract_busy(body, options)
         except CalendarDataError:
             continue  # one unreadable item must not stop the others
         per_item.extend((href, a, b) for a, b in result.intervals)
     with ctx.sessions.begin() as session:
-        conn = session.get(Connection, job.id)
+        conn = fence(session, job.id, job.lease)
         if conn is None:
-            return SyncOutcome(job.id, "missing")
+            return _lost(ctx, job)
         gone = set(listing.deleted)
         if job.window_moved:
             session.execute(delete(BusyBlock).where(BusyBlock.connection_id == conn.id))
@@ -283,43 +351,17 @@ def _sync_caldav(ctx: SyncContext, job: _Job, owner: str) -> SyncOutcome:
         for href, (digest, uid) in hashes.items():
             session.merge(SyncItem(connection_id=conn.id, href=href, etag=listing.etags.get(href),
                                    content_hash=digest, uid=uid, last_seen_at=utcnow()))
-        remember_pushes(session, conn, pushes)
         conn.sync_token = listing.sync_token
         conn.ctag = listing.ctag
         conn.window_key = job.window_key
         record_success(session, conn, utcnow())
-        _release(conn, owner)
-        outcome = SyncOutcome(job.id, "ok", conn.busy_count)
-    return _after_push(ctx, job, outcome, pushes)
-
-
-def _after_push(ctx: SyncContext, job: _Job, outcome: SyncOutcome, pushes: PushSummary) -> SyncOutcome:
-    """Reading worked; if writing did not, the connection's health says so (and it retries)."""
-    if pushes.written:
-        # Our writes changed the calendar after its CTag and sync token were read. The CTag is
-        # no safe baseline any more: servers such as Radicale derive it from the content (a
-        # staff member undoing our write brings back the CTag we stored: ABA). The sync token
-        # stays one for updates and deletions — the next REPORT lists those items, and their
-        # ETags are known (remember_pushes) — but not after a create: from a token older than
-        # the item, an item we created and the staff member then deleted may not be reported
-        # at all (Xandikos). Then the next sync lists by ETag, where a vanished booking shows
-        # by its absence.
-        with ctx.sessions.begin() as session:
-            conn = session.get(Connection, job.id)
-            if conn is not None:
-                conn.ctag = None
-                if pushes.created:
-                    conn.sync_token = None
-    failures = pushes.failed
-    if not failures:
-        return outcome
-    message = (f"{failures} booking(s) could not be written to this calendar yet; they will be "
-               "retried.")
-    with ctx.sessions.begin() as session:
-        conn = session.get(Connection, job.id)
-        if conn is not None:
-            record_failure(session, conn, "push", message, utcnow())
-    return SyncOutcome(job.id, "error", outcome.busy_count, message)
+        if warning:
+            # The sync worked, but an admin should know that some of the calendar-side changes
+            # were not applied: the sentence stays on the connection until the next success.
+            conn.last_error, conn.last_error_kind = warning, "not_applied"
+        release(conn)
+        error = finish_pushes(session, conn, pushes)
+        return SyncOutcome(job.id, "error" if error else "ok", conn.busy_count, error)
 
 
 def _uid(body: bytes) -> str | None:

@@ -21,9 +21,8 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import icalendar
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from calsync.feeds.calendars.push import content_hash
 from calsync.feeds.company_settings import get_company_settings
@@ -31,6 +30,7 @@ from calsync.feeds.errors import CalsyncError, SchedulingError
 from calsync.feeds.mail.notifications import queue_conflict_emails
 from calsync.feeds.scheduling.booking import cancel_appointment, reschedule_appointment
 from calsync.feeds.sources.busy_time import CalendarDataError, tame_timezone_rules
+from calsync.feeds.sources.time_zones import parse_with_own_zones
 from calsync.models import (
     STATUS_CANCELLED,
     Appointment,
@@ -38,6 +38,7 @@ from calsync.models import (
     Conflict,
     Connection,
     LinkedItem,
+    LinkedItemState,
     Staff,
     utcnow,
 )
@@ -56,12 +57,30 @@ class ReconcileReport:
     errors: list[str] = field(default_factory=list)
 
 
+def unapplied_warning(report: ReconcileReport) -> str | None:
+    """The sentence for the connection's health when calendar-side changes of our events were
+    not applied (an event that cannot be read, a change the rules refused), or None."""
+    if not report.errors:
+        return None
+    return (f"{len(report.errors)} change(s) made in this calendar to bookings could not be applied. "
+            f"{report.errors[0]} Open the booking in the calendar and correct or delete it.")
+
+
 @dataclass(frozen=True)
 class RemoteEvent:
     uid: str | None
     start: datetime | None
     end: datetime | None
     cancelled: bool
+    sequence: int | None = None  # the calendar app may raise it when the event is moved there
+
+
+def _sequence(value: object) -> int | None:
+    try:
+        number = int(str(value)) if value is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and 0 <= number < 2**31 else None
 
 
 def parse_remote(body: bytes) -> RemoteEvent:
@@ -69,7 +88,7 @@ def parse_remote(body: bytes) -> RemoteEvent:
     anything unreadable in it — a broken date, a moment beyond the year 9999 in UTC — is one
     named error, never another exception, and its time zones are tamed as for busy time."""
     try:
-        cal = icalendar.Calendar.from_ical(tame_timezone_rules(body))
+        cal = parse_with_own_zones(tame_timezone_rules(body), multiple=False)
         masters = [e for e in cal.walk("VEVENT") if e.get("RECURRENCE-ID") is None]
         if not masters:
             return RemoteEvent(None, None, None, True)
@@ -87,6 +106,7 @@ def parse_remote(body: bytes) -> RemoteEvent:
             start=utc(start),
             end=utc(end),
             cancelled=str(ev.get("STATUS", "")).upper() == "CANCELLED",
+            sequence=_sequence(ev.get("SEQUENCE")),
         )
     except Exception as exc:  # icalendar raises ValueError, KeyError, BrokenCalendarProperty, ...
         raise CalendarDataError("invalid", "A booking in the linked calendar could not be read.") from exc
@@ -125,13 +145,13 @@ def _open_conflict(
         created_at=utcnow(),
     )
     session.add(conflict)
-    item.state = "conflict"  # no push until an admin decides
+    item.state = LinkedItemState.CONFLICT  # no push until an admin decides
     queue_conflict_emails(session, conflict)  # "the staff member is told"
     return conflict
 
 
 def reconcile(
-    sessions: object,
+    sessions: sessionmaker[Session],
     connection_id: int,
     *,
     etags: dict[str, str],
@@ -141,7 +161,7 @@ def reconcile(
 ) -> ReconcileReport:
     """Apply calendar-side changes of our events; each decision in its own transaction."""
     report = ReconcileReport()
-    with sessions.begin() as s:  # type: ignore[attr-defined]
+    with sessions.begin() as s:
         conn = s.get(Connection, connection_id)
         if conn is None:
             return report
@@ -153,9 +173,11 @@ def reconcile(
                 select(LinkedItem.href, LinkedItem.id, LinkedItem.etag, LinkedItem.content_hash).where(
                     LinkedItem.connection_id == connection_id,
                     LinkedItem.href.is_not(None),
-                    LinkedItem.state.in_(("synced", "pending", "error")),
+                    LinkedItem.state.in_(
+                        (LinkedItemState.SYNCED, LinkedItemState.PENDING, LinkedItemState.ERROR)),
                 )
             )
+            if href is not None  # excluded by the query; says so to the type checker
         }
         confirmed = bool((conn.extra or {}).get("deletions_confirmed"))
     gone = {h for h in items if h in deleted or (full and h not in etags)}
@@ -175,7 +197,7 @@ def reconcile(
             continue
         digest = content_hash(body)
         if digest == known_hash:
-            with sessions.begin() as s:  # type: ignore[attr-defined]
+            with sessions.begin() as s:
                 item = s.get(LinkedItem, item_id)
                 if item is not None:
                     item.etag = etags.get(href)
@@ -187,7 +209,7 @@ def reconcile(
             continue
         _apply(sessions, item_id, (remote, etags.get(href), digest), report)
     if confirmed:
-        with sessions.begin() as s:  # type: ignore[attr-defined]
+        with sessions.begin() as s:
             conn = s.get(Connection, connection_id)
             if conn is not None:
                 conn.extra = {k: v for k, v in (conn.extra or {}).items() if k != "deletions_confirmed"}
@@ -195,7 +217,7 @@ def reconcile(
 
 
 def reconcile_item(
-    sessions: object, item_id: int, current: tuple[bytes, str | None] | None
+    sessions: sessionmaker[Session], item_id: int, current: tuple[bytes, str | None] | None
 ) -> ReconcileReport:
     """Decide about one of our events read just now: `current` is (body, ETag), None if gone."""
     report = ReconcileReport()
@@ -213,14 +235,14 @@ def reconcile_item(
 
 
 def _apply(
-    sessions: object,
+    sessions: sessionmaker[Session],
     item_id: int,
     change: tuple[RemoteEvent, str | None, str] | None,
     report: ReconcileReport,
 ) -> None:
     """One calendar-side change of one of our events: deleted (change None) or edited."""
     try:
-        with sessions.begin() as s:  # type: ignore[attr-defined]
+        with sessions.begin() as s:
             item = s.get(LinkedItem, item_id)
             if item is None:
                 return
@@ -236,13 +258,14 @@ def _apply(
             if remote is not None and (remote.start, remote.end) == (item.synced_start, item.synced_end):
                 return  # edited, but not moved (a note, a reminder): nothing to apply
             if appt.status == STATUS_CANCELLED:
-                item.state, item.href = ("deleted", None) if remote is None else ("pending", item.href)
+                item.state, item.href = ((LinkedItemState.DELETED, None) if remote is None
+                                           else (LinkedItemState.PENDING, item.href))
                 return
             if not two_way_enabled(s, conn):
                 # The platform wins: put the booking back (a deleted copy is created again).
                 if remote is None:
                     item.href, item.etag = None, None
-                item.state = "pending"
+                item.state = LinkedItemState.PENDING
                 report.put_back += 1
                 return
             if appt.revision != item.pushed_revision:
@@ -257,11 +280,11 @@ def _apply(
                 return
             if remote is None:
                 if get_company_settings(company).calendar_delete_action == "restore":
-                    item.href, item.etag, item.state = None, None, "pending"
+                    item.href, item.etag, item.state = None, None, LinkedItemState.PENDING
                     report.restored += 1
                     return
                 cancel_appointment(s, company, appt.id, source="calendar")
-                item.state, item.href, item.etag = "deleted", None, None
+                item.state, item.href, item.etag = LinkedItemState.DELETED, None, None
                 report.cancelled += 1
                 return
             if remote.start is None or remote.end is None or remote.end <= remote.start:
@@ -277,6 +300,12 @@ def _apply(
                 return
             try:
                 with s.begin_nested():
+                    if remote.sequence is not None and remote.sequence - 1 > appt.sequence:
+                        # The copy written back must not have a lower SEQUENCE than the one the
+                        # calendar app gave the moved event (RFC 5546 §2.1.4: clients keep the
+                        # highest); the reschedule adds one, so it ends at the app's own.
+                        appt.sequence = remote.sequence - 1
+                        s.flush()
                     reschedule_appointment(
                         s,
                         company,

@@ -11,6 +11,10 @@ marking it sent, it is sent again after the lease. Its Message-ID is stored with
 repeated, so receiving systems can recognise the duplicate.
 
 No transaction is open while the network is used.
+
+An email stored sealed (it carries secret links, feeds.mail.outbox) is opened only to be sent;
+once sent, its body is replaced by a note (feeds.mail.mime.without_body), so the secrets do not
+outlive their delivery in the database.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from email.policy import default as default_policy
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from calsync.feeds.mail.mime import without_body
+from calsync.feeds.mail.outbox import MessageSealer, mail_identity, open_message
 from calsync.feeds.mail.smtp import DeliveryError, SmtpConfig, SmtpSender
-from calsync.models import OutboxEmail, utcnow
+from calsync.models import OutboxEmail, OutboxStatus, utcnow
 
 log = logging.getLogger("calsync.mailer")
 FIRST_RETRY = timedelta(minutes=1)
@@ -53,7 +59,14 @@ class DeliveryReport:
 class _Leased:
     id: int
     to_address: str
-    message: bytes
+    stored: bytes  # as in the outbox row: sealed or not
+    sealed: bool
+    subject: str
+    sealer: MessageSealer | None
+
+    def message(self) -> bytes:
+        """The message to send (raises when a sealed one cannot be opened with the keys)."""
+        return open_message(self.sealer, self.stored, self.sealed)
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -64,7 +77,7 @@ def retry_delay(attempts: int) -> timedelta:
 
 def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
     return (
-        OutboxEmail.status == "pending",
+        OutboxEmail.status == OutboxStatus.PENDING,
         or_(OutboxEmail.next_attempt_at.is_(None), OutboxEmail.next_attempt_at <= now),
         or_(OutboxEmail.lease_until.is_(None), OutboxEmail.lease_until < now),
     )
@@ -88,9 +101,11 @@ def _lease(ctx: MailContext, email_id: int, now: datetime) -> _Leased | None:
         if taken.rowcount != 1:  # type: ignore[attr-defined]
             return None  # another worker has it, or it was sent, or it is no longer due
         row = session.execute(
-            select(OutboxEmail.to_address, OutboxEmail.message).where(OutboxEmail.id == email_id)
+            select(OutboxEmail.to_address, OutboxEmail.message, OutboxEmail.message_sealed,
+                   OutboxEmail.subject).where(OutboxEmail.id == email_id)
         ).one()
-        return _Leased(email_id, row.to_address, bytes(row.message))
+        return _Leased(email_id, row.to_address, bytes(row.message), bool(row.message_sealed),
+                       row.subject, mail_identity(session).sealer)
 
 
 def _envelope_sender(message: bytes, fallback: str) -> str:
@@ -104,11 +119,16 @@ def _envelope_sender(message: bytes, fallback: str) -> str:
         return fallback
 
 
-def _record_sent(ctx: MailContext, email_id: int, now: datetime) -> None:
+def _record_sent(ctx: MailContext, leased: _Leased, message: bytes, now: datetime) -> None:
+    done: dict[str, object] = {}
+    if leased.sealed:
+        # Sent: the secret links are not needed any more (module docstring).
+        done = {"message": without_body(message, leased.subject), "message_sealed": False}
     with ctx.sessions.begin() as session:
         session.execute(
-            update(OutboxEmail).where(OutboxEmail.id == email_id)
-            .values(status="sent", sent_at=now, lease_until=None, next_attempt_at=None, last_error=None)
+            update(OutboxEmail).where(OutboxEmail.id == leased.id)
+            .values(status=OutboxStatus.SENT, sent_at=now, lease_until=None, next_attempt_at=None,
+                    last_error=None, **done)
             .execution_options(synchronize_session=False)
         )
 
@@ -123,7 +143,7 @@ def _record_failure(ctx: MailContext, email_id: int, error: DeliveryError, now: 
         email.last_error = str(error)
         email.lease_until = None
         if error.permanent or email.attempts >= ctx.max_attempts:
-            email.status = "failed"
+            email.status = OutboxStatus.FAILED
             email.next_attempt_at = None
             return True
         email.next_attempt_at = now + retry_delay(email.attempts)
@@ -144,8 +164,8 @@ def deliver_due(ctx: MailContext, *, now: datetime | None = None) -> DeliveryRep
             if leased is None:
                 continue
             try:
-                smtp.send(_envelope_sender(leased.message, sender_fallback), leased.to_address,
-                          leased.message)
+                message = leased.message()
+                smtp.send(_envelope_sender(message, sender_fallback), leased.to_address, message)
             except DeliveryError as exc:
                 gave_up = _record_failure(ctx, email_id, exc, moment)
                 report.failed_attempts += 1
@@ -161,7 +181,7 @@ def deliver_due(ctx: MailContext, *, now: datetime | None = None) -> DeliveryRep
                     "The email could not be sent because of an internal error; it will be retried."), moment)
                 report.failed_attempts += 1
                 continue
-            _record_sent(ctx, email_id, moment)
+            _record_sent(ctx, leased, message, moment)
             report.sent += 1
     if report.sent or report.failed_attempts:
         log.info("outbox: %d sent, %d failed attempts, %d given up (mail server %s)",

@@ -32,7 +32,7 @@ class UnsafeHeaderError(CalsyncError, ValueError):
 
 
 def check_header(value: str) -> str:
-    """Refuse CR/LF in a header value (PROTOCOL.md; RFC 5322 §2.2: a header ends at CRLF).
+    """Refuse CR/LF in a header value (docs/protocol.md; RFC 5322 §2.2: a header ends at CRLF).
 
     Names and subjects are cleaned with `header_text` before they get here, so this only ever
     fires on a bug: it is the last guard, not the sanitiser.
@@ -183,3 +183,24 @@ def _assemble(sender: Party, recipient: Party, subject: str, text: str, html: st
         msg.add_alternative(calendar.body, maintype="text", subtype="calendar", cte="base64",
                             params={"method": calendar.method, "charset": "UTF-8"})
     return msg.as_bytes()
+
+
+KEPT_AFTER_DELIVERY = ("From", "To", "Date", "Message-ID", "Auto-Submitted")
+BODY_DROPPED = (
+    "The body of this email carried secret links (a personal link, a feed address). It was "
+    "removed once the email was delivered, so that no copy of the database holds them.\r\n"
+)
+
+
+def without_body(message: bytes, subject: str) -> bytes:
+    """What is kept of a delivered email that carried secrets: its addressing headers, the given
+    subject (the outbox row's, in which links are already replaced) and a note instead of the
+    body; enough for the outbox page and for matching a bounce by its Message-ID."""
+    headers = BytesHeaderParser(policy=policy.default).parsebytes(message)
+    kept = EmailMessage(policy=WIRE)
+    for name in KEPT_AFTER_DELIVERY:
+        if headers[name] is not None:
+            kept[name] = str(headers[name])
+    kept["Subject"] = check_header(header_text(subject, 200))
+    kept.set_content(BODY_DROPPED, cte="7bit")
+    return kept.as_bytes()

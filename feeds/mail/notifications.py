@@ -18,25 +18,37 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from calsync.feeds.mail.itip import METHODS, Organizer, build_itip
-from calsync.feeds.mail.mime import CalendarPart, Party, build_message, check_address, render
+from calsync.feeds.mail.mime import CalendarPart, Party, build_message, check_address, one_line, render
 from calsync.feeds.mail.outbox import add_email, mail_identity
 from calsync.models import (
     AdminUser,
     Alert,
+    AlertKind,
     Appointment,
     AppointmentChange,
+    ChangeAction,
+    ChangeSource,
     Company,
     Conflict,
     Connection,
     OutboxEmail,
+    OutboxKind,
     Staff,
     utcnow,
 )
 
 log = logging.getLogger("calsync.notifications")
 # Demo data books made-up customers at example.com addresses: nobody to tell.
-SILENT_SOURCES = frozenset({"demo"})
-HEADLINES = {"booked": "Confirmed", "rescheduled": "Moved", "cancelled": "Cancelled"}
+SILENT_SOURCES = frozenset({ChangeSource.DEMO})
+HEADLINES: dict[str, str] = {ChangeAction.BOOKED: "Confirmed", ChangeAction.RESCHEDULED: "Moved",
+                              ChangeAction.CANCELLED: "Cancelled"}
+
+
+def _flat(name: str, limit: int = 200) -> str:
+    """A name (customer, staff, service, calendar, company) on one line for every part of an
+    email: a CR/LF in a customer's name would otherwise start a line of the plain-text body
+    that reads like a header ("Reply-To: ...") or a line of our own text."""
+    return one_line(name, limit)
 
 
 def zone_of(staff: Staff, company: Company) -> ZoneInfo:
@@ -68,7 +80,7 @@ def _previous_time(session: Session, appointment: Appointment) -> tuple[datetime
     change = session.scalar(
         select(AppointmentChange)
         .where(AppointmentChange.appointment_id == appointment.id,
-               AppointmentChange.action == "rescheduled",
+               AppointmentChange.action == ChangeAction.RESCHEDULED,
                AppointmentChange.sequence == appointment.sequence)
         .order_by(AppointmentChange.id.desc()).limit(1)
     )
@@ -102,11 +114,14 @@ def queue_customer_email(
     staff = appointment.staff
     identity = mail_identity(session)
     zone = zone_of(staff, company)
-    previous = _previous_time(session, appointment) if action == "rescheduled" else None
+    previous = _previous_time(session, appointment) if action == ChangeAction.RESCHEDULED else None
     subject = f"{HEADLINES[action]}: {appointment.service} on {short_time(appointment.start_at, zone)}"
+    subject = _flat(subject, 300)
     context = {
-        "kind": action, "subject": subject, "company": company.name, "customer": customer.name,
-        "service": appointment.service, "staff": staff.name, "location": appointment.location,
+        "kind": action, "subject": subject, "company": _flat(company.name),
+        "customer": _flat(customer.name), "service": _flat(appointment.service),
+        "staff": _flat(staff.name),
+        "location": _flat(appointment.location) if appointment.location else appointment.location,
         "when": describe_time(appointment.start_at, appointment.end_at, zone),
         "previous": describe_time(previous[0], previous[1], zone) if previous else None,
     }
@@ -159,19 +174,20 @@ def queue_alert_emails(session: Session, alert: Alert) -> list[OutboxEmail]:
     identity = mail_identity(session)
     zone = zone_of(staff, company)
     created = alert.created_at or utcnow()
-    subject = (f"Calendar sync is failing: {conn.name} ({staff.name})" if alert.kind == "failing"
+    subject = (f"Calendar sync is failing: {conn.name} ({staff.name})" if alert.kind == AlertKind.FAILING
                else f"Calendar has not synced for a while: {conn.name} ({staff.name})")
+    subject = _flat(subject, 300)
     written = []
     for key, party in _alert_recipients(session, company, staff).items():
         context = {
-            "subject": subject, "message": alert.message, "company": company.name,
-            "staff": staff.name, "calendar": conn.name,
+            "subject": subject, "message": alert.message, "company": _flat(company.name),
+            "staff": _flat(staff.name), "calendar": _flat(conn.name),
             "since": f"{created.astimezone(zone):%Y-%m-%d %H:%M} {created.astimezone(zone).tzname()}",
             "for_staff": key == staff.email.strip().lower(),
             "admin_url": f"{identity.base_url}/" if identity.base_url else None,
         }
         email = add_email(session, OutboxEmail(
-            company_id=company.id, kind="alert", dedupe_key=f"alert:{alert.id}:{key}",
+            company_id=company.id, kind=OutboxKind.ALERT, dedupe_key=f"alert:{alert.id}:{key}",
             to_address=party.address, subject=subject[:300], created_at=utcnow(),
             message=build_message(
                 sender=Party(company.name, identity.from_address), recipient=party,
@@ -196,6 +212,7 @@ def queue_conflict_emails(session: Session, conflict: Conflict) -> list[OutboxEm
     identity = mail_identity(session)
     zone = zone_of(staff, company)
     subject = f"A calendar change was not applied: {appt.service} ({staff.name})"
+    subject = _flat(subject, 300)
     calendar_time = (
         "deleted" if conflict.calendar_deleted or conflict.calendar_start is None
         or conflict.calendar_end is None
@@ -204,15 +221,16 @@ def queue_conflict_emails(session: Session, conflict: Conflict) -> list[OutboxEm
     written = []
     for key, party in _alert_recipients(session, company, staff).items():
         context = {
-            "subject": subject, "reason": conflict.reason, "company": company.name,
-            "staff": staff.name, "service": appt.service, "customer": appt.customer.name,
+            "subject": subject, "reason": conflict.reason, "company": _flat(company.name),
+            "staff": _flat(staff.name), "service": _flat(appt.service),
+            "customer": _flat(appt.customer.name),
             "platform_time": describe_time(appt.start_at, appt.end_at, zone),
             "calendar_time": calendar_time,
             "for_staff": key == staff.email.strip().lower(),
             "admin_url": f"{identity.base_url}/" if identity.base_url else None,
         }
         email = add_email(session, OutboxEmail(
-            company_id=company.id, appointment_id=None, kind="conflict",
+            company_id=company.id, appointment_id=None, kind=OutboxKind.CONFLICT,
             dedupe_key=f"conflict:{conflict.id}:{key}", to_address=party.address,
             subject=subject[:300], created_at=utcnow(),
             message=build_message(

@@ -1,4 +1,4 @@
-"""The outbox (DESIGN.md): emails written in the same transaction as the change that causes them,
+"""The outbox (docs/architecture.md): emails written in the same transaction as the change that causes them,
 delivered later by feeds.mailer.
 
 The outbox row is the source of truth. Whoever commits a transaction that wrote rows may ask
@@ -7,33 +7,53 @@ email until the next scheduled delivery run.
 
 Functions here take the session only, so what the sender looks like (CALSYNC_MAIL_FROM, the
 base URL for links) travels in `session.info`, set once on the session factory by the app.
+
+Secrets at rest: an email that carries secret links (an invitation: its connect link and feed
+URLs open a staff member's page and calendar) is written sealed (`add_email(..., secret=True)`)
+with the sealer in the identity — the credentials vault, whose key is not in the database — so
+a copy of the database does not hold them. Delivery opens it, and once the email is sent its
+body is dropped (feeds.mail.delivery): the headers stay for the outbox page.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from calsync.feeds.errors import CalsyncError, NotFoundError
-from calsync.models import Company, OutboxEmail, utcnow
+from calsync.feeds.errors import CalsyncError
+from calsync.feeds.lookup import get_owned
+from calsync.models import Company, OutboxEmail, OutboxStatus, utcnow
 
 IDENTITY_KEY = "calsync.mail_identity"
 WRITTEN_KEY = "calsync.outbox_written"
-STATUSES = ("pending", "sent", "failed")
+STATUSES = tuple(OutboxStatus)
 
 
 class AlreadySentError(CalsyncError):
     """A sent email is never sent again (retry of a sent email)."""
 
 
+class MessageSealer(Protocol):
+    """Authenticated encryption of a message (feeds.accounts.credentials.Vault)."""
+
+    def seal(self, secret: str) -> str: ...
+
+    def open(self, sealed: str) -> str: ...
+
+
+class NoSealerError(CalsyncError):
+    """An email with secrets was to be written by a session that cannot seal it."""
+
+
 @dataclass(frozen=True)
 class MailIdentity:
     from_address: str = "calsync@localhost"
     base_url: str | None = None
+    sealer: MessageSealer | None = None  # seals emails that carry secrets
 
 
 def configure_sessions(factory: sessionmaker[Session], identity: MailIdentity) -> None:
@@ -48,8 +68,10 @@ def mail_identity(session: Session) -> MailIdentity:
     return identity if isinstance(identity, MailIdentity) else MailIdentity()
 
 
-def add_email(session: Session, email: OutboxEmail) -> OutboxEmail | None:
+def add_email(session: Session, email: OutboxEmail, *, secret: bool = False) -> OutboxEmail | None:
     """Add the email unless one with its dedupe key exists; None when it was a duplicate.
+
+    `secret`: the message carries secret links; it is stored sealed (module docstring).
 
     Checked with a read, not by catching the unique violation: a failed INSERT would break the
     caller's transaction (the booking). Two transactions cannot race here for the same
@@ -59,12 +81,39 @@ def add_email(session: Session, email: OutboxEmail) -> OutboxEmail | None:
     exists = session.scalar(select(OutboxEmail.id).where(OutboxEmail.dedupe_key == email.dedupe_key))
     if exists is not None:
         return None
-    email.status = "pending"
+    email.status = OutboxStatus.PENDING
     email.attempts = 0
     email.created_at = email.created_at or utcnow()
+    email.message_sealed = secret
+    if secret:
+        email.message = seal_message(session, email.message)
     session.add(email)
     session.info[WRITTEN_KEY] = True
     return email
+
+
+def seal_message(session: Session, message: bytes) -> bytes:
+    sealer = mail_identity(session).sealer
+    if sealer is None:
+        raise NoSealerError(
+            "This email carries secret links and cannot be stored unsealed; the app configures "
+            "its sessions with the credentials vault (configure_sessions).")
+    # The message is 7-bit (feeds.mail.mime); latin-1 maps any byte to one character and back.
+    return sealer.seal(message.decode("latin-1")).encode("ascii")
+
+
+def open_message(sealer: MessageSealer | None, message: bytes, sealed: bool) -> bytes:
+    """The stored message as it is sent; raises if it is sealed and cannot be opened."""
+    if not sealed:
+        return message
+    if sealer is None:
+        raise NoSealerError("This email is sealed, and this session has no key to open it.")
+    return sealer.open(message.decode("ascii")).encode("latin-1")
+
+
+def readable_message(session: Session, email: OutboxEmail) -> bytes:
+    """The message of an outbox row in the clear (sealed ones opened with the session's sealer)."""
+    return open_message(mail_identity(session).sealer, bytes(email.message), email.message_sealed)
 
 
 def take_written(session: Session) -> bool:
@@ -83,10 +132,7 @@ def list_emails(
 
 
 def get_email(session: Session, company: Company, email_id: int) -> OutboxEmail:
-    email = session.get(OutboxEmail, email_id)
-    if email is None or email.company_id != company.id:
-        raise NotFoundError(f"There is no email with id {email_id}.")
-    return email
+    return get_owned(session, OutboxEmail, email_id, company, "email")
 
 
 def retry_email(
@@ -98,10 +144,10 @@ def retry_email(
     make two workers send the same email.
     """
     email = get_email(session, company, email_id)
-    if email.status == "sent":
+    if email.status == OutboxStatus.SENT:
         raise AlreadySentError(
             f"Email {email_id} was already sent; calsync never sends the same email twice.")
-    email.status = "pending"
+    email.status = OutboxStatus.PENDING
     email.attempts = 0
     email.next_attempt_at = now or utcnow()
     session.info[WRITTEN_KEY] = True

@@ -18,6 +18,7 @@ because feeds/ stays free of the web framework's libraries (tests/unit/test_arch
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass
@@ -100,11 +101,32 @@ def read_connect_link(
         invitation_id = int(data["i"]) if data.get("i") is not None else None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise invalid from exc
+    return _check(session, staff_id, _nonce_digest(nonce), issued, invitation_id, max_age, now)
+
+
+def _nonce_digest(nonce: str) -> str:
+    return hashlib.sha256(nonce.encode()).hexdigest()
+
+
+def _check(
+    session: Session,
+    staff_id: int,
+    nonce_digest: str,
+    issued: int,
+    invitation_id: int | None,
+    max_age: timedelta,
+    now: datetime | None,
+) -> ConnectLink:
+    """The link's staff member (and invitation) if the link is still good: not expired, the
+    staff member's nonce unchanged (not revoked), its invitation not withdrawn."""
+    invalid = ConnectLinkError("This link is not valid (any more). Ask your admin to send you a new one.")
     now = now or utcnow()
     if now.timestamp() - issued > max_age.total_seconds():
         raise ConnectLinkError("This link has expired. Ask your admin to send you a new one.")
     staff = session.get(Staff, staff_id)
-    if staff is None or not staff.connect_nonce or not secrets.compare_digest(staff.connect_nonce, nonce):
+    if staff is None or not staff.connect_nonce or not secrets.compare_digest(
+        _nonce_digest(staff.connect_nonce), nonce_digest
+    ):
         raise invalid
     if invitation_id is not None:
         invitation = session.get(Invitation, invitation_id)
@@ -113,6 +135,35 @@ def read_connect_link(
         if invitation.revoked_at is not None:
             raise ConnectLinkError("This invitation was withdrawn. Ask your admin to send you a new one.")
     return ConnectLink(staff, invitation_id, datetime.fromtimestamp(issued, UTC))
+
+
+def session_claim(link: ConnectLink) -> dict[str, int | str | None]:
+    """What the self-service session keeps instead of the link token: the staff member's id,
+    the invitation's id, the issue time and a digest of the nonce. Nothing in it opens the page
+    elsewhere (it is not a link), and the server revokes it like the link: a new nonce, a
+    withdrawn invitation or the link's age ends the session at its next request."""
+    nonce = link.staff.connect_nonce or ""
+    return {"s": link.staff.id, "i": link.invitation_id, "t": int(link.issued_at.timestamp()),
+            "n": _nonce_digest(nonce)}
+
+
+def read_session_claim(
+    session: Session,
+    claim: object,
+    *,
+    max_age: timedelta = timedelta(days=LINK_DAYS),
+    now: datetime | None = None,
+) -> ConnectLink:
+    """The link a self-service session was opened with, checked again (see `session_claim`)."""
+    if not isinstance(claim, dict):
+        raise ConnectLinkError("This link is not valid (any more). Ask your admin to send you a new one.")
+    try:
+        staff_id, issued, digest = int(claim["s"]), int(claim["t"]), str(claim["n"])
+        invitation_id = int(claim["i"]) if claim.get("i") is not None else None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConnectLinkError(
+            "This link is not valid (any more). Ask your admin to send you a new one.") from exc
+    return _check(session, staff_id, digest, issued, invitation_id, max_age, now)
 
 
 def read_connect_token(

@@ -159,7 +159,7 @@ class CalendarApp:
 _OUTLOOK_STEPS = "Opens {} in your browser with the address filled in; sign in if asked and confirm."
 # (name, the FeedLinks field of its one-click link, what to do, how often it refreshes). The
 # refresh lines say what each app is known to do, not promises: no vendor publishes a guaranteed
-# interval, and Google and Outlook.com ignore the REFRESH-INTERVAL a feed asks for (PROTOCOL.md).
+# interval, and Google and Outlook.com ignore the REFRESH-INTERVAL a feed asks for (docs/protocol.md).
 CALENDAR_APPS = (
     (
         "Apple Calendar (iPhone, iPad, Mac)",

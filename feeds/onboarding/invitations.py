@@ -17,6 +17,7 @@ link keeps working until it expires or is revoked. Revoking stops that invitatio
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,7 +26,8 @@ from sqlalchemy.orm import Session
 
 from calsync.feeds.accounts.keys import Sealer
 from calsync.feeds.company_settings import get_company_settings
-from calsync.feeds.errors import NotFoundError, ValidationError
+from calsync.feeds.errors import ValidationError
+from calsync.feeds.lookup import get_owned
 from calsync.feeds.mail.mime import Party, build_message, one_line, render
 from calsync.feeds.mail.notifications import zone_of
 from calsync.feeds.mail.outbox import add_email, mail_identity
@@ -40,7 +42,20 @@ from calsync.feeds.onboarding.invitation_text import (
     fill_text,
 )
 from calsync.feeds.publishing import tokens
-from calsync.models import Company, Invitation, OutboxEmail, Staff, utcnow
+from calsync.models import (
+    Company,
+    FeedScope,
+    Invitation,
+    InvitationState,
+    OutboxEmail,
+    OutboxKind,
+    PrivacyLevel,
+    Staff,
+    utcnow,
+)
+
+# A feed URL or connect link (with or without scheme) in text written outside the sealed message.
+SECRET_LINK = re.compile(r"\S*/(?:feeds|connect)/\S+")
 
 
 @dataclass(frozen=True)
@@ -66,12 +81,12 @@ def staff_feed_links(session: Session, company: Company, staff: Staff, keys: Inv
     rows = [
         row
         for row in tokens.list_feed_tokens(session, company)
-        if row.scope == "staff" and row.scope_id == staff.id
+        if row.scope == FeedScope.STAFF and row.scope_id == staff.id
     ]
-    for row in sorted(rows, key=lambda r: (r.privacy != "full", r.id)):
+    for row in sorted(rows, key=lambda r: (r.privacy != PrivacyLevel.FULL, r.id)):
         plain = tokens.reveal_token(keys.feed_sealer, row)
         if plain:
-            return tokens.feed_links(keys.base_url, plain)
+            return tokens.feed_links(keys.base_url, plain, name=staff.name)
     raise ValidationError(
         f"{staff.name} has no feed link to send. Create one under Feeds on the Calendar sync "
         "page, then send the invitation.",
@@ -160,10 +175,11 @@ def send_invitation(
         session,
         OutboxEmail(
             company_id=company.id,
-            kind="invitation",
+            kind=OutboxKind.INVITATION,
             dedupe_key=f"invitation:{invitation.id}",
             to_address=draft.to,
-            subject=mail.subject[:300],
+            # The outbox row's subject is not sealed: links an admin put into it are left out.
+            subject=SECRET_LINK.sub("[link]", mail.subject)[:300],
             created_at=now,
             message=build_message(
                 sender=Party(company.name, identity.from_address),
@@ -174,6 +190,8 @@ def send_invitation(
                 date=now,
             ),
         ),
+        # The body holds the connect link and the feed URL: sealed until sent, dropped after.
+        secret=True,
     )
     assert email is not None  # the key names a row created in this transaction
     session.flush()
@@ -182,10 +200,7 @@ def send_invitation(
 
 
 def get_invitation(session: Session, company: Company, invitation_id: int) -> Invitation:
-    invitation = session.get(Invitation, invitation_id)
-    if invitation is None or invitation.company_id != company.id:
-        raise NotFoundError(f"There is no invitation with id {invitation_id}.")
-    return invitation
+    return get_owned(session, Invitation, invitation_id, company, "invitation")
 
 
 def resend_invitation(
@@ -228,11 +243,13 @@ def list_invitations(
     return [(row[0], row[1]) for row in rows]
 
 
-def link_state(invitation: Invitation, now: datetime | None = None) -> str:
-    """revoked | expired | active: whether the invitation's link still opens the page."""
+def link_state(invitation: Invitation, now: datetime | None = None) -> InvitationState:
+    """Whether the invitation's link still opens the page."""
     if invitation.revoked_at is not None:
-        return "revoked"
-    return "expired" if invitation.expires_at <= (now or utcnow()) else "active"
+        return InvitationState.REVOKED
+    if invitation.expires_at <= (now or utcnow()):
+        return InvitationState.EXPIRED
+    return InvitationState.ACTIVE
 
 
 def record_opened(session: Session, invitation_id: int, now: datetime | None = None) -> None:

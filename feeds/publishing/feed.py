@@ -1,6 +1,6 @@
 """Published feeds: find a feed by token, compute its version cheaply, and render it.
 
-The flow of a feed request (DESIGN.md): token → scope → version → 304 if the client has it →
+The flow of a feed request (docs/architecture.md): token → scope → version → 304 if the client has it →
 cached body, or render. Finding the version is two prebuilt Core statements on a plain
 connection (no ORM session, no commit), so a 304 costs little more than an empty response.
 
@@ -29,7 +29,7 @@ from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, 
 from sqlalchemy.orm import Session, selectinload
 
 from calsync.feeds.accounts.keys import hash_token, same_hash
-from calsync.feeds.company_settings import CompanySettings
+from calsync.feeds.company_settings import STORED, CompanySettings
 from calsync.feeds.publishing.cache import FeedCache
 from calsync.feeds.publishing.render import FOOTER, FRAGMENT_FORMAT, Variant, render_event, render_header
 from calsync.models import (
@@ -61,7 +61,31 @@ class PublishedFeed:
     cache_key: str
     scope_key: str
     etag: str
-    last_modified: datetime
+    changed_at: datetime  # the last change the feed shows, to the microsecond
+    last_modified: datetime  # the Last-Modified header: see last_modified()
+
+    def unchanged_since(self, since: datetime) -> bool:
+        """If-Modified-Since: nothing changed after `since` (whole seconds, from a Last-Modified
+        we sent). Compared with the exact change time, not the header's: the header can name the
+        second a second change happened in (last_modified)."""
+        return self.changed_at <= since
+
+
+def last_modified(changed: datetime, now: datetime) -> datetime:
+    """The Last-Modified of a feed whose last change was at `changed`, answered at `now`.
+
+    HTTP dates have whole seconds, and Last-Modified is never later than the response's Date
+    (RFC 9110 §8.8.2.1), so it cannot tell apart two changes in one second by itself; a date is
+    only a reliable validator when the server knows the content did not change again within the
+    second it names (§8.8.2.2). So it is the end of the second of the last change (rounded up),
+    once that second is over: If-Modified-Since with it is then a 304 until the next change.
+    While the second lasts, it is the current second, which is earlier than the change: a client
+    revalidating with it gets the full feed again (once), which is right if another change
+    followed in the same second. Change times come from the clocks of the processes that made
+    them; one ahead of ours is treated the same way, so the header never passes Date.
+    """
+    rounded_up = changed.replace(microsecond=0) + timedelta(seconds=1 if changed.microsecond else 0)
+    return min(rounded_up, now.replace(microsecond=0))
 
 
 def feed_window(settings: CompanySettings, now: datetime) -> tuple[datetime, datetime]:
@@ -175,7 +199,7 @@ def _company_settings(raw: Any) -> CompanySettings:
     key = raw if isinstance(raw, str) else json.dumps(raw or {}, sort_keys=True)
     found = _settings_cache.get(key)
     if found is None:
-        found = CompanySettings.model_validate(json.loads(key) if key else {})
+        found = CompanySettings.model_validate(json.loads(key) if key else {}, context=STORED)
         with _settings_lock:
             if len(_settings_cache) > 10_000:
                 _settings_cache.clear()
@@ -210,12 +234,13 @@ def open_feed(conn: Connection, token: str, now: datetime) -> PublishedFeed | No
         f"{scope_key}:f{FRAGMENT_FORMAT}:e{row['feed_epoch']}:r{total}:n{count}:w{window[0]:%Y%m%d}"
     )
     moments = [m for m in (_aware(row["feed_epoch_changed_at"]), window[0], _aware(row["changed"])) if m]
+    changed = max(moments)
     return PublishedFeed(
         token_id=row["id"], last_used_at=_aware(row["last_used_at"]), company_id=row["company_id"],
         company_name=row["name"], company_timezone=row["timezone"], scope=scope, scope_id=scope_id,
         privacy=privacy, settings=settings, window=window, cache_key=cache_key, scope_key=scope_key,
         etag='"' + hashlib.sha256(cache_key.encode()).hexdigest()[:32] + '"',
-        last_modified=max(moments).replace(microsecond=0),
+        changed_at=changed, last_modified=last_modified(changed, now),
     )
 
 

@@ -1,24 +1,28 @@
-"""Render one appointment as a VEVENT, and the VCALENDAR header around a feed.
+"""Render one appointment as a feed's VEVENT, and the VCALENDAR header around a feed.
 
-icalendar does the escaping (RFC 5545 §3.3.11: no CR/LF from user input reaches a property
-line) and octet-based folding (§3.1). We call it once per changed appointment only: the result
-is cached as a fragment, which is what makes feeds fast (see publish.py).
+What a privacy level shows is decided here; the VEVENT itself is feeds/ical/vevent.py's, the same
+builder pushes and iTIP use. We call it once per changed appointment only: the result is
+cached as a fragment, which is what makes feeds fast (see feed.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from functools import lru_cache
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from icalendar import Calendar, Event, Timezone, vDuration
+from icalendar import Calendar, vDuration
 
+from calsync.feeds.ical.vevent import build_vevent, one_line
+from calsync.feeds.ical.vtimezone import vtimezone
 from calsync.models import STATUS_CANCELLED, Appointment
 
 PRODID = "-//calsync//calsync feeds 1.0//EN"
-# Bump when the shape of rendered events changes: every cached fragment becomes stale.
-FRAGMENT_FORMAT = 1
+# Bump when the shape of rendered events changes: every cached fragment becomes stale. It is
+# part of every feed's ETag too, which is why 2 (the RRULE VTIMEZONEs of issue 13, events
+# unchanged) bumped it: subscribers must not keep the old zones through 304 answers. 3: cancelled
+# events TRANSPARENT and titled as cancelled, user text cleaned of control characters.
+FRAGMENT_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -34,12 +38,13 @@ class Variant:
 
 
 def _summary(appt: Appointment, variant: Variant) -> str:
+    cancelled = appt.status == STATUS_CANCELLED
     if variant.privacy == "busy":
-        text = "Busy"
-    elif variant.privacy == "limited":
-        text = appt.service
+        text = "Cancelled" if cancelled else "Busy"
     else:
-        text = f"{appt.service} – {appt.customer.name}"
+        text = appt.service if variant.privacy == "limited" else f"{appt.service} – {appt.customer.name}"
+        # Clients that ignore STATUS (several do for subscribed calendars) still read the title.
+        text = f"Cancelled: {text}" if cancelled else text
     return f"{text} ({appt.staff.name})" if variant.names_staff else text
 
 
@@ -60,34 +65,14 @@ def _description(appt: Appointment, variant: Variant) -> str | None:
 
 
 def render_event(appt: Appointment, variant: Variant) -> str:
-    tz = ZoneInfo(appt.staff.timezone)
-    event = Event()
-    event.add("uid", appt.uid)
-    # DTSTAMP comes from the last change, never the request time: the same data must give the
-    # same bytes and so the same ETag (PROTOCOL.md).
-    event.add("dtstamp", appt.updated_at)
-    event.add("created", appt.created_at)
-    event.add("last-modified", appt.updated_at)
-    event.add("sequence", appt.sequence)
-    event.add("dtstart", appt.start_at.astimezone(tz))
-    event.add("dtend", appt.end_at.astimezone(tz))
-    event.add("summary", _summary(appt, variant))
-    description = _description(appt, variant)
-    if description:
-        event.add("description", description)
-    if variant.privacy == "full" and appt.location:
-        event.add("location", appt.location)
-    if variant.privacy == "busy":
-        event.add("class", "PRIVATE")
-    # Bookings block time in the subscriber's free/busy view.
-    event.add("transp", "OPAQUE")
-    event.add("status", "CANCELLED" if appt.status == STATUS_CANCELLED else "CONFIRMED")
-    return event.to_ical().decode("utf-8")
-
-
-@lru_cache(maxsize=256)
-def _vtimezone(tzid: str, first: date, last: date) -> str:
-    return Timezone.from_tzid(tzid, first_date=first, last_date=last).to_ical().decode("utf-8")
+    cancelled = appt.status == STATUS_CANCELLED
+    # A cancelled appointment kept in the feed (show_cancelled) is TRANSPARENT: a client that
+    # ignores STATUS:CANCELLED must not show the staff member busy (RFC 5545 §3.8.2.7).
+    return build_vevent(
+        appt, summary=_summary(appt, variant), description=_description(appt, variant),
+        privacy=variant.privacy, times_in=ZoneInfo(appt.staff.timezone),
+        cancelled=cancelled, transparent=cancelled,
+    ).to_ical().decode("utf-8")
 
 
 def render_header(
@@ -101,6 +86,7 @@ def render_header(
 ) -> str:
     """The calendar's opening lines up to and including its VTIMEZONEs; the caller appends
     the VEVENT fragments and END:VCALENDAR."""
+    name = one_line(name)  # an admin-typed staff, group or company name: never a second line
     cal = Calendar()
     cal.add("prodid", PRODID)
     cal.add("version", "2.0")
@@ -122,7 +108,7 @@ def render_header(
     last = (window[1] + timedelta(days=366)).date()
     # UTC times are written with a Z and need no VTIMEZONE (RFC 5545 §3.3.5).
     zoned = sorted((set(timezones) | {timezone}) - UTC_NAMES)
-    zones = "".join(_vtimezone(tz, first, last) for tz in zoned)
+    zones = "".join(vtimezone(tz, first, last) for tz in zoned)
     return text[: -len("END:VCALENDAR\r\n")] + zones
 
 

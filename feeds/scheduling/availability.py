@@ -23,7 +23,15 @@ from calsync.feeds.scheduling.working_hours import (
     subtract,
     working_intervals,
 )
-from calsync.models import STATUS_CONFIRMED, Appointment, BusyBlock, Company, Connection, Staff
+from calsync.models import (
+    STATUS_CONFIRMED,
+    Appointment,
+    BusyBlock,
+    Company,
+    Connection,
+    ConnectionStatus,
+    Staff,
+)
 
 MAX_RANGE = timedelta(days=366)
 
@@ -116,7 +124,7 @@ def calendar_blocker(session: Session, staff: Staff) -> str | None:
                 f"{staff.name}'s calendar connection '{name}' has not synced yet, so their busy "
                 "time is unknown; try again in a minute or use 'Sync now'."
             )
-    if any(status == "stale" for _n, _l, status in rows):
+    if any(status == ConnectionStatus.STALE for _n, _l, status in rows):
         company = session.get(Company, staff.company_id)
         if company is not None and get_company_settings(company).stale_policy == "block":
             return (

@@ -16,10 +16,21 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from calsync.feeds.errors import NotFoundError, SchedulingError, ValidationError
+from calsync.feeds.lookup import get_owned
 from calsync.feeds.scheduling.availability import busy_times, calendar_blocker, check_range
 from calsync.feeds.scheduling.change_effects import after_change
 from calsync.feeds.scheduling.working_hours import merge, working_intervals
-from calsync.models import STATUS_CANCELLED, STATUS_CONFIRMED, Appointment, Company, Customer, Staff, utcnow
+from calsync.models import (
+    STATUS_CANCELLED,
+    STATUS_CONFIRMED,
+    Appointment,
+    ChangeAction,
+    ChangeSource,
+    Company,
+    Customer,
+    Staff,
+    utcnow,
+)
 
 MAX_DURATION = timedelta(days=1)
 
@@ -48,15 +59,14 @@ def lock_staff(session: Session, company: Company, staff_id: int) -> Staff:
 
 
 def mark_feed_changed(staff: Staff) -> None:
-    """Advance the feed's change time by at least a second.
-
-    Last-Modified has one-second resolution (RFC 9110 §8.8.2): two changes within the same
-    second would otherwise leave it unchanged, and a client revalidating with If-Modified-Since
-    alone would keep the first version. Safe as read-modify-write: the caller holds the lock.
-    """
+    """Record when the staff member's feeds changed, to the microsecond, never in the future:
+    Last-Modified is never later than Date (RFC 9110 §8.8.2.1), and two changes in one second
+    still tell If-Modified-Since apart (feeds/publishing/feed.py last_modified). It never goes
+    back either, should this clock be behind another process's. Safe as read-modify-write: the
+    caller holds the lock."""
     now = utcnow()
     previous = staff.feed_changed_at
-    staff.feed_changed_at = max(now, previous + timedelta(seconds=1)) if previous else now
+    staff.feed_changed_at = max(now, previous) if previous else now
 
 
 def check_slot(
@@ -127,7 +137,7 @@ def book_appointment(
     customer: CustomerDetails,
     location: str | None = None,
     notes: str | None = None,
-    source: str = "api",
+    source: str = ChangeSource.API,
 ) -> Appointment:
     staff = lock_staff(session, company, staff_id)
     check_slot(session, staff, start, end)
@@ -152,15 +162,12 @@ def book_appointment(
     )
     session.add(appointment)
     session.flush()
-    after_change(session, appointment, "booked", source, start=start, end=end)
+    after_change(session, appointment, ChangeAction.BOOKED, source, start=start, end=end)
     return appointment
 
 
 def get_appointment(session: Session, company: Company, appointment_id: int) -> Appointment:
-    appointment = session.get(Appointment, appointment_id)
-    if appointment is None or appointment.company_id != company.id:
-        raise NotFoundError(f"There is no appointment with id {appointment_id}.")
-    return appointment
+    return get_owned(session, Appointment, appointment_id, company, "appointment")
 
 
 def _touch(appointment: Appointment, *, new_sequence: bool) -> None:
@@ -180,7 +187,7 @@ def reschedule_appointment(
     start: datetime,
     end: datetime,
     within_working_hours: bool = True,
-    source: str = "api",
+    source: str = ChangeSource.API,
 ) -> Appointment:
     appointment = get_appointment(session, company, appointment_id)
     staff = lock_staff(session, company, appointment.staff_id)
@@ -201,13 +208,13 @@ def reschedule_appointment(
     appointment.start_at, appointment.end_at = start.astimezone(UTC), end.astimezone(UTC)
     _touch(appointment, new_sequence=True)
     session.flush()
-    after_change(session, appointment, "rescheduled", source, start=appointment.start_at,
+    after_change(session, appointment, ChangeAction.RESCHEDULED, source, start=appointment.start_at,
                  end=appointment.end_at, previous_start=previous[0], previous_end=previous[1])
     return appointment
 
 
 def cancel_appointment(
-    session: Session, company: Company, appointment_id: int, *, source: str = "api"
+    session: Session, company: Company, appointment_id: int, *, source: str = ChangeSource.API
 ) -> Appointment:
     appointment = get_appointment(session, company, appointment_id)
     lock_staff(session, company, appointment.staff_id)
@@ -217,7 +224,7 @@ def cancel_appointment(
     appointment.status = STATUS_CANCELLED
     _touch(appointment, new_sequence=True)
     session.flush()
-    after_change(session, appointment, "cancelled", source)
+    after_change(session, appointment, ChangeAction.CANCELLED, source)
     return appointment
 
 

@@ -13,14 +13,22 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from calsync.models import STATUS_CONFIRMED, Appointment, Connection, LinkedItem, utcnow
-
-WRITE_ROLES = {"linked", "additional"}
+from calsync.models import (
+    STATUS_CONFIRMED,
+    WRITE_ROLES,
+    Appointment,
+    Connection,
+    ConnectionKind,
+    LinkedItem,
+    LinkedItemState,
+    SyncMode,
+    utcnow,
+)
 
 
 def target_connections(session: Session, staff_id: int) -> list[Connection]:
     rows = session.scalars(
-        select(Connection).where(Connection.staff_id == staff_id, Connection.kind == "caldav")
+        select(Connection).where(Connection.staff_id == staff_id, Connection.kind == ConnectionKind.CALDAV)
     )
     return [c for c in rows if WRITE_ROLES & set(c.roles or []) and c.writable]
 
@@ -41,7 +49,7 @@ def queue_pushes(session: Session, appointment: Appointment) -> list[int]:
             item = LinkedItem(
                 connection_id=conn.id,
                 appointment_id=appointment.id,
-                state="pending",
+                state=LinkedItemState.PENDING,
                 attempts=0,
                 pushed_revision=0,
                 pushed_sequence=0,
@@ -49,10 +57,10 @@ def queue_pushes(session: Session, appointment: Appointment) -> list[int]:
             )
             session.add(item)
         else:
-            item.state = "pending"
+            item.state = LinkedItemState.PENDING
             item.attempts = 0
             item.updated_at = utcnow()
-        if conn.sync_mode == "realtime":
+        if conn.sync_mode == SyncMode.REALTIME:
             realtime.append(conn.id)
     session.flush()
     return realtime
@@ -72,7 +80,7 @@ def queue_existing(session: Session, connection: Connection, now: datetime) -> i
             LinkedItem(
                 connection_id=connection.id,
                 appointment_id=appt.id,
-                state="pending",
+                state=LinkedItemState.PENDING,
                 attempts=0,
                 pushed_revision=0,
                 pushed_sequence=0,

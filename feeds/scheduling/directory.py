@@ -8,7 +8,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from calsync.feeds.company_settings import bump_company_epoch
-from calsync.feeds.errors import NotFoundError, SchedulingError, ValidationError
+from calsync.feeds.errors import SchedulingError, ValidationError
+from calsync.feeds.lookup import get_owned
 from calsync.feeds.scheduling.booking import mark_feed_changed
 from calsync.feeds.scheduling.working_hours import normalise_working_hours, parse_timezone
 from calsync.models import STATUS_CONFIRMED, Appointment, Company, FeedToken, Group, Staff, utcnow
@@ -17,10 +18,7 @@ DEFAULT_WORKING_HOURS = {day: [["09:00", "17:00"]] for day in ("mon", "tue", "we
 
 
 def get_staff(session: Session, company: Company, staff_id: int) -> Staff:
-    staff = session.get(Staff, staff_id)
-    if staff is None or staff.company_id != company.id:
-        raise NotFoundError(f"There is no staff member with id {staff_id}.")
-    return staff
+    return get_owned(session, Staff, staff_id, company, "staff member")
 
 
 def list_staff(session: Session, company: Company) -> list[Staff]:
@@ -114,10 +112,7 @@ def delete_staff(session: Session, company: Company, staff_id: int, *, force: bo
 
 
 def get_group(session: Session, company: Company, group_id: int) -> Group:
-    group = session.get(Group, group_id)
-    if group is None or group.company_id != company.id:
-        raise NotFoundError(f"There is no group with id {group_id}.")
-    return group
+    return get_owned(session, Group, group_id, company, "group")
 
 
 def list_groups(session: Session, company: Company) -> list[Group]:

@@ -7,16 +7,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from calsync.models import Appointment, AppointmentChange, utcnow
-
-SOURCES = ("api", "admin", "calendar", "conflict", "demo")
+from calsync.models import Appointment, AppointmentChange, ChangeAction, ChangeSource, utcnow
 
 
 def record_change(
     session: Session, appointment: Appointment, action: str, source: str, **detail: Any
 ) -> AppointmentChange:
+    """Raises ValueError for an action or source outside models.enums: a programming error,
+    caught here rather than by the database's CHECK at the end of the transaction."""
     change = AppointmentChange(
-        appointment_id=appointment.id, action=action, source=source,
+        appointment_id=appointment.id, action=ChangeAction(action), source=ChangeSource(source),
         detail={k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in detail.items()},
         sequence=appointment.sequence, created_at=utcnow(),
     )

@@ -1,4 +1,4 @@
-"""Which URLs and addresses calsync may fetch (PROTOCOL.md, "Fetching user-supplied URLs").
+"""Which URLs and addresses calsync may fetch (docs/protocol.md, "Fetching user-supplied URLs").
 
 Users type these URLs, so a URL is a request to make our server connect somewhere. Only public
 http(s) addresses are allowed unless the operator allows private networks for tests or a local
@@ -70,7 +70,11 @@ def normalise_calendar_url(url: str) -> str:
         )
     if len(text) > 2048:
         raise ValidationError("That address is too long (over 2048 characters).", "url", "address")
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # a bracketed host that is no IP address: http://[bc:.93:35]/
+        raise ValidationError("That address is not a valid URL; check the host name.", "url",
+                              "address") from exc
     scheme = parts.scheme.lower()
     if scheme in ("webcal", "webcals"):
         # webcal is "subscribe to this over HTTP"; every provider serves it over https.

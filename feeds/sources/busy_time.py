@@ -1,13 +1,13 @@
 """Busy time: calendar bytes → busy intervals in UTC, within a window and within caps.
 
-One entry point, `extract_busy(body, options)`. The rules (PROTOCOL.md, "CalDAV"):
+One entry point, `extract_busy(body, options)`. The rules (docs/protocol.md, "CalDAV"):
 OPAQUE and not CANCELLED is busy; TRANSPARENT ("Free") and CANCELLED are not;
 X-MICROSOFT-CDO-BUSYSTATUS FREE is free; EXDATE and RECURRENCE-ID overrides are honoured
 (recurring-ical-events does the expansion, one series per UID). All-day events follow the
 connection's policy. Only times are kept: no titles, attendees or descriptions leave this module
 (staff privacy).
 
-Fetched calendars are untrusted, so every cost is bounded (PROTOCOL.md: "a recurrence like
+Fetched calendars are untrusted, so every cost is bounded (docs/protocol.md: "a recurrence like
 COUNT=1000000000 or FREQ=SECONDLY must cost bounded time"):
 
 - a series whose rule could yield too many dates before or inside the window is left out
@@ -19,7 +19,9 @@ COUNT=1000000000 or FREQ=SECONDLY must cost bounded time"):
 - expansion runs under a deadline (`max_seconds`, a tenth of it per series), checked for every
   occurrence and inside dateutil's rule iteration (feeds.sources.deadline), where a rule that
   no date satisfies would otherwise walk on to the year 9999. Parsing costs time in proportion
-  to the size, which the fetch caps.
+  to the size, which the fetch caps;
+- a calendar's VTIMEZONEs are its own (feeds.sources.time_zones): never cached process-wide,
+  never used for another calendar, and their rules stopped by the calendar's deadline.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import x_wr_timezone
 
 from calsync.feeds.errors import CalsyncError
 from calsync.feeds.sources.deadline import DeadlinePassed, check_deadline, deadline
+from calsync.feeds.sources.time_zones import parse_with_own_zones
 
 # A series may make the expansion step through at most this many dates before the window
 # (dateutil walks from DTSTART): a daily series since 1900 is 47,000.
@@ -155,12 +158,17 @@ def _sniff(body: bytes) -> None:
         raise CalendarDataError("not_calendar", "The address did not return an iCalendar (.ics) file.")
 
 
-def parse_calendars(body: bytes) -> list[icalendar.Calendar]:
+def parse_calendars(body: bytes, max_seconds: float = 20.0) -> list[icalendar.Calendar]:
     """Parse iCalendar bytes; HTML and other non-calendars get a sentence, not a stack trace.
-    Parsing costs time in proportion to the size, which the fetch caps (CALSYNC_FETCH_MAX_BYTES)."""
+    Parsing costs time in proportion to the size, which the fetch caps (CALSYNC_FETCH_MAX_BYTES);
+    whatever time zone rules it expands stop at `max_seconds` (BusyOptions.max_seconds)."""
     _sniff(body)
     try:
-        calendars = icalendar.Calendar.from_ical(tame_timezone_rules(body), multiple=True)
+        with deadline(max_seconds) as limit:
+            limit.interrupt_zones()
+            calendars = parse_with_own_zones(tame_timezone_rules(body))
+    except DeadlinePassed:
+        raise CalendarDataError("too_slow", TOO_SLOW) from None
     except Exception as exc:  # icalendar raises ValueError, KeyError, ... on broken input
         raise CalendarDataError("invalid", "The calendar file is damaged and could not be read.") from exc
     out = []
@@ -259,14 +267,15 @@ def _vevents(cal: icalendar.Calendar) -> list[Any]:
 
 def extract_busy(body: bytes | list[icalendar.Calendar], options: BusyOptions) -> BusyResult:
     try:
-        with deadline(options.max_seconds):
+        with deadline(options.max_seconds) as limit:
+            limit.interrupt_zones()  # the calendar's own zones (parse_calendars): safe to stop
             return _extract(body, options)
     except DeadlinePassed:
         raise CalendarDataError("too_slow", TOO_SLOW) from None
 
 
 def _extract(body: bytes | list[icalendar.Calendar], options: BusyOptions) -> BusyResult:
-    calendars = parse_calendars(body) if isinstance(body, bytes) else body
+    calendars = parse_calendars(body, options.max_seconds) if isinstance(body, bytes) else body
     tz = ZoneInfo(options.timezone)
     intervals: list[tuple[datetime, datetime]] = []
     events = skipped = 0

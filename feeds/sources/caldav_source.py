@@ -3,10 +3,9 @@
 - Discovery: principal → calendar home → calendars (name, colour, URL, writable), as the
   caldav library does it (RFC 4791 §6 / RFC 5397). DNS-based RFC 6764 discovery is off: its
   SRV/TXT lookups would bypass the address checks of our resolver.
-- Changes: sync-collection with the stored token (RFC 6578); an invalid or unsupported token
-  makes caldav list everything (its "fake-" token), which we treat as a full listing and
-  compare by ETag. CTag is a cheap hint that nothing changed.
-- Server XML is untrusted (PROTOCOL.md): the guarded session (fetch.GuardedSession) refuses
+- Reading changes and writing items: the calendar store of feeds.calendars.caldav_store,
+  which uses this module's client, CTag and item loading.
+- Server XML is untrusted (docs/protocol.md): the guarded session (fetch.GuardedSession) refuses
   any answer declaring a DTD, and caldav parses with resolve_entities=False and
   no_network=True besides (no external entities, no entity expansion). Every answer is read
   under the caps (bytes, time, items), and a sync's whole conversation ends by a deadline set
@@ -23,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +33,7 @@ from caldav.elements.base import ValuedBaseElement
 from caldav.lib import error as dav_error
 from lxml import etree
 
+from calsync.feeds.errors import CalsyncError
 from calsync.feeds.sources.addresses import normalise_calendar_url
 from calsync.feeds.sources.fetch import FetchError, FetchLimits, GuardedResolver, GuardedSession, _explain
 
@@ -55,18 +55,6 @@ class RemoteCalendar:
     name: str
     color: str | None
     writable: bool
-
-
-@dataclass
-class Listing:
-    """What changed in a calendar since the last sync."""
-
-    etags: dict[str, str]  # href → ETag of present items this listing reported
-    deleted: set[str]  # hrefs reported gone
-    full: bool  # the listing covers the whole calendar (items not in it are gone)
-    sync_token: str | None
-    ctag: str | None
-    data: dict[str, bytes] = field(default_factory=dict)  # href → iCalendar body, for loaded items
 
 
 def _error(exc: BaseException, resolver: GuardedResolver) -> FetchError:
@@ -127,7 +115,7 @@ def dav_client(
 ) -> Iterator[tuple[DAVClient, GuardedResolver]]:
     limits = limits or FetchLimits()
     url = normalise_calendar_url(url)
-    resolver = GuardedResolver(allow_private)
+    resolver = GuardedResolver(allow_private, ports=limits.ports)
     space = (url, username or "")
     client = _Client(
         url, username=username, password=password, timeout=int(limits.read_seconds),
@@ -144,6 +132,8 @@ def dav_client(
     except FetchError:
         _BASIC_SPACES.discard(space)
         raise
+    except CalsyncError:
+        raise  # a named answer to a request that worked (a calendar store's 412, 404): as it is
     except Exception as exc:
         _BASIC_SPACES.discard(space)
         # A cap hit first is the cause, whatever caldav made of it afterwards.
@@ -179,10 +169,10 @@ def is_writable(client: DAVClient, url: str) -> bool:
 
 
 def discover_calendars(
-    url: str, username: str, password: str, *, allow_private: bool
+    url: str, username: str, password: str, *, allow_private: bool, limits: FetchLimits | None = None,
 ) -> list[RemoteCalendar]:
     """The calendars the user can see on a server, from its URL (any URL on it)."""
-    with dav_client(url, username, password, allow_private=allow_private) as (client, _resolver):
+    with dav_client(url, username, password, allow_private=allow_private, limits=limits) as (client, _r):
         calendars = client.principal().calendars()
         found = []
         for cal in calendars:
@@ -200,73 +190,12 @@ def discover_calendars(
         return found
 
 
-def calendar_writable(url: str, username: str, password: str, *, allow_private: bool) -> bool:
-    with dav_client(url, username, password, allow_private=allow_private) as (client, _resolver):
+def calendar_writable(url: str, username: str, password: str, *, allow_private: bool,
+                      limits: FetchLimits | None = None) -> bool:
+    with dav_client(url, username, password, allow_private=allow_private, limits=limits) as (client, _r):
         calendar = client.calendar(url=normalise_calendar_url(url))
         calendar.get_properties([dav.DisplayName()])  # 404 / 401 / not-a-calendar surface here
         return is_writable(client, str(calendar.url))
-
-
-# Items per calendar-multiget REPORT: big enough to save round trips, small enough that one
-# answer stays far below the per-answer size cap.
-MULTIGET_BATCH = 100
-
-
-def read_changes(
-    url: str, username: str | None, password: str | None, *, sync_token: str | None,
-    ctag: str | None, known: dict[str, str], allow_private: bool, load_all: bool = False,
-    limits: FetchLimits | None = None, max_items: int = 20_000,
-) -> Listing | None:
-    """Changes since `sync_token`, with the bodies of new and changed items loaded.
-
-    Returns None when nothing changed. `known` maps hrefs to the ETags stored at the last
-    sync; `load_all` loads every item (the sync window moved).
-
-    With a sync token, the sync-collection REPORT alone answers "what changed" (an empty answer
-    when nothing did), so the CTag is not asked for: on servers that compute both by reading the
-    whole collection (Radicale) that would double the server's work on every sync. Without a
-    token (a server without RFC 6578, or after we created items) the CTag, one PROPFIND, spares
-    the full listing when it has not moved.
-    """
-    incremental = bool(sync_token) and not load_all
-    with dav_client(url, username, password, allow_private=allow_private, limits=limits) as (client, _r):
-        assert isinstance(client.session, GuardedSession)
-        client.session.max_items = max_items
-        calendar = client.calendar(url=normalise_calendar_url(url))
-        new_ctag = None
-        if not incremental:
-            new_ctag = calendar.get_properties([GetCTag()]).get(GetCTag.tag)
-            if ctag and new_ctag and new_ctag == ctag and not load_all:
-                return None
-        listing = calendar.objects_by_sync_token(sync_token=sync_token if incremental else None,
-                                                 load_objects=False)
-        token = listing.sync_token if isinstance(listing.sync_token, str) else None
-        full = not incremental or token is None or token.startswith("fake-")
-        etags: dict[str, str] = {}
-        deleted: set[str] = set()
-        for obj in listing:
-            href = str(obj.url)
-            etag = (obj.props or {}).get("{DAV:}getetag")
-            if etag is None:
-                deleted.add(href)
-            else:
-                etags[href] = etag
-            if len(etags) > max_items:
-                raise FetchError("too_large", f"The calendar has more than {max_items} items.")
-        if full:
-            deleted |= set(known) - set(etags)
-        if not full and not etags and not deleted and token == sync_token:
-            return None  # the token did not move: nothing changed
-        wanted = {h for h, e in etags.items() if load_all or known.get(h) != e}
-        todo = [obj for obj in listing if str(obj.url) in wanted]
-        data: dict[str, bytes] = {}
-        for start in range(0, len(todo), MULTIGET_BATCH):
-            data.update(_load_batch(client, calendar, todo[start:start + MULTIGET_BATCH]))
-        return Listing(
-            etags=etags, deleted=deleted, full=full,
-            sync_token=None if token is None or token.startswith("fake-") else token,
-            ctag=new_ctag, data=data,
-        )
 
 
 def _load_batch(client: DAVClient, calendar: Any, objs: list[Any]) -> dict[str, bytes]:
@@ -304,6 +233,8 @@ def _load(client: DAVClient, obj: Any) -> bytes | None:
     """
     try:
         obj.load()
+    except dav_error.NotFoundError:
+        return None  # deleted since it was listed: the next listing reports it gone
     except (FetchError, niquests.exceptions.RequestException, OSError, dav_error.DAVError):
         raise  # the connection or the server, not this item's content
     except Exception:

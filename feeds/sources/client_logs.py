@@ -1,6 +1,6 @@
 """The HTTP client's own log lines, without the paths of the URLs it fetched.
 
-A subscribed calendar's address is often its only secret, and PROTOCOL.md says URLs with
+A subscribed calendar's address is often its only secret, and docs/protocol.md says URLs with
 secrets are never logged; feeds.sources.fetch installs this before its first request.
 """
 

@@ -11,10 +11,14 @@ without yielding, and it has no API to bound that. Its iterator rebuilds its per
 (`dateutil.rrule._iterinfo.rebuild`) at least once for every month it walks through, at every
 frequency: the check is made there, at no cost to ordinary rules.
 
-Only rules handed to `d.interrupt(rules)` are interrupted there. A rule that caches its dates
-holds a lock while it computes them and never releases it when interrupted. The rules of a time
-zone live on in icalendar's process-wide zone cache: interrupting one would deadlock every
-later calendar that names that zone. (Their cost is bounded by busy_time.tame_timezone_rules.)
+Only rules handed to `d.interrupt(rules)` are interrupted there, and, under a deadline that
+called `interrupt_zones()`, every other rule (a time zone's) once that deadline is over. A rule
+that caches its dates (dateutil's tzical makes zone rules so) holds a lock while it computes
+them and never releases it when interrupted: that is only safe for a rule nothing will use
+again. A calendar's zones live exactly as long as the calendar (feeds.sources.time_zones keeps
+them out of icalendar's process-wide cache), so a zone rule is interrupted only by the
+calendar's own deadline, which fails the whole calendar; a series' shorter deadline never
+stops a zone another series of the same calendar still needs.
 """
 
 from __future__ import annotations
@@ -44,6 +48,13 @@ class Deadline:
         self.at: float = at if outer is None else min(at, outer.at)
         self.outer = outer
         self.interruptible: set[int] = set()
+        # The deadline that may stop any rule (see interrupt_zones), inherited by inner ones.
+        self.zones: Deadline | None = outer.zones if outer is not None else None
+
+    def interrupt_zones(self) -> None:
+        """Let this deadline stop any rule iterated under it, time zones' included, and fail
+        with `outer` set (the reader gives up on the whole calendar)."""
+        self.zones = self
 
     def interrupt(self, rules: Iterable[Any]) -> None:
         """Let the deadline stop these dateutil rules mid-iteration."""
@@ -72,8 +83,11 @@ def _install_iteration_check() -> None:
 
             def rebuild(self, year: int, month: int) -> None:
                 current: Deadline | None = getattr(_local, "current", None)
-                if current is not None and id(self.rrule) in current.interruptible:
-                    check_deadline()
+                if current is not None:
+                    if id(self.rrule) in current.interruptible:
+                        check_deadline()
+                    elif current.zones is not None and current.zones.passed(time.monotonic()):
+                        raise DeadlinePassed(outer=True)
                 super().rebuild(year, month)
 
         dateutil_rrule._iterinfo = _CheckedIterInfo

@@ -1,11 +1,12 @@
-"""Fetch a user-supplied URL under the rules of PROTOCOL.md ("Fetching user-supplied URLs").
+"""Fetch a user-supplied URL under the rules of docs/protocol.md ("Fetching user-supplied URLs").
 
 - Every address a host name resolves to is checked (addresses.address_problem) inside the
   resolver that the connection itself uses, so the checked address is the one connected to:
   no second lookup, no DNS-rebinding window.
 - Redirects are followed by hand, at most `max_redirects`, each hop checked again.
 - The body is capped in bytes *after* decompression (a gzip bomb stops at the cap), and the
-  whole fetch has a deadline (a server dripping one byte a second stops at the deadline).
+  whole fetch has a wall-clock deadline covering connect, TLS, headers and body, enforced by
+  shutting its sockets down (cutoff.py): a server dripping header bytes stops at it too.
 - A stored ETag / Last-Modified makes the request conditional: an unchanged calendar costs a
   304, not a download and a parse.
 
@@ -17,19 +18,21 @@ from __future__ import annotations
 
 import contextlib
 import re
-import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urljoin
 
 import niquests
-from niquests.packages.urllib3.contrib.resolver.system import SystemResolver
 
 from calsync.feeds.errors import CalsyncError, ValidationError
-from calsync.feeds.sources.addresses import address_problem, normalise_calendar_url
+from calsync.feeds.sources.addresses import normalise_calendar_url
 from calsync.feeds.sources.client_logs import hide_paths_in_client_logs
+from calsync.feeds.sources.resolver import AddressPolicy, BlockedAddressError, GuardedResolver
+
+__all__ = ["AddressPolicy", "BlockedAddressError", "FetchError", "FetchLimits", "Fetched",
+           "GuardedResolver", "GuardedSession", "fetch_url"]
 
 USER_AGENT = "calsync/1.0 (calendar subscription; +https://github.com/calsync)"
 
@@ -48,10 +51,25 @@ class FetchLimits:
     # sync-collection page as "truncated", would hold a worker for hours.
     session_seconds: float = 60.0
     deadline: float | None = None
+    # Ports a public address may be reached on (CALSYNC_FETCH_ALLOWED_PORTS adds to 80 and 443):
+    # a calendar address must not turn us into a client of someone's Redis or FTP server. With
+    # private networks allowed (tests, a local demo) any port is.
+    ports: frozenset[int] = frozenset({80, 443})
 
     @property
     def session_bytes(self) -> int:
         return 5 * self.max_bytes
+
+
+# "Sync now", CalDAV discovery and the writability check run while a person waits on a web
+# thread: they get this long at most, whatever the operator allows background syncs.
+INTERACTIVE_SECONDS = 10.0
+
+
+def interactive(limits: FetchLimits) -> FetchLimits:
+    """The operator's limits (sizes, ports), with the time cut to what a web request waits."""
+    return replace(limits, total_seconds=min(limits.total_seconds, INTERACTIVE_SECONDS),
+                   deadline=time.monotonic() + INTERACTIVE_SECONDS)
 
 
 @dataclass
@@ -73,47 +91,6 @@ class FetchError(CalsyncError):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
-
-
-class BlockedAddressError(OSError):
-    """Raised inside the resolver; an OSError so the connection layer gives up cleanly."""
-
-
-AddressPolicy = Callable[[str], str | None]
-
-
-class GuardedResolver(SystemResolver):  # type: ignore[misc]
-    """The system resolver, refusing any answer that contains a forbidden address.
-
-    `policy` maps an address to the reason it is refused (None: allowed); the default is
-    address_problem with the operator's private-network setting.
-    """
-
-    def __init__(self, allow_private: bool, policy: AddressPolicy | None = None) -> None:
-        super().__init__()
-        self.allow_private = allow_private
-        self.policy: AddressPolicy = policy or (lambda ip: address_problem(ip, allow_private))
-        self.refusal: str | None = None
-
-    def getaddrinfo(self, host: Any, port: Any, family: Any, type: Any, proto: int = 0,
-                    flags: int = 0, *, quic_upgrade_via_dns_rr: bool = False) -> list[Any]:
-        try:
-            answers = socket.getaddrinfo(host, port, family, type, proto, flags)
-        except socket.gaierror:
-            raise
-        for answer in answers:
-            problem = self.policy(str(answer[4][0]).split("%")[0])
-            if problem is None and "%" in str(answer[4][0]):
-                problem = "it is a link-local address"
-            if problem is not None:
-                # Refuse the whole name, not just that answer: a name with one inward-pointing
-                # address is an attack or a misconfiguration either way.
-                self.refusal = f"The calendar address is not allowed: {problem}."
-                raise BlockedAddressError(self.refusal)
-        return answers
-
-    def recycle(self) -> GuardedResolver:
-        return self
 
 
 def _session(resolver: GuardedResolver, limits: FetchLimits) -> niquests.Session:
@@ -145,7 +122,7 @@ class GuardedSession(niquests.Session):
     the caps hold whoever reads it (caldav, niquests following a redirect, the Digest
     authentication hook): past max_bytes, past the conversation's byte budget, or past the
     deadline, reading stops with a FetchError. An answer that declares a DTD is refused
-    (PROTOCOL.md: server XML is parsed without DTDs; caldav's parser already resolves no
+    (docs/protocol.md: server XML is parsed without DTDs; caldav's parser already resolves no
     entities and uses no network, so this is the second lock on that door).
 
     The first cap hit is kept in `failure`, and every later request fails with it at once: a
@@ -165,6 +142,7 @@ class GuardedSession(niquests.Session):
             time.monotonic() + limits.session_seconds
         self.bytes_left = limits.session_bytes
         self.failure: FetchError | None = None
+        self.cutoff = resolver.cutoff
         self._answer_deadline = self.deadline
         # Set by a caller that lists items: more DAV:response elements than this in one answer,
         # or twice this in the whole conversation (caldav follows "truncated" listings page
@@ -237,12 +215,23 @@ class GuardedSession(niquests.Session):
         kwargs["timeout"] = (min(self.limits.connect_seconds, per_request),
                              min(self.limits.read_seconds, per_request))
         kwargs["stream"] = True  # the body is read below, through the guard
-        response = super().request(method, url, *args, **kwargs)
+        # The guard's checks run between reads; the cutoff ends a read that never returns
+        # (headers dripped a byte at a time, a stalled TLS handshake).
+        self.cutoff.arm(self._answer_deadline)
         try:
-            body = response.content or b""
-        except FetchError:
-            response.close()  # the rest of the body stays unread: drop the connection
+            response = super().request(method, url, *args, **kwargs)
+            try:
+                body = response.content or b""
+            except FetchError:
+                response.close()  # the rest of the body stays unread: drop the connection
+                raise
+        except Exception as exc:
+            if self.cutoff.fired:
+                raise self._fail(FetchError(
+                    "timeout", "The calendar server was too slow to send its answer.")) from exc
             raise
+        finally:
+            self.cutoff.disarm()
         if _DOCTYPE.match(body[:64 * 1024]):
             raise self._fail(FetchError(
                 "unsafe", "The calendar server's answer declared XML entities (a DTD), which "
@@ -255,6 +244,10 @@ class GuardedSession(niquests.Session):
                     FetchError("too_large", f"The calendar has more than {self.max_items} items."))
         return response
 
+    def close(self) -> None:
+        super().close()
+        self.cutoff.close()
+
 
 def _mb(size: int) -> int:
     return size // (1024 * 1024)
@@ -263,6 +256,8 @@ def _mb(size: int) -> int:
 def _explain(exc: BaseException, resolver: GuardedResolver) -> FetchError:
     if resolver.refusal:
         return FetchError("blocked", resolver.refusal)
+    if resolver.cutoff.fired:
+        return FetchError("timeout", "The calendar server was too slow to send its answer.")
     chain: list[BaseException] = []
     cur: BaseException | None = exc
     while cur is not None and len(chain) < 10:
@@ -297,15 +292,16 @@ def fetch_url(
 ) -> Fetched:
     """GET a calendar URL safely. Raises FetchError (or ValidationError for a bad URL)."""
     limits = limits or FetchLimits()
-    deadline = time.monotonic() + limits.total_seconds
-    resolver = GuardedResolver(allow_private, policy)
+    deadline = min(time.monotonic() + limits.total_seconds, limits.deadline or float("inf"))
+    resolver = GuardedResolver(allow_private, policy, limits.ports)
     current = normalise_calendar_url(url)
     headers = {"Accept": accept, "Accept-Encoding": "gzip, deflate"}
     if etag:
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
-    with _session(resolver, limits) as session:
+    resolver.cutoff.arm(deadline)  # connect, TLS, headers and body of every hop
+    with _session(resolver, limits) as session, contextlib.closing(resolver.cutoff):
         for _hop in range(limits.max_redirects + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:

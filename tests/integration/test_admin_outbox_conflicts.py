@@ -27,7 +27,7 @@ from tests.admin_helpers import ADMIN_EMAIL, Browser, csrf_of, log_in, text_of
 from tests.conftest import Api
 from tests.feed_helpers import iso
 from tests.integration.test_api_emails import booked_moved_cancelled
-from tests.integration.test_twoway import Linked, at
+from tests.linked_helpers import Linked, at
 from tests.mail_helpers import deliver, with_mail
 from tests.servers import CalDAVServer, SmtpSink
 
@@ -70,7 +70,7 @@ def other_admin(app: Flask, client: FlaskClient, api: Api) -> Browser:
         company = Company(name="Other Salon", timezone="UTC", settings={})
         s.add(company)
         s.flush()
-        create_admin(s, company, "boss@other.example", "another long password")
+        create_admin(s, company, "boss@other.example", "another long password", profile="fast-for-tests")
     log_in(client, "boss@other.example", "another long password")
     return Browser(client)
 

@@ -246,6 +246,40 @@ def test_without_a_link_or_with_a_bad_one_the_page_refuses(app: Flask, zoe: dict
     assert resp.status_code == 403
 
 
+def test_the_session_cookie_keeps_no_link_token(app: Flask, zoe: dict[str, Any]) -> None:
+    """Flask's session cookie is signed, not encrypted: whoever sees it reads it. It used to
+    carry the connect token, which opens the page from anywhere for two weeks."""
+    client = app.test_client()
+    path = link_for(app, zoe["id"])
+    token = path.rsplit("/", 1)[1]
+    client.get(path)
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    content = app.session_interface.get_signing_serializer(app).loads(cookie.value)  # type: ignore[attr-defined]
+    with app.extensions["calsync"].sessions() as session:
+        staff = session.get(Staff, zoe["id"])
+        assert staff is not None and staff.connect_nonce
+        nonce = staff.connect_nonce
+    assert token not in repr(content) and token not in cookie.value
+    assert nonce not in repr(content)
+    assert content["connect_link"]["s"] == zoe["id"]
+    assert client.get("/connect/").status_code == 200
+    # A forged claim (the cookie is signed, but a claim with a wrong digest must fail as well).
+    with client.session_transaction() as sess:
+        sess["connect_link"] = {**content["connect_link"], "n": "0" * 64}
+    assert client.get("/connect/").status_code == 403
+
+
+def test_an_open_session_ends_when_its_link_expires(app: Flask, zoe: dict[str, Any]) -> None:
+    client = app.test_client()
+    client.get(link_for(app, zoe["id"], now=utcnow() - timedelta(days=LINK_DAYS, minutes=-1)))
+    assert client.get("/connect/").status_code == 200
+    with client.session_transaction() as sess:
+        sess["connect_link"] = {**sess["connect_link"], "t": sess["connect_link"]["t"] - 120}
+    resp = client.get("/connect/")
+    assert resp.status_code == 403 and "expired" in text_of(resp)
+
+
 def test_revoking_ends_an_open_session(app: Flask, visitor: Browser, zoe: dict[str, Any]) -> None:
     assert visitor.get("/connect/").status_code == 200
     with app.extensions["calsync"].sessions.begin() as session:

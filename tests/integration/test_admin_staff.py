@@ -270,7 +270,6 @@ def test_nothing_chosen_is_a_sentence(admin: Browser, staff: dict[str, Any], rad
 
 def test_the_discovery_token_is_bound_to_its_staff_member_and_expires(
     app: Flask, admin: Browser, api: Api, staff: dict[str, Any], radicale: CalDAVServer,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     radicale.calendar("work")
     other = api.make_staff(name="Other", email="other@example.com")
@@ -282,7 +281,7 @@ def test_the_discovery_token_is_bound_to_its_staff_member_and_expires(
                           {"discovery": forged, "roles-0": "conflict"})
         assert resp.status_code == 422
     later = time.time() + calendar_setup.DISCOVERY_MINUTES * 60 + 5
-    monkeypatch.setattr(calendar_setup.time, "time", lambda: later)
+    app.extensions["calsync"].clock = lambda: later
     resp = admin.post(f"/staff/{staff['id']}/calendars/caldav", {"discovery": token, "roles-0": "conflict"})
     assert resp.status_code == 422 and "too old" in text_of(resp)
     assert connections(app) == []

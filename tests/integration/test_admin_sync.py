@@ -54,7 +54,7 @@ def test_the_page_shows_the_three_tables_with_links(admin: Browser, api: Api, st
     assert len(paths) == 3  # one default link each: staff member, group, company
     for path in paths:
         assert api.client.get(path).status_code == 200
-    # Subscribe buttons of every client (PROTOCOL.md "Subscribe links").
+    # Subscribe buttons of every client (docs/protocol.md "Subscribe links").
     token = paths[0].removeprefix("/feeds/").removesuffix(".ics")
     assert f"webcal://cal.example.test/feeds/{token}.ics" in html
     assert "https://calendar.google.com/calendar/render?cid=webcal%3A%2F%2Fcal.example.test" in html
@@ -237,13 +237,13 @@ def test_flip_a_toggle_and_change_numbers(app: Flask, admin: Browser) -> None:
     form.pop("ics_subscriptions")  # an unticked checkbox is not sent
     form["feed_refresh_minutes"] = "120"
     form["default_sync_mode"] = "manual"
-    form["feed_color"] = "#112233"
+    form["feed_color"] = "MidnightBlue"
     resp = admin.post("/settings", form)
     assert resp.headers["Location"] == "/#settings"
     saved = settings_of(app)
     assert saved.show_cancelled and not saved.ics_subscriptions
     changed = (saved.feed_refresh_minutes, saved.default_sync_mode, saved.feed_color)
-    assert changed == (120, "manual", "#112233")
+    assert changed == (120, "manual", "midnightblue")
     html = text_of(admin.get("/"))
     assert "Settings saved" in html
     assert re.search(r'name="show_cancelled" value="on" checked', html)
@@ -258,7 +258,8 @@ def test_flip_a_toggle_and_change_numbers(app: Flask, admin: Browser) -> None:
     ("feed_refresh_minutes", "1", "Feed refresh interval: Input should be greater than or equal to 5"),
     ("feed_refresh_minutes", "often", "Feed refresh interval: enter a number."),
     ("default_sync_mode", "sometimes", "Default sync mode: Input should be"),
-    ("feed_color", "not a colour!", "Feed colour: String should match pattern"),
+    ("feed_color", "not a colour!", "Feed colour: Give the feed colour as a CSS3 colour name"),
+    ("feed_color", "#112233", "Feed colour: Give the feed colour as a CSS3 colour name"),
 ])
 def test_invalid_settings_say_what_to_fix_and_change_nothing(app: Flask, admin: Browser, field: str,
                                                             value: str, message: str) -> None:

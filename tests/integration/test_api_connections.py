@@ -100,12 +100,16 @@ def test_ics_connection_lifecycle_and_its_effect_on_booking(
         "http://[::ffff:10.0.0.1]/c.ics",
     ],
 )
-def test_blocked_or_malformed_urls_are_refused_with_400(app, api: Api, staff: dict, url: str) -> None:  # type: ignore[no-untyped-def]
+def test_blocked_or_malformed_urls_are_refused_with_422(app, api: Api, staff: dict, url: str) -> None:  # type: ignore[no-untyped-def]
+    """An address is a field like any other: refused with 422 naming it (README's one rule; it
+    was 400 here while every other invalid field was 422)."""
     services = app.extensions["calsync"]
     services.settings = services.settings.model_copy(update={"allow_private_networks": False})
     resp = api.post(f"/staff/{staff['id']}/connections", {"kind": "ics", "url": url})
-    assert resp.status_code == 400, resp.get_json()
+    assert resp.status_code == 422, resp.get_json()
     assert resp.get_json()["error"].endswith(".")
+    assert [e["field"] for e in resp.get_json()["errors"]] == ["url"]
+    assert api.get(f"/staff/{staff['id']}/connections").get_json() == {"connections": []}
 
 
 def test_an_ics_address_cannot_be_linked(api: Api, staff: dict, calendar_http: CalendarHTTPServer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -10,6 +11,7 @@ import icalendar
 import pytest
 
 from calsync.feeds.company_settings import CompanySettings
+from calsync.feeds.publishing.tokens import MAX_TOKENS_PER_FEED
 from tests.conftest import Api
 
 BASE = "https://cal.example.test"  # conftest's base_url
@@ -132,6 +134,42 @@ def test_issue_another_token(api: Api) -> None:
     again = next(f for f in mine if f["token_id"] == feed["token_id"])
     assert again["url"] == url
     assert again["last_used_at"] is not None  # it was just fetched
+
+
+def test_tokens_per_feed_are_capped(api: Api) -> None:
+    """300 tokens in 1.2 s used to be accepted: a feed now has at most MAX_TOKENS_PER_FEED."""
+    staff = api.make_staff()
+    for n in range(MAX_TOKENS_PER_FEED - 1):  # plus the default token
+        resp = api.post("/feeds", {"scope": "staff", "scope_id": staff["id"], "name": f"Device {n}"})
+        assert resp.status_code == 201, resp.get_json()
+    resp = api.post("/feeds", {"scope": "staff", "scope_id": staff["id"], "name": "One too many"})
+    assert error_fields(resp) == ["scope_id"] and "revoke one" in resp.get_json()["error"]
+    # Revoking one makes room again.
+    victim = next(f for f in feeds(api) if f["name"] == "Device 0")
+    assert api.delete(f"/feeds/{victim['token_id']}").status_code == 204
+    again = api.post("/feeds", {"scope": "staff", "scope_id": staff["id"], "name": "Device 0"})
+    assert again.status_code == 201
+
+
+def test_token_names_are_unique_per_feed_even_in_parallel(api: Api, app: Any) -> None:
+    """20 parallel creates with one name used to give 20 tokens named alike."""
+    staff = api.make_staff()
+    other = api.make_staff(name="Ana Ortega", email="ana@example.com")
+
+    def create(_n: int) -> int:
+        client = Api(app.test_client(), api.key)
+        return int(client.post("/feeds", {"scope": "staff", "scope_id": staff["id"],
+                                          "name": "Phone"}).status_code)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = sorted(pool.map(create, range(20)))
+    assert codes == [201] + [422] * 19
+    phones = [f for f in feeds(api) if f["name"] == "Phone"]
+    assert len(phones) == 1
+    # Another feed may use the name; default names get a number instead of repeating.
+    assert api.post("/feeds", {"scope": "staff", "scope_id": other["id"], "name": "Phone"}).status_code == 201
+    second = api.post("/feeds", {"scope": "staff", "scope_id": staff["id"]}).get_json()
+    assert second["name"] == "Zoë Müller (full) 2"
 
 
 def test_issue_tokens_for_group_and_company(api: Api, company_id: int) -> None:
@@ -259,7 +297,7 @@ def test_settings_defaults(api: Api) -> None:
         {"feed_window_past_days": 0},
         {"feed_refresh_minutes": 5},
         {"feed_refresh_minutes": 10080},
-        {"feed_color": "#00aa11"},
+        {"feed_color": "darkgreen"},
         {"feed_color": "teal"},
         {"show_cancelled": True, "feed_window_future_days": 3650, "feed_refresh_minutes": 15},
     ],
@@ -274,7 +312,7 @@ def test_patch_settings_persists(api: Api, changes: dict[str, Any]) -> None:
 def test_patch_settings_one_at_a_time_keeps_the_rest(api: Api) -> None:
     api.patch("/settings", {"show_cancelled": True})
     api.patch("/settings", {"feed_refresh_minutes": 30})
-    api.patch("/settings", {"feed_color": "#123456"})
+    api.patch("/settings", {"feed_color": "navy"})
     assert api.patch("/settings", {"feed_color": None}).status_code == 200  # nullable: cleared
     assert api.patch("/settings", {}).status_code == 200
     assert api.get("/settings").get_json() == DEFAULT_SETTINGS | {
@@ -300,6 +338,7 @@ def test_patch_settings_one_at_a_time_keeps_the_rest(api: Api) -> None:
         ({"show_cancelled": None}, "show_cancelled"),
         ({"show_cancelled": {"on": True}}, "show_cancelled"),
         ({"feed_color": "#12345"}, "feed_color"),
+        ({"feed_color": "#123456"}, "feed_color"),  # RFC 7986 COLOR is a CSS3 name only
         ({"feed_color": "red;COLOR=blue"}, "feed_color"),
         ({"feed_color": "red\r\nX-INJECTED:1"}, "feed_color"),
         ({"feed_colour": "red"}, "feed_colour"),

@@ -15,7 +15,7 @@ import pytest
 from calsync.feeds.sources.addresses import normalise_calendar_url
 from calsync.feeds.sources.caldav_source import _BASIC_SPACES, calendar_writable
 from calsync.feeds.sources.fetch import FetchError
-from tests.servers import CalDAVServer, _serve_wsgi
+from tests.servers import CalDAVServer, _serve_wsgi, radicale_app
 
 
 class StatusCounter:
@@ -33,22 +33,9 @@ class StatusCounter:
 
 @pytest.fixture
 def counted(tmp_path: Path) -> Iterator[tuple[CalDAVServer, StatusCounter]]:
-    import radicale
-    import radicale.config
-
     users = tmp_path / "users"
     users.write_text("zoe:pw\n")
-    cfg = radicale.config.load([])
-    cfg.update(
-        {
-            "auth": {"type": "htpasswd", "htpasswd_filename": str(users), "htpasswd_encryption": "plain"},
-            "storage": {"filesystem_folder": str(tmp_path / "dav")},
-            "rights": {"type": "owner_only"},
-        },
-        "test",
-        privileged=True,
-    )
-    counter = StatusCounter(radicale.Application(cfg))
+    counter = StatusCounter(radicale_app(users, tmp_path / "dav", {"type": "owner_only"}))
     server, url = _serve_wsgi(counter)
     dav = CalDAVServer("radicale", url, "zoe", "pw", "/zoe/")
     dav.calendar("work")

@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from calsync.bench.twoway import PASSWORD, SERVERS, USER, CalDAVServer
-from calsync.feeds.sources import caldav_source
-from calsync.feeds.sources.caldav_source import read_changes
+from calsync.feeds.calendars import caldav_store
+from calsync.feeds.calendars.caldav_store import open_caldav_store
+from calsync.feeds.calendars.changes import ChangeSet, read_changes
+from calsync.feeds.calendars.store import StoreAddress
+from calsync.feeds.sources.fetch import FetchLimits
 
 
 @pytest.fixture(params=sorted(SERVERS))
@@ -23,17 +26,22 @@ def recorded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CalDAVS
         server.close()
 
 
+def _read(server: CalDAVServer, known: dict[str, str]) -> ChangeSet | None:
+    address = StoreAddress(server.calendar_url, USER, PASSWORD)
+    with open_caldav_store(address, allow_private=True, limits=FetchLimits()) as store:
+        return read_changes(store, sync_token=None, ctag=None, known=known)
+
+
 def test_new_items_are_loaded_by_multiget_in_batches(
     recorded: CalDAVServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(caldav_source, "MULTIGET_BATCH", 3)
+    monkeypatch.setattr(caldav_store, "MULTIGET_BATCH", 3)
     calendar = recorded.make_calendar()
     for i in range(8):
         start = datetime(2027, 1, 4, 9, tzinfo=UTC) + timedelta(days=i)
         calendar.save_event(dtstart=start, dtend=start + timedelta(hours=1), summary=f"E{i}", uid=f"u{i}")
     mark = recorded.recorder.mark()
-    listing = read_changes(recorded.calendar_url, USER, PASSWORD, sync_token=None, ctag=None, known={},
-                           allow_private=True)
+    listing = _read(recorded, known={})
     assert listing is not None and len(listing.data) == 8
     assert all(b"BEGIN:VEVENT" in body for body in listing.data.values())
     methods = [r.method for r in recorded.recorder.since(mark) if r.status < 400]
@@ -44,7 +52,6 @@ def test_new_items_are_loaded_by_multiget_in_batches(
     changed = next(iter(known))
     known[changed] = '"stale"'
     mark = recorded.recorder.mark()
-    again = read_changes(recorded.calendar_url, USER, PASSWORD, sync_token=None, ctag=None, known=known,
-                         allow_private=True)
+    again = _read(recorded, known=known)
     assert again is not None and set(again.data) == {changed}
     assert "GET" in [r.method for r in recorded.recorder.since(mark)]  # a batch of one: a plain GET

@@ -1,10 +1,11 @@
-"""Published feeds obey RFC 5545 / RFC 7986 as PROTOCOL.md lists: line ends, folding,
+"""Published feeds obey RFC 5545 / RFC 7986 as docs/protocol.md lists: line ends, folding,
 escaping, time zones, stable UIDs and sequences, calendar properties."""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from calsync.feeds.demo import next_dst_change
 from tests.conftest import Api
 from tests.feed_helpers import ALL_DAY, events, events_by_uid, iso, soon, vobject_events
+from tests.icaljs import read_events
 
 
 @pytest.fixture
@@ -19,16 +21,20 @@ def staff(api: Api) -> dict:
     return api.make_staff(working_hours=ALL_DAY)
 
 
-def test_feed_parses_with_two_independent_parsers(api: Api, staff: dict) -> None:
-    uids = set()
+def test_feed_parses_with_three_independent_parsers(api: Api, staff: dict, icaljs: Path) -> None:
+    booked = {}
     for day in range(1, 6):
         resp = api.book(staff["id"], iso(soon(day)), iso(soon(day) + timedelta(minutes=45)))
-        uids.add(resp.get_json()["uid"])
+        booked[resp.get_json()["uid"]] = soon(day)
     body = api.client.get(api.feed_url("staff", staff["id"])).data
-    assert set(events_by_uid(body)) == uids
-    assert {str(e.uid.value) for e in vobject_events(body)} == uids
+    assert set(events_by_uid(body)) == set(booked)
+    assert {str(e.uid.value) for e in vobject_events(body)} == set(booked)
     for ev in vobject_events(body):
         assert ev.dtstart.value.tzinfo is not None
+    # ical.js, as Thunderbird reads it (issue 13).
+    read = read_events(icaljs, body)
+    assert {uid: e["start"] for uid, e in read["events"].items()} == booked
+    assert read["calendar"]["name"] == "Zoë Müller · Test Salon"
 
 
 def test_lines_end_in_crlf_and_fold_at_75_octets_without_splitting_characters(
@@ -59,10 +65,16 @@ def test_lines_end_in_crlf_and_fold_at_75_octets_without_splitting_characters(
         "semi;colon, comma\\ backslash",
     ],
 )
-def test_user_text_cannot_inject_properties(api: Api, staff: dict, hostile: str) -> None:
+def test_user_text_cannot_inject_properties(api: Api, staff: dict, hostile: str, icaljs: Path) -> None:
+    one_line = "\r" not in hostile and "\n" not in hostile
+    name = hostile if one_line else "Ann Lee"
+    if not one_line:  # a name is one line: the API refuses a line break in it (issue 13)
+        refused = api.book(staff["id"], iso(soon(2)), iso(soon(2) + timedelta(hours=1)),
+                           customer={"name": hostile, "email": "c@example.com"})
+        assert refused.status_code == 422 and "one line" in refused.get_json()["errors"][0]["message"]
     resp = api.book(
         staff["id"], iso(soon(2)), iso(soon(2) + timedelta(hours=1)),
-        customer={"name": hostile, "email": "c@example.com"}, notes=hostile, location=hostile,
+        customer={"name": name, "email": "c@example.com"}, notes=hostile, location=hostile,
         service="Cut; wash, dry",
     )
     assert resp.status_code == 201, resp.get_json()
@@ -74,12 +86,15 @@ def test_user_text_cannot_inject_properties(api: Api, staff: dict, hostile: str)
     as_text = hostile.replace("\r\n", "\n").replace("\r", "\n")
     assert str(event["LOCATION"]) == as_text
     assert as_text in str(event["DESCRIPTION"])
-    assert str(event["SUMMARY"]).startswith("Cut; wash, dry – ")
+    assert str(event["SUMMARY"]) == f"Cut; wash, dry – {name}"
+    (read,) = read_events(icaljs, body)["events"].values()
+    assert (read["location"], read["summary"]) == (as_text, f"Cut; wash, dry – {name}")
+    assert read["attendees"] == [] and as_text in read["description"]
     # Nothing the customer typed starts a line of its own.
     assert not re.search(rb"\r\n(ATTENDEE|UID:injected|END:VCALENDAR\r\n.)", body)
 
 
-def test_every_tzid_has_a_vtimezone_and_times_survive_dst(api: Api) -> None:
+def test_every_tzid_has_a_vtimezone_and_times_survive_dst(api: Api, icaljs: Path) -> None:
     berlin = api.make_staff(name="Berlin", email="b@example.com", timezone="Europe/Berlin",
                             working_hours=ALL_DAY)
     new_york = api.make_staff(name="NY", email="n@example.com", timezone="America/New_York",
@@ -109,9 +124,10 @@ def test_every_tzid_has_a_vtimezone_and_times_survive_dst(api: Api) -> None:
         start = event.decoded("DTSTART")
         assert start.astimezone(UTC) == booked[uid]
         assert start.astimezone(start.tzinfo).hour == 10  # 10:00 wall time on both sides of DST
-    # vobject resolves the same instants from the VTIMEZONE blocks alone.
+    # vobject and ical.js resolve the same instants from the VTIMEZONE blocks alone.
     for ev in vobject_events(body):
         assert ev.dtstart.value.astimezone(UTC) == booked[ev.uid.value]
+    assert {uid: e["start"] for uid, e in read_events(icaljs, body)["events"].items()} == booked
 
 
 def test_uid_stays_and_sequence_grows_across_reschedule_and_cancel(api: Api, staff: dict) -> None:
@@ -141,7 +157,7 @@ def test_cancelled_appointments_leave_the_feed_by_default(api: Api, staff: dict)
 
 
 def test_calendar_properties_and_event_basics(api: Api, staff: dict) -> None:
-    api.patch("/settings", {"feed_refresh_minutes": 30, "feed_color": "#3366cc"})
+    api.patch("/settings", {"feed_refresh_minutes": 30, "feed_color": "cornflowerblue"})
     api.book(staff["id"], iso(soon(3)), iso(soon(3) + timedelta(hours=1)))
     body = api.client.get(api.feed_url("staff", staff["id"])).data
     text = body.decode()
@@ -149,7 +165,7 @@ def test_calendar_properties_and_event_basics(api: Api, staff: dict) -> None:
     assert "\r\nX-PUBLISHED-TTL:PT30M\r\n" in text
     assert "\r\nNAME:Zoë Müller · Test Salon\r\n" in text
     assert "\r\nX-WR-CALNAME:Zoë Müller · Test Salon\r\n" in text
-    assert "\r\nCOLOR:#3366cc\r\n" in text
+    assert "\r\nCOLOR:cornflowerblue\r\n" in text
     assert "\r\nMETHOD:PUBLISH\r\n" in text
     (event,) = events(body)
     assert event["TRANSP"] == "OPAQUE"

@@ -1,4 +1,4 @@
-"""Fetching user-supplied URLs (PROTOCOL.md): the address decision, the canary that must hear
+"""Fetching user-supplied URLs (docs/protocol.md): the address decision, the canary that must hear
 nothing, redirects re-checked hop by hop, and the caps on size and time."""
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def test_the_schema_has_the_indexes_the_queries_need(app: Flask) -> None:
 def postgres(app: Flask) -> Engine:
     engine: Engine = app.extensions["calsync"].engine
     if engine.dialect.name != "postgresql":
-        pytest.skip("query plans are checked on PostgreSQL (CALSYNC_TEST_DATABASE_URL)")
+        pytest.skip("query plans are checked on PostgreSQL (TEST_CALSYNC_DATABASE_URL)")
     return engine
 
 

@@ -16,6 +16,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from calsync.feeds.errors import ValidationError
+from calsync.feeds.mail.outbox import readable_message
 from calsync.feeds.onboarding.connect_links import (
     LINK_DAYS,
     ConnectLinkError,
@@ -287,6 +288,35 @@ def test_no_feed_link_to_send_is_a_sentence(app: Flask, admin: Browser, zoe: dic
 # --- sending ----------------------------------------------------------------------------------
 
 
+def test_the_stored_email_holds_no_link_before_or_after_delivery(
+    app: Flask, admin: Browser, zoe: dict[str, Any], smtp_server: SmtpSink
+) -> None:
+    """The outbox kept invitations in plain text: a database copy gave every connect link and
+    feed URL. Now the message is sealed with the credentials vault until it is sent, and its
+    body is dropped once it is."""
+    send(admin, zoe["id"], subject="{staff_name}, your page: {connect_url}")
+    _row, token = staff_feed_token(app, zoe["id"])
+    [stored] = outbox(app)
+    assert stored.message_sealed and stored.status == "pending"
+    for secret in (token.encode(), b"/connect/", b"/feeds/", b"Subject:"):
+        assert secret not in stored.message
+    assert stored.subject == "Zoë Müller, your page: [link]"
+    [message] = received(app, smtp_server)
+    text, _html = parts(message)
+    path = connect_path(text)
+    assert token in text
+    assert str(message["Subject"]).startswith("Zoë Müller, your page: https://cal.example.test/connect/")
+    [sent] = outbox(app)
+    assert sent.status == "sent" and not sent.message_sealed
+    kept = parse_message(sent.message)
+    for secret in (token, path[len("/connect/"):][:40], "/connect/", "/feeds/"):
+        assert secret not in sent.message.decode("ascii")
+    assert kept["Message-ID"] == message["Message-ID"] and kept["To"] == message["To"]
+    assert "removed once the email was delivered" in kept.get_content()
+    # The link itself still works: only the stored copy is gone.
+    assert app.test_client().get(path).status_code == 302
+
+
 def test_send_queues_the_email_with_its_invitation_and_it_arrives(
     app: Flask, admin: Browser, zoe: dict[str, Any], smtp_server: SmtpSink
 ) -> None:
@@ -326,6 +356,8 @@ def test_send_queues_the_email_with_its_invitation_and_it_arrives(
     path = connect_path(text)
     for url in (feed, webcal, google, outlook, office, BASE + path):
         assert url in text
+    for url in (outlook, office):  # Outlook names the calendar after the feed (issue 13)
+        assert url + ".ics&name=Zo%C3%AB%20M%C3%BCller" in text
     hrefs = Links(html).hrefs
     assert {feed, webcal, BASE + path} <= set(hrefs)
     for prefix in (google, outlook, office):
@@ -500,7 +532,9 @@ def test_an_expired_invitation(app: Flask, admin: Browser, zoe: dict[str, Any]) 
             keys,
             now=utcnow() - timedelta(days=LINK_DAYS, minutes=5),
         )
-        message = session.get(OutboxEmail, old.outbox_email_id).message  # type: ignore[union-attr]
+        row = session.get(OutboxEmail, old.outbox_email_id)
+        assert row is not None and row.message_sealed  # it carries the link: stored sealed
+        message = readable_message(session, row)
     path = connect_path(parts(parse_message(message))[0])
     resp = app.test_client().get(path)
     assert resp.status_code == 403 and "expired" in text_of(resp)

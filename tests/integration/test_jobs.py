@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +15,7 @@ from calsync.models import Connection
 from tests.conftest import Api
 from tests.feed_helpers import ALL_DAY
 from tests.servers import CalendarHTTPServer
+from tests.waiting import wait_until
 
 ICS = (b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nBEGIN:VEVENT\r\nUID:x\r\n"
        b"DTSTAMP:20260101T000000Z\r\nDTSTART:20300107T090000Z\r\nDTEND:20300107T100000Z\r\n"
@@ -28,7 +28,7 @@ def queue_url(request: pytest.FixtureRequest) -> str | None:
         return None
     import redis
 
-    url = os.environ.get("CALSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    url = os.environ.get("TEST_CALSYNC_REDIS_URL", "redis://127.0.0.1:6379/15")
     try:
         client = redis.Redis.from_url(url)
         client.ping()
@@ -64,14 +64,12 @@ def test_due_connections_are_synced_once_each_by_the_queue(
     services = app.extensions["calsync"]
     queued = services.jobs._schedule_due()  # what the periodic task does every minute
     assert queued == 8
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def states() -> dict[int, str]:
         with services.sessions() as s:
-            states = dict(s.execute(select(Connection.id, Connection.status)).all())
-        if all(states[i] == "ok" for i in ids):
-            break
-        time.sleep(0.2)
-    assert all(states[i] == "ok" for i in ids), states
+            return dict(s.execute(select(Connection.id, Connection.status)).all())
+
+    wait_until(lambda: all(states()[i] == "ok" for i in ids), lambda: f"all eight synced: {states()}")
     assert all(calendar_http.hits[f"/c{i}.ics"] == 1 for i in range(8)), calendar_http.hits
     # Nothing is due any more: a second scheduler run queues nothing.
     assert services.jobs._schedule_due() == 0

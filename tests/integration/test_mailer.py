@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from urllib.parse import quote
@@ -23,6 +22,7 @@ from tests.conftest import Api
 from tests.feed_helpers import ALL_DAY
 from tests.mail_helpers import deliver, mail_context, outbox, parse_imip, with_mail
 from tests.servers import SmtpSink
+from tests.waiting import wait_until
 
 SECRET = "s3cr%t:p@ss/w#rd?&= +"  # characters that must be URL-encoded in the URL
 
@@ -276,21 +276,12 @@ def consumer(app: Flask) -> Iterator[object]:
     worker.stop(graceful=True)
 
 
-def wait_for(condition, seconds: float = 20) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_the_queue_delivers_right_after_the_commit(
     app: Flask, api: Api, smtp_server: SmtpSink, consumer: object
 ) -> None:
     book_many(api, 2)
-    assert wait_for(lambda: len(smtp_server.messages) == 2), outbox(app)
-    assert wait_for(lambda: all(e.status == "sent" for e in outbox(app)))
+    wait_until(lambda: len(smtp_server.messages) == 2, lambda: f"two emails; outbox: {outbox(app)}")
+    wait_until(lambda: all(e.status == "sent" for e in outbox(app)), "every email marked sent")
     parse_imip(smtp_server.messages[0].data)
 
 

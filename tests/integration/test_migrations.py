@@ -11,7 +11,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy import CheckConstraint, Engine, inspect, select, text
+from sqlalchemy.exc import IntegrityError
 
 from calsync.migrations import alembic_config, current_revision, upgrade_database
 from calsync.models import Base, Company, make_engine, make_session_factory
@@ -111,3 +112,59 @@ def test_data_survives_a_repeated_upgrade(engine: Engine) -> None:
     upgrade_database(engine)
     with make_session_factory(engine)() as session:
         assert session.scalars(select(Company.name)).all() == ["Café Zürich"]
+
+
+# --- state and kind checks (0008) --------------------------------------------------------------
+
+
+@pytest.fixture
+def any_engine(empty_database_url: str) -> Iterator[Engine]:
+    """SQLite, or a fresh PostgreSQL schema with TEST_CALSYNC_DATABASE_URL; empty, to migrate."""
+    engine = make_engine(empty_database_url)
+    yield engine
+    engine.dispose()
+
+
+def _insert_company_and_outbox_email(engine: Engine, status: str) -> None:
+    """Raw SQL, so only the database (not the model's enum type) can refuse the value."""
+    with engine.begin() as conn:
+        company_id = conn.execute(text(
+            "INSERT INTO company (name, timezone, settings, feed_epoch, feed_epoch_changed_at, "
+            "created_at) VALUES ('C', 'UTC', '{}', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP) "
+            "RETURNING id")).scalar_one()
+        conn.execute(text(
+            "INSERT INTO outbox_email (company_id, kind, dedupe_key, to_address, subject, message, "
+            "status, attempts, created_at) VALUES (:company, 'booked', :key, 'a@example.test', 'S', "
+            ":message, :status, 0, CURRENT_TIMESTAMP)"),
+            {"company": company_id, "key": f"k-{status}", "message": b"m", "status": status})
+
+
+def test_the_database_refuses_a_state_outside_the_enum(any_engine: Engine) -> None:
+    upgrade_database(any_engine)
+    _insert_company_and_outbox_email(any_engine, "sent")
+    with pytest.raises(IntegrityError, match="ck_outbox_email_status"):
+        _insert_company_and_outbox_email(any_engine, "snet")
+
+
+def test_every_state_column_has_its_named_check(any_engine: Engine) -> None:
+    """Migrated and model schemas agree on the CHECKs too (autogenerate does not compare them)."""
+    upgrade_database(any_engine)
+    inspector = inspect(any_engine)
+    for table in Base.metadata.tables.values():
+        expected = {c.name for c in table.constraints if isinstance(c, CheckConstraint)}
+        found = {c["name"] for c in inspector.get_check_constraints(table.name)}
+        assert expected <= found, (table.name, expected - found)
+
+
+def test_the_checks_step_down_and_up(any_engine: Engine) -> None:
+    upgrade_database(any_engine)
+    cfg = alembic_config(any_engine)
+    command.downgrade(cfg, "0007")
+    assert not inspect(any_engine).get_check_constraints("outbox_email")
+    _insert_company_and_outbox_email(any_engine, "legacy")  # no check before 0008
+    with any_engine.begin() as conn:
+        conn.execute(text("DELETE FROM outbox_email WHERE status = 'legacy'"))
+    upgrade_database(any_engine)
+    assert schema_differences(any_engine) == []
+    with pytest.raises(IntegrityError, match="ck_outbox_email_status"):
+        _insert_company_and_outbox_email(any_engine, "legacy")

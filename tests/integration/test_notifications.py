@@ -133,7 +133,12 @@ def test_a_line_break_in_the_customer_name_injects_no_header(
     evil = "Eve\r\nBcc: victim@example.org\r\nX-Injected: yes\nATTENDEE:mailto:victim@example.org"
     resp = api.book(staff["id"], MONDAY.format("10:00"), MONDAY.format("10:30"),
                     customer={"name": evil, "email": "eve@example.com"}, service="Cut\r\nX-Evil: 1")
-    assert resp.status_code == 201, resp.get_json()
+    assert resp.status_code == 422  # the API refuses names on more than one line (issue 13)
+    with app.extensions["calsync"].sessions.begin() as s:  # a path that does not check them
+        book_appointment(s, get_or_create_company(s), staff_id=staff["id"],
+                         start=datetime.fromisoformat(MONDAY.format("10:00")),
+                         end=datetime.fromisoformat(MONDAY.format("10:30")), service="Cut\r\nX-Evil: 1",
+                         customer=CustomerDetails(evil, "eve@example.com"))
     deliver(app)
     [received] = smtp_server.messages
     assert received.rcpt_tos == ["eve@example.com"]
@@ -146,6 +151,25 @@ def test_a_line_break_in_the_customer_name_injects_no_header(
     attendees = imip.event.get("ATTENDEE")
     assert not isinstance(attendees, list)  # still exactly one attendee
     assert str(attendees).lower() == "mailto:eve@example.com"
+
+
+def test_a_line_break_in_a_name_makes_no_line_of_the_body(app: Flask, api: Api) -> None:
+    """Names that reach the database with a line break (written before the API refused them, or
+    by a path other than the API) used to keep it in the plain-text body, where the customer's
+    line could read like a header or like our own text. Every part gets them on one line."""
+    staff = api.make_staff()
+    evil = "Eve\r\nBcc: victim@example.org\r\nX-Injected: yes\nATTENDEE:mailto:victim@example.org"
+    with app.extensions["calsync"].sessions.begin() as s:
+        company = get_or_create_company(s)
+        book_appointment(s, company, staff_id=staff["id"], start=datetime(2030, 1, 7, 12, tzinfo=UTC),
+                         end=datetime(2030, 1, 7, 13, tzinfo=UTC), service="Cut\r\nX-Evil: 1",
+                         customer=CustomerDetails(evil, "eve@example.com"))
+    [email] = outbox(app)
+    imip = parse_imip(email.message)
+    for part in (imip.text, imip.html, str(imip.message["Subject"])):
+        lines = [line.strip() for line in part.splitlines()]
+        assert not any(line.startswith(("Bcc:", "X-Injected", "ATTENDEE", "X-Evil")) for line in lines), part
+    assert "Eve Bcc: victim@example.org X-Injected: yes ATTENDEE:mailto:victim@example.org" in imip.text
 
 
 def test_html_part_escapes_what_customers_typed(app: Flask, api: Api) -> None:
@@ -204,8 +228,8 @@ def _failing_connection(app: Flask, calendar_http: CalendarHTTPServer) -> tuple[
     url = calendar_http.add("/cal.ics", b"down", status=503, etag=False)
     with services.sessions.begin() as s:
         company = get_or_create_company(s, "Alert Co", "Europe/Berlin")
-        create_admin(s, company, "boss@salon.example", "a-long-admin-password")
-        create_admin(s, company, "Deputy@Salon.example", "another-long-password")
+        create_admin(s, company, "boss@salon.example", "a-long-admin-password", profile="fast-for-tests")
+        create_admin(s, company, "Deputy@Salon.example", "another-long-password", profile="fast-for-tests")
         staff = create_staff(s, company, name="Zoë", email="zoe@salon.example",
                              timezone="Europe/Berlin", working_hours=ALL_DAY)
         conn = create_connection(s, company, services.vault, staff.id,

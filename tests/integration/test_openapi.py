@@ -161,6 +161,151 @@ def test_query_parameters_are_documented(doc: dict[str, Any]) -> None:
     assert {p["name"] for p in listing["parameters"]} == {"staff_id", "start", "end", "limit", "offset"}
 
 
+# --- the document states the constraints the validators enforce ------------------------------
+
+NAMES = ["Front desk", "  padded  ", "Zoë", "a" * 200, "", " ", "\u3000", "two\nlines", "tab\there",
+         "bell\x07", "\x85x", "line\u2028sep", "x\x7f"]
+MOMENTS = ["2030-01-07T10:00:00Z", "1900-06-01T00:00:00Z", "9998-06-01T00:00:00+01:00",
+           "1899-12-31T00:00:00Z", "0294-06-14T07:42:30Z", "9999-06-01T00:00:00Z"]
+URLS = ["https://cal.example.com/a.ics", "webcal://cal.example.com/a.ics", "http://[::1]:5232/x/",
+        "HTTP://x/", "ftp://x/a.ics", "http://user:pw@x/a.ics", "http://x:99999/", "http://x/a b",
+        "0", "http:///a.ics", "https://x:0443/?q=1#f"]
+
+
+def schema_of(doc: dict[str, Any], component: str, field: str) -> Draft202012Validator:
+    prop = doc["components"]["schemas"][component]["properties"][field]
+    prop = next((s for s in prop.get("anyOf", [prop]) if s.get("type") == "string"), prop)
+    return Draft202012Validator(prop, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def test_names_are_accepted_exactly_when_the_document_allows_them(api: Api, doc: dict[str, Any]) -> None:
+    documented = schema_of(doc, "GroupIn", "name")
+    for name in NAMES:
+        resp = api.post("/groups", {"name": name})
+        assert (resp.status_code == 201) == documented.is_valid(name), (name, resp.get_json())
+    # The same type wherever a name is taken: a service, a customer.
+    assert doc["components"]["schemas"]["AppointmentIn"]["properties"]["service"]["pattern"] == \
+        documented.schema["pattern"]
+
+
+def test_moments_are_accepted_exactly_when_the_document_allows_them(api: Api, doc: dict[str, Any]) -> None:
+    """Years 1900 to 9998 (the offsets used here keep the moment inside them in UTC too)."""
+    staff = api.make_staff()
+    documented = schema_of(doc, "AppointmentIn", "start")
+    for moment in MOMENTS:
+        resp = api.get(f"/staff/{staff['id']}/availability",
+                       query_string={"start": moment, "end": moment[:11] + "23:59:00" + moment[19:]})
+        fields = error_fields(resp) if resp.status_code != 200 else []
+        assert ("start" not in fields) == documented.is_valid(moment), (moment, resp.get_json())
+    query = {p["name"]: p["schema"] for p in doc["paths"]["/staff/{staff_id}/busy"]["get"]["parameters"]
+             if p["in"] == "query"}
+    assert query["start"]["pattern"] == documented.schema["pattern"]
+    assert "after start" in query["end"]["description"]
+
+
+def test_addresses_the_document_allows_are_well_formed(doc: dict[str, Any]) -> None:
+    """What the address pattern allows passes the address checks (whether the host resolves
+    and answers only a request can tell), and what it refuses is refused there too. Not
+    stated: a bracketed host that is no IPv6 address (http://[bc:.93:35], refused with 422)."""
+    from calsync.feeds.errors import ValidationError
+    from calsync.feeds.sources.addresses import normalise_calendar_url
+
+    documented = schema_of(doc, "ConnectionIn", "url")
+    for url in URLS:
+        try:
+            normalise_calendar_url(url)
+            accepted = True
+        except ValidationError:
+            accepted = False
+        assert accepted == documented.is_valid(url), url
+    rules = doc["components"]["schemas"]["ConnectionIn"]["allOf"]
+    assert Draft202012Validator({"allOf": rules}).is_valid({"kind": "ics", "roles": ["conflict"]})
+    assert not Draft202012Validator({"allOf": rules}).is_valid({"kind": "ics", "roles": ["linked"]})
+    assert not Draft202012Validator({"allOf": rules}).is_valid({"kind": "caldav", "url": "https://x/"})
+
+
+# --- links from the operations that create ids -----------------------------------------------
+
+# Ids no API operation creates: conflicts come from two-way sync, emails from the outbox.
+NOT_CREATED_BY_THE_API = {"conflict_id", "email_id"}
+ICS = (b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nBEGIN:VEVENT\r\nUID:b\r\n"
+       b"DTSTAMP:20260101T000000Z\r\nDTSTART:20300101T090000Z\r\nDTEND:20300101T100000Z\r\n"
+       b"END:VEVENT\r\nEND:VCALENDAR\r\n")
+
+
+def operations(doc: dict[str, Any]) -> dict[str, tuple[str, str, dict[str, Any]]]:
+    return {op["operationId"]: (path, method, op) for path, ops in doc["paths"].items()
+            for method, op in ops.items()}
+
+
+def test_every_id_in_a_path_is_reachable_by_a_link(doc: dict[str, Any]) -> None:
+    """Each operation taking an id the API creates is the target of a link from the operation
+    that creates it, mapping the path parameter from that operation's response."""
+    ops = operations(doc)
+    targets: dict[str, set[str]] = {}
+    for path, method, op in ops.values():
+        for status, response in op["responses"].items():
+            for link in response.get("links", {}).values():
+                assert status.startswith("2"), (method, path)
+                target_path, _, target = ops[link["operationId"]]  # the operation exists
+                names = re.findall(r"{(\w+)}", target_path)
+                assert set(link["parameters"]) == set(names), (method, path, link)
+                for name, expression in link["parameters"].items():
+                    targets.setdefault(link["operationId"], set()).add(name)
+                    field = expression.removeprefix("$response.body#/")
+                    if field != expression:  # the response documents the field it points at
+                        schema = resolve(doc, response["content"]["application/json"]["schema"]["$ref"])
+                        assert field in schema["properties"] and field in schema["required"], link
+                    else:
+                        assert expression == f"$request.path.{name}", link
+    for operation_id, (path, _method, _op) in ops.items():
+        for name in set(re.findall(r"{(\w+)}", path)) - NOT_CREATED_BY_THE_API:
+            assert name in targets.get(operation_id, set()), (operation_id, name)
+
+
+def test_following_the_links_reaches_what_was_created(
+    app: Flask, api: Api, doc: dict[str, Any], calendar_http: Any
+) -> None:
+    services = app.extensions["calsync"]
+    services.settings = services.settings.model_copy(update={"allow_private_networks": True})
+    staff = api.make_staff(timezone="UTC", working_hours={"mon": [["00:00", "24:00"]]})
+    created = {
+        "post_create_staff": api.post("/staff", {"name": "S", "email": "s@example.com"}),
+        "post_create_group": api.post("/groups", {"name": "G"}),
+        "post_create_appointment": api.book(staff["id"], "2030-01-07T10:00:00Z", "2030-01-07T10:30:00Z"),
+        "post_issue_feed": api.post("/feeds", {"scope": "staff", "scope_id": staff["id"], "name": "Mine"}),
+        "post_create": api.post(f"/staff/{staff['id']}/connections",
+                                {"kind": "ics", "url": calendar_http.add("/l.ics", ICS)}),
+    }
+    ops = operations(doc)
+    followed = 0
+    for operation_id, resp in created.items():
+        path, method, op = ops[operation_id]
+        assert resp.status_code == 201, (operation_id, resp.get_json())
+        for link in op["responses"]["201"]["links"].values():
+            target_path, target_method, _ = ops[link["operationId"]]
+            values = {name: resp.get_json()[expr.removeprefix("$response.body#/")]
+                      for name, expr in link["parameters"].items()}
+            url = target_path.format(**values)
+            # Read-only ones first, so that a DELETE follows what it would remove.
+            if target_method == "get":
+                got = api.client.get(PREFIX + url, headers={"Authorization": f"Bearer {api.key}"},
+                                     query_string={"start": "2030-01-07T00:00:00Z",
+                                                   "end": "2030-01-08T00:00:00Z"}
+                                     if url.endswith(("/availability", "/busy")) else None)
+                assert got.status_code == 200, (link, got.get_json())
+                followed += 1
+        deleting = [ops[link["operationId"]][0].format(**{
+            name: resp.get_json()[expr.removeprefix("$response.body#/")]
+            for name, expr in link["parameters"].items()})
+            for link in op["responses"]["201"]["links"].values()
+            if ops[link["operationId"]][1] == "delete"]
+        for url in deleting:
+            assert api.delete(url).status_code == 204, (operation_id, url)
+            followed += 1
+    assert followed >= 12
+
+
 # --- responses match the document ------------------------------------------------------------
 
 
@@ -247,12 +392,59 @@ def test_every_route_answers_errors_in_json(app: Flask, api: Api, doc: dict[str,
                                        content_type="application/x-www-form-urlencoded")
                 assert_json_error(resp, 415, where + " (form)")
                 resp = api.client.open(path, method=method, headers=auth, json=[])
-                assert_json_error(resp, 422, where + " (array)")
+                assert_json_error(resp, 400, where + " (array)")
     for rule_path, allowed in methods_of.items():
         for method in METHODS - allowed:
             resp = api.client.open(re.sub(r"<(?:\w+:)?\w+>", "1", rule_path), method=method,
                                    headers=auth)
             assert_json_error(resp, 405, f"{method} {rule_path}")
+
+
+# Not an object: the body is malformed whatever the operation (README: "400 malformed").
+NOT_AN_OBJECT = ["[]", "[{}]", '"text"', "7", "true", "null", "{", "{'a': 1}"]
+# A value no documented field takes: not a string, number, boolean, object, or list of those.
+NO_FIELD_TAKES = [[[]]]
+
+
+def error_fields(resp: Any) -> list[str]:
+    return [e["field"] for e in resp.get_json().get("errors") or []]
+
+
+def test_one_error_rule_for_every_operation(api: Api, doc: dict[str, Any]) -> None:
+    """Walks every operation of the document: a body that is not a JSON object is 400, an
+    invalid field — in the body or the query — is 422 with that field named in `errors`."""
+    auth = {"Authorization": f"Bearer {api.key}"}
+    walked = 0
+    for path, ops in doc["paths"].items():
+        url = PREFIX + re.sub(r"{\w+}", "1", path)
+        for method, op in ops.items():
+            where = f"{method.upper()} {path}"
+            if "requestBody" in op:
+                walked += 1
+                for data in NOT_AN_OBJECT:
+                    resp = api.client.open(url, method=method.upper(), headers=auth, data=data,
+                                           content_type="application/json")
+                    assert_json_error(resp, 400, f"{where} {data}")
+                schema = resolve(doc, op["requestBody"]["content"]["application/json"]["schema"]["$ref"])
+                for name in schema["properties"]:
+                    resp = api.client.open(url, method=method.upper(), headers=auth,
+                                           json={name: NO_FIELD_TAKES})
+                    assert_json_error(resp, 422, f"{where} {name}")
+                    assert name in {f.split(".")[0] for f in error_fields(resp)}, (where, name)
+                resp = api.client.open(url, method=method.upper(), headers=auth, json={"nope": 1})
+                assert_json_error(resp, 422, f"{where} unknown field")
+                assert "nope" in error_fields(resp), where
+            for param in (p for p in op.get("parameters", []) if p["in"] == "query"):
+                walked += 1
+                resp = api.client.open(f"{url}?{param['name']}=%21", method=method.upper(),
+                                       headers=auth)
+                assert_json_error(resp, 422, f"{where} ?{param['name']}=!")
+                assert param["name"] in error_fields(resp), (where, param["name"])
+            if any(p["in"] == "query" for p in op.get("parameters", [])):
+                resp = api.client.open(f"{url}?nope=1", method=method.upper(), headers=auth)
+                assert_json_error(resp, 422, f"{where} ?nope=1")
+                assert "nope" in error_fields(resp), where
+    assert walked > 20
 
 
 def test_unknown_endpoints_are_404_json(api: Api) -> None:

@@ -4,6 +4,7 @@ event, or a DELETE."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,84 +16,13 @@ from calsync.feeds.settings import Settings
 from calsync.models import Connection, LinkedItem
 from tests.conftest import Api
 from tests.feed_helpers import ALL_DAY, iso
+from tests.linked_helpers import Linked, at
 from tests.servers import CalDAVServer
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"allow_private_networks": True})
-
-
-def at(days: int, hour: int, minute: int = 0) -> datetime:
-    base = datetime.now(UTC).replace(hour=hour, minute=minute, second=0, microsecond=0)
-    return base + timedelta(days=days)
-
-
-class Linked:
-    """A staff member with a linked calendar on a real CalDAV server."""
-
-    def __init__(self, app: Flask, api: Api, server: CalDAVServer, *, two_way: bool = True) -> None:
-        self.app, self.api, self.server = app, api, server
-        self.calendar = server.calendar("work", "Work")
-        api.patch("/settings", {"bidirectional_sync": two_way})
-        self.staff = api.make_staff(
-            working_hours={
-                "mon": [["09:00", "17:00"]],
-                "tue": [["09:00", "17:00"]],
-                "wed": [["09:00", "17:00"]],
-                "thu": [["09:00", "17:00"]],
-                "fri": [["09:00", "17:00"]],
-                "sat": [["09:00", "17:00"]],
-                "sun": [["09:00", "17:00"]],
-            },
-            timezone="UTC",
-        )
-        resp = api.post(
-            f"/staff/{self.staff['id']}/connections",
-            {
-                "kind": "caldav",
-                "url": server.url_of("work"),
-                "username": server.username,
-                "password": server.password,
-                "roles": ["conflict", "linked"],
-                "sync_mode": "interval",
-            },
-        )
-        assert resp.status_code == 201, resp.get_json()
-        self.connection_id = resp.get_json()["id"]
-        assert self.sync().status == "ok"
-
-    def sync(self):  # type: ignore[no-untyped-def]
-        return sync_connection(self.app.extensions["calsync"].sync, self.connection_id)
-
-    def book(self, start: datetime, minutes: int = 60) -> dict:
-        resp = self.api.book(self.staff["id"], iso(start), iso(start + timedelta(minutes=minutes)))
-        assert resp.status_code == 201, resp.get_json()
-        return resp.get_json()  # type: ignore[no-any-return]
-
-    def appointment(self, appt_id: int) -> dict:
-        return self.api.get(f"/appointments/{appt_id}").get_json()  # type: ignore[no-any-return]
-
-    def event(self, uid: str):  # type: ignore[no-untyped-def]
-        return self.calendar.event_by_uid(uid)
-
-    def event_times(self, uid: str) -> tuple[datetime, datetime]:
-        comp = self.event(uid).icalendar_component
-        return comp.decoded("DTSTART").astimezone(UTC), comp.decoded("DTEND").astimezone(UTC)
-
-    def move_in_calendar(self, uid: str, start: datetime, minutes: int = 60) -> None:
-        """What a calendar app does when the staff member drags the event: PUT it changed."""
-        event = self.event(uid)
-        comp = event.icalendar_component
-        comp["DTSTART"].dt = start
-        comp["DTEND"].dt = start + timedelta(minutes=minutes)
-        event.save()
-
-    def item(self, appt_id: int) -> LinkedItem:
-        with self.app.extensions["calsync"].sessions() as s:
-            item = s.scalar(select(LinkedItem).where(LinkedItem.appointment_id == appt_id))
-            assert item is not None
-            return item
 
 
 @pytest.fixture
@@ -252,9 +182,11 @@ def test_a_412_is_re_read_and_decided_not_overwritten(linked: Linked) -> None:
     with services.sessions.begin() as s:  # our copy is due for a refresh, with the old ETag
         item = s.scalar(select(LinkedItem).where(LinkedItem.appointment_id == appt["id"]))
         item.state = "pending"
+    from calsync.feeds.calendars.lease import Lease
     from calsync.feeds.calendars.sync import _acquire, push_pending
 
-    job = _acquire(services.sync, linked.connection_id, "test", datetime.now(UTC))
+    lease = Lease("test", datetime.now(UTC), time.monotonic(), services.sync.lease_seconds)
+    job = _acquire(services.sync, linked.connection_id, lease)
     assert push_pending(services.sync, job).failed == 0  # type: ignore[arg-type]
     assert linked.appointment(appt["id"])["start"] == iso(at(3, 9)).replace("+00:00", "Z")
     assert linked.event_times(appt["uid"]) == (at(3, 9), at(3, 10))

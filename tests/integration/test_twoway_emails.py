@@ -11,7 +11,7 @@ from flask import Flask
 
 from calsync.feeds.settings import Settings
 from tests.conftest import Api
-from tests.integration.test_twoway import Linked, at
+from tests.linked_helpers import Linked, at
 from tests.mail_helpers import deliver, parse_imip, with_mail
 from tests.servers import CalDAVServer, SmtpSink
 

@@ -15,7 +15,7 @@ from calsync.feeds.settings import Settings
 from calsync.models import Conflict, OutboxEmail
 from calsync.web.admin.conflicts import span
 from tests.conftest import Api
-from tests.integration.test_twoway import Linked, at
+from tests.linked_helpers import Linked, at
 from tests.mail_helpers import deliver, with_mail
 from tests.servers import CalDAVServer, SmtpSink
 from tests.system import test_browser

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from calsync.migrations import alembic_config, current_revision
 from calsync.models import AdminUser, Appointment, Company, Group, Staff, make_engine, make_session_factory
 from calsync.web import create_app
 from calsync.web.cli import main
+from tests.waiting import wait_until
 
 CALSYNC = Path(sys.executable).with_name("calsync")
 GUARD_LOG = "LOOPBACK_GUARD_LOG"  # not CALSYNC_*: calsync would refuse an unknown setting
@@ -475,19 +475,18 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory, guard_dir: Path) -> It
         )
     server = DemoServer(proc, port, env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        def listening() -> bool:
             if proc.poll() is not None:
                 pytest.fail(f"calsync serve exited with {proc.returncode}: {err_path.read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"calsync serve did not listen within 60 s: {out_path.read_text()}")
-            if "Serving on" in out_path.read_text(encoding="utf-8"):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    break
-                except OSError:
-                    pass
-            time.sleep(0.1)
+            if "Serving on" not in out_path.read_text(encoding="utf-8"):
+                return False
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            except OSError:
+                return False
+            return True
+
+        wait_until(listening, lambda: f"calsync serve to listen: {out_path.read_text()}", interval=0.1)
         server.stdout = out_path.read_text(encoding="utf-8")
         _parse_output(server)
         yield server

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
@@ -35,11 +34,13 @@ from calsync.feeds.mail.delivery import MailContext, deliver_due
 from calsync.feeds.mail.smtp import parse_smtp_url
 from calsync.feeds.scheduling.directory import create_staff
 from calsync.feeds.settings import Settings
-from calsync.models import Appointment, BusyBlock, Conflict, Connection, LinkedItem, OutboxEmail, utcnow
+from calsync.models import Appointment, BusyBlock, Conflict, Connection, OutboxEmail, utcnow
 from tests.conftest import Api
 from tests.feed_helpers import ALL_DAY, iso
 from tests.hostile_servers import PrivatePostgres, RadicaleProcess, RefusingSmtp, unique_name
+from tests.linked_helpers import Linked
 from tests.servers import CalendarHTTPServer
+from tests.waiting import wait_until
 
 HANG_GUARD = 60.0  # seconds any wait may last before the test fails (not a speed check)
 
@@ -108,59 +109,7 @@ def busy_blocks(app: Flask, cid: int) -> int:
         return len(s.scalars(select(BusyBlock).where(BusyBlock.connection_id == cid)).all())
 
 
-def wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + HANG_GUARD
-    while not condition():
-        assert time.monotonic() < deadline, "gave up waiting"
-        time.sleep(0.05)
-
-
 # --- the CalDAV server killed mid-sync --------------------------------------------------------------
-
-
-class LinkedOnRadicale:
-    """A staff member with a linked calendar (two-way sync on) on a Radicale process."""
-
-    def __init__(self, app: Flask, api: Api, radicale: RadicaleProcess) -> None:
-        self.app, self.api, self.radicale = app, api, radicale
-        self.services = app.extensions["calsync"]
-        radicale.calendar("work")
-        api.patch("/settings", {"bidirectional_sync": True})
-        self.staff = api.make_staff(working_hours=ALL_DAY, timezone="UTC")
-        resp = api.post(
-            f"/staff/{self.staff['id']}/connections",
-            {
-                "kind": "caldav",
-                "url": radicale.url_of("work"),
-                "username": radicale.username,
-                "password": radicale.password,
-                "roles": ["conflict", "linked"],
-                "sync_mode": "interval",
-            },
-        )
-        assert resp.status_code == 201, resp.get_json()
-        self.connection_id = resp.get_json()["id"]
-        assert self.sync().status == "ok"
-
-    def sync(self):  # type: ignore[no-untyped-def]
-        return sync_connection(self.services.sync, self.connection_id)
-
-    def book(self, start: datetime) -> dict[str, Any]:
-        resp = self.api.book(self.staff["id"], iso(start), iso(start + timedelta(hours=1)))
-        assert resp.status_code == 201, resp.get_json()
-        return resp.get_json()  # type: ignore[no-any-return]
-
-    def items(self) -> list[LinkedItem]:
-        with self.services.sessions() as s:
-            return list(s.scalars(select(LinkedItem).order_by(LinkedItem.id)))
-
-    def past_backoff(self) -> None:
-        with self.services.sessions.begin() as s:
-            for item in s.scalars(select(LinkedItem)):
-                item.updated_at = item.updated_at - timedelta(hours=2)
-
-    def calendar_uids(self) -> list[str]:
-        return sorted(str(e.icalendar_component["UID"]) for e in self.radicale.calendar("work").events())
 
 
 def test_caldav_server_killed_mid_push_loses_and_duplicates_nothing(
@@ -169,7 +118,7 @@ def test_caldav_server_killed_mid_push_loses_and_duplicates_nothing(
     """Radicale stores our booking and dies before answering (the answer is lost, the write is
     not); a second booking is made while it is down. After it is back, each booking is in the
     calendar exactly once and nothing on the platform changed."""
-    linked = LinkedOnRadicale(app, api, radicale_process)
+    linked = Linked(app, api, radicale_process, working_hours=ALL_DAY)
     first = linked.book(at(2, 10))
     radicale_process.kill_after_next_write()
     outcome = linked.sync()
@@ -474,7 +423,7 @@ def test_a_worker_killed_mid_sync_on_the_embedded_queue_loses_nothing(
     consumer = services.jobs.start_in_background(workers=1, periodic=False)
     try:
         assert services.jobs._schedule_due() == 1
-        wait_for(lambda: connection(app, cid).status == "ok")
+        wait_until(lambda: connection(app, cid).status == "ok", "the retried sync", limit=HANG_GUARD)
     finally:
         consumer.stop(graceful=True)
     conn = connection(app, cid)

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import pytest
 from calsync.feeds.settings import Settings
 from tests.conftest import Api
 from tests.feed_helpers import ALL_DAY, events_by_uid, iso, soon
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy" / "gunicorn.conf.py"
@@ -96,18 +96,16 @@ def gunicorn(api: Api, settings: Settings, tmp_path: Path) -> Iterator[Gunicorn]
         stderr=subprocess.DEVNULL,
     )
     server = Gunicorn(port, proc, access, errors)
-    deadline = time.monotonic() + 60
-    while True:
+    def serving() -> bool:
         assert proc.poll() is None, f"gunicorn exited with {proc.returncode}:\n{server.logs()}"
-        assert time.monotonic() < deadline, f"gunicorn did not start:\n{server.logs()}"
         booted = errors.exists() and errors.read_text().count("Booting worker") >= WORKERS
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
-                if booted:
-                    break
+                return booted
         except OSError:
-            pass
-        time.sleep(0.2)
+            return False
+
+    wait_until(serving, lambda: f"gunicorn to start:\n{server.logs()}", interval=0.2)
     yield server
     proc.send_signal(signal.SIGTERM)
     try:

@@ -1,4 +1,4 @@
-"""Hostile CalDAV servers (issue 7; PROTOCOL.md "Server XML is untrusted" and the fetch caps).
+"""Hostile CalDAV servers (issue 7; docs/protocol.md "Server XML is untrusted" and the fetch caps).
 
 Each misbehaviour of tests/hostile_servers.py meets a connection that was added while its
 server still behaved. The sync ends in a stored error sentence (not a traceback), within the
@@ -11,7 +11,6 @@ Linked calendars whose ETags change on every request neither loop nor re-push.
 from __future__ import annotations
 
 import logging
-import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -40,7 +39,9 @@ from tests.hostile_servers import (
     HostileCalDAV,
     external_entity_document,
 )
+from tests.linked_helpers import Linked, at
 from tests.servers import CalDAVServer, CalendarHTTPServer
+from tests.waiting import wait_until
 
 MB = 1024 * 1024
 # Small caps so each case ends in seconds: an answer of at most 1 MB, 2 s per request.
@@ -248,25 +249,19 @@ def test_the_queue_worker_survives_a_hostile_server(
     try:
         jobs.enqueue_sync(cid)
         jobs.enqueue_sync(world.healthy)
-        wait_for(lambda: world.connection(world.healthy).status == "ok")
+        wait_until(lambda: world.connection(world.healthy).status == "ok",
+                   "the queue to sync the healthy neighbour", limit=120)
         first_success = world.connection(world.healthy).last_success_at
         assert_failed_within_the_caps(world, server, cid, behaviour, kind)
         with world.services.sessions.begin() as s:
             s.get(Connection, world.healthy).last_success_at = None
         jobs.enqueue_sync(world.healthy)  # the worker is still there to take it
-        wait_for(lambda: world.connection(world.healthy).last_success_at is not None)
+        wait_until(lambda: world.connection(world.healthy).last_success_at is not None,
+                   "the queue to finish the healthy neighbour's sync", limit=120)
         assert first_success is not None
     finally:
         consumer.stop(graceful=True)
     assert world.busy_count(world.healthy) == 1
-
-
-def wait_for(condition: Callable[[], bool], limit: float = 120.0) -> None:
-    """Poll the database until the queue's work shows (a hang guard, not a speed check)."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, "the queue did not finish the job"
-        time.sleep(0.05)
 
 
 # --- adding and discovering ---------------------------------------------------------------------------
@@ -354,38 +349,13 @@ def test_an_item_that_is_not_utf8_still_counts_as_busy(
 # --- ETags that change on every request ---------------------------------------------------------------
 
 
-class FlappingLinked:
+class FlappingLinked(Linked):
     """A staff member whose linked calendar (two-way sync on) sits behind an ETag-flapping proxy."""
 
     def __init__(self, app: Flask, api: Api, radicale: CalDAVServer, proxy: EtagFlappingProxy) -> None:
-        self.app, self.api, self.proxy = app, api, proxy
-        self.services = app.extensions["calsync"]
-        radicale.calendar("work", "Work")
-        api.patch("/settings", {"bidirectional_sync": True})
-        self.staff = api.make_staff(working_hours=ALL_DAY, timezone="UTC")
-        resp = api.post(
-            f"/staff/{self.staff['id']}/connections",
-            {
-                "kind": "caldav",
-                "url": proxy.base_url + radicale.home + "work/",
-                "username": radicale.username,
-                "password": radicale.password,
-                "roles": ["conflict", "linked"],
-                "sync_mode": "interval",
-            },
-        )
-        assert resp.status_code == 201, resp.get_json()
-        self.connection_id = resp.get_json()["id"]
-        assert self.sync().status == "ok"
-
-    def sync(self):  # type: ignore[no-untyped-def]
-        return sync_connection(self.services.sync, self.connection_id)
-
-    def book(self, days: int) -> dict[str, object]:
-        start = datetime.now(UTC).replace(hour=10, minute=0, second=0, microsecond=0) + timedelta(days=days)
-        resp = self.api.book(self.staff["id"], iso(start), iso(start + timedelta(hours=1)))
-        assert resp.status_code == 201, resp.get_json()
-        return resp.get_json()  # type: ignore[no-any-return]
+        self.proxy = proxy
+        super().__init__(app, api, radicale, working_hours=ALL_DAY,
+                         url=proxy.base_url + radicale.home + "work/")
 
     def counts(self) -> tuple[int, int, int]:
         """(appointment revisions summed, open conflicts, emails written)."""
@@ -395,14 +365,9 @@ class FlappingLinked:
             emails = len(s.scalars(select(OutboxEmail)).all())
         return revisions, conflicts, emails
 
-    def item(self) -> LinkedItem:
+    def only_item(self) -> LinkedItem:
         with self.services.sessions() as s:
             return s.scalars(select(LinkedItem)).one()
-
-    def past_backoff(self) -> None:
-        with self.services.sessions.begin() as s:
-            for item in s.scalars(select(LinkedItem)):
-                item.updated_at = item.updated_at - timedelta(hours=2)
 
 
 def test_flapping_etags_neither_loop_nor_re_push(app: Flask, api: Api, radicale: CalDAVServer) -> None:
@@ -411,7 +376,7 @@ def test_flapping_etags_neither_loop_nor_re_push(app: Flask, api: Api, radicale:
     proxy = EtagFlappingProxy(radicale.base_url, honour_if_match=True, sync_tokens=False)
     try:
         linked = FlappingLinked(app, api, radicale, proxy)
-        linked.book(days=2)
+        linked.book(at(2, 10))
         assert linked.sync().status == "ok"
         assert proxy.count("PUT") == 1
         before = linked.counts()
@@ -422,7 +387,7 @@ def test_flapping_etags_neither_loop_nor_re_push(app: Flask, api: Api, radicale:
             assert proxy.count("REPORT", 207) > listings  # the whole calendar was listed again
         assert proxy.count("PUT") == 1  # never pushed again
         assert linked.counts() == before  # no reschedule, no conflict, no email
-        assert linked.item().state == "synced"
+        assert linked.only_item().state == "synced"
         assert len(list(radicale.calendar("work").events())) == 1
     finally:
         proxy.close()
@@ -437,7 +402,7 @@ def test_an_if_match_that_never_matches_is_retried_with_backoff_not_in_a_loop(
     proxy = EtagFlappingProxy(radicale.base_url, honour_if_match=False, sync_tokens=False)
     try:
         linked = FlappingLinked(app, api, radicale, proxy)
-        appt = linked.book(days=2)
+        appt = linked.book(at(2, 10))
         assert linked.sync().status == "ok"  # created with If-None-Match: *, no ETag needed
         later = datetime.now(UTC).replace(hour=14, minute=0, second=0, microsecond=0) + timedelta(days=3)
         resp = api.patch(
@@ -451,7 +416,7 @@ def test_an_if_match_that_never_matches_is_retried_with_backoff_not_in_a_loop(
             assert outcome.status == "error"
             assert_sentence(outcome.error)
             assert proxy.count("PUT") - puts <= 2
-            assert linked.item().attempts == attempt
+            assert linked.only_item().attempts == attempt
             puts = proxy.count("PUT")
             assert linked.sync().status in ("error", "ok", "unchanged")
             assert proxy.count("PUT") == puts  # inside its backoff: not tried again

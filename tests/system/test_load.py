@@ -1,7 +1,7 @@
 """Feeds and the API under bounded concurrent load, on a real server: `calsync serve` (waitress,
 its background worker threads included) in a subprocess on loopback, and 8 client threads
 fetching feeds (plain, gzip, revalidated), reading the API and rescheduling appointments (so
-feeds change and re-render while they are read) for `CALSYNC_LOAD_SECONDS` (default 60).
+feeds change and re-render while they are read) for `TEST_CALSYNC_LOAD_SECONDS` (default 60).
 
 Pinned: no request fails (no 5xx, no connection error, no unexpected status), and the server's
 memory does not grow (resident set size sampled every second: after the warm-up, the last
@@ -35,7 +35,7 @@ from tests.conftest import Api
 
 pytestmark = pytest.mark.slow
 
-SECONDS = float(os.environ.get("CALSYNC_LOAD_SECONDS", "60"))
+SECONDS = float(os.environ.get("TEST_CALSYNC_LOAD_SECONDS", "60"))
 CLIENTS = 8
 WARM_UP = min(15.0, SECONDS / 4)
 # Allowed growth of the resident set from the first samples after the warm-up to the last.

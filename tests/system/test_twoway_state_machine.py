@@ -28,7 +28,7 @@ from calsync.feeds.settings import Settings
 from calsync.models import Appointment, AppointmentChange, Conflict, LinkedItem, OutboxEmail
 from calsync.web import create_app
 from tests.conftest import Api
-from tests.servers import CalDAVServer, _serve_wsgi
+from tests.servers import CalDAVServer, _serve_wsgi, radicale_app
 
 pytestmark = pytest.mark.slow
 BASE = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=2)
@@ -72,23 +72,10 @@ def slot(day: int, hour: int) -> tuple[datetime, datetime]:
 class TwoWaySync(RuleBasedStateMachine):
     @initialize()
     def setup(self) -> None:
-        import radicale
-        import radicale.config
-
         self.tmp = Path(tempfile.mkdtemp())
         users = self.tmp / "users"
         users.write_text("zoe:pw\n")
-        cfg = radicale.config.load([])
-        cfg.update(
-            {
-                "auth": {"type": "htpasswd", "htpasswd_filename": str(users), "htpasswd_encryption": "plain"},
-                "storage": {"filesystem_folder": str(self.tmp / "dav")},
-                "rights": {"type": "owner_only"},
-            },
-            "test",
-            privileged=True,
-        )
-        self.faults = Faults(radicale.Application(cfg))
+        self.faults = Faults(radicale_app(users, self.tmp / "dav", {"type": "owner_only"}))
         self.server, url = _serve_wsgi(self.faults)
         self.dav = CalDAVServer("radicale", url, "zoe", "pw", "/zoe/")
         self.calendar = self.dav.calendar("work")

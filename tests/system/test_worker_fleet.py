@@ -37,6 +37,8 @@ from calsync.feeds.jobs import due_connection_ids, split_queue_name
 from calsync.feeds.scheduling.directory import create_staff
 from calsync.feeds.settings import Settings
 from calsync.models import Connection, utcnow
+from tests.servers import serve_in_thread
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -119,8 +121,7 @@ class CalendarHost:
 
         self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.thread = serve_in_thread(self.server)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -218,7 +219,7 @@ def queue_url() -> Iterator[str]:
     """A queue of this test's own on the test Redis: parallel runs never share jobs."""
     import redis
 
-    base = os.environ.get("CALSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+    base = os.environ.get("TEST_CALSYNC_REDIS_URL", "redis://127.0.0.1:6379/14")
     name = "fleet_" + uuid.uuid4().hex[:12]
     try:
         client = redis.Redis.from_url(base)
@@ -269,11 +270,11 @@ class Fleet:
     def wait_ready(self) -> None:
         """Until every worker has built its app and is about to consume (so all of them compete
         for the first jobs)."""
-        deadline = time.monotonic() + WAIT
-        while not all("Worker started" in log.read_text() for log in self.logs):
+        def started() -> bool:
             assert len(self.alive()) == WORKERS, f"a worker did not start:\n{self.output()}"
-            assert time.monotonic() < deadline, f"the workers did not start:\n{self.output()}"
-            time.sleep(0.2)
+            return all("Worker started" in log.read_text() for log in self.logs)
+
+        wait_until(started, lambda: f"the workers to start:\n{self.output()}", limit=WAIT, interval=0.2)
 
     def output(self) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in self.logs)
@@ -349,14 +350,14 @@ def _states(app: Flask) -> dict[int, Any]:
 
 
 def _wait_for(app: Flask, fleet: Fleet, done: Any, what: str) -> dict[int, Any]:
-    deadline = time.monotonic() + WAIT
-    while True:
+    def finished() -> dict[int, Any] | None:
         states = _states(app)
         if done(states):
             return states
         assert len(fleet.alive()) >= WORKERS - 1, f"a worker died:\n{fleet.output()}"
-        assert time.monotonic() < deadline, f"{what} did not happen:\n{fleet.output()}"
-        time.sleep(0.3)
+        return None
+
+    return wait_until(finished, lambda: f"{what}:\n{fleet.output()}", limit=WAIT, interval=0.3)
 
 
 def test_three_workers_share_300_connections_and_a_killed_job_is_retried(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -183,6 +184,92 @@ def test_the_import_time_check_sees_decorators_defaults_and_class_bodies() -> No
     assert sorted(names) == ["environ", "get", "getenv"]
 
 
+# --- web/ -----------------------------------------------------------------------------------
+
+# Neither browser blueprint imports the other: what both use lives in web/views_common.py,
+# web/calendar_forms.py and web/formatting.py, and create_app registers both.
+WEB_APART = {"calsync.web.self_service": "calsync.web.admin", "calsync.web.admin": "calsync.web.self_service"}
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+@pytest.mark.parametrize("path", python_files("web"), ids=_id)
+def test_admin_and_self_service_do_not_import_each_other(path: Path) -> None:
+    me = module_name(path)
+    for mine, other in WEB_APART.items():
+        if _within(me, mine):
+            bad = [f"line {imp.line}: {imp.module}" for imp in imports_of(path) if _within(imp.module, other)]
+            assert not bad, f"{_id(path)} imports {other}: {bad}; move what both need to web/views_common.py"
+
+
+# App-wide wiring (error handlers of the app, CSRF set-up and exemptions) is done in these two
+# files only: a blueprint module that reaches into the app changes every other blueprint too.
+APP_WIRING_FILES = {"web/app.py", "web/errors.py"}
+APP_WIDE_CALLS = {"app_errorhandler", "register_error_handler", "error_handler_spec", "exempt", "CSRFProtect"}
+
+
+def app_wide_wiring(tree: ast.AST) -> list[str]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in APP_WIDE_CALLS:
+            found.append(f"line {node.lineno}: .{node.attr}")
+        elif isinstance(node, ast.Name) and node.id in APP_WIDE_CALLS:
+            found.append(f"line {node.lineno}: {node.id}")
+        elif (isinstance(node, ast.Attribute) and node.attr == "errorhandler"
+              and isinstance(node.value, ast.Name) and node.value.id in {"app", "current_app"}):
+            found.append(f"line {node.lineno}: {node.value.id}.errorhandler")
+    return found
+
+
+@pytest.mark.parametrize("path", python_files("web"), ids=_id)
+def test_only_the_app_factory_registers_app_wide_handlers(path: Path) -> None:
+    if _id(path) in APP_WIRING_FILES:
+        return
+    bad = app_wide_wiring(ast.parse(path.read_text(encoding="utf-8")))
+    assert not bad, f"{_id(path)} wires the whole app ({bad}); do that in web/app.py or web/errors.py"
+
+
+def test_the_wiring_check_sees_handlers_and_exemptions() -> None:
+    sample = ast.parse(
+        "@bp.errorhandler(ValueError)\n"  # a blueprint's own handler is fine
+        "def f(e): ...\n"
+        "@app.errorhandler(404)\n"
+        "def g(e): ...\n"
+        "@bp.app_errorhandler(405)\n"
+        "def h(e): ...\n"
+        "csrf = CSRFProtect()\n"
+        "csrf.exempt(api.bp)\n"
+    )
+    assert [hit.split(": ")[1] for hit in app_wide_wiring(sample)] == [
+        "app.errorhandler", ".app_errorhandler", "CSRFProtect", ".exempt"]
+    assert app_wide_wiring(ast.parse((ROOT / "web" / "app.py").read_text(encoding="utf-8")))
+
+
+# --- the repository stands alone ------------------------------------------------------------
+
+CITED_DOC = re.compile(r"(?<![\w/.])(?:docs/)?[\w-]+\.md\b")
+DOC_SOURCES = sorted(
+    path for folder in (*FOLDERS, "tests", "docs") for path in (ROOT / folder).rglob("*")
+    if path.suffix in {".py", ".md", ".html", ".txt"} and "corpus" not in path.parts
+) + [ROOT / "README.md"]
+
+
+@pytest.mark.parametrize("path", DOC_SOURCES, ids=_id)
+def test_every_cited_document_is_in_the_repository(path: Path) -> None:
+    """Comments cite docs/protocol.md and docs/architecture.md; a citation of a file outside the
+    repository (the specification's shared folder) leaves the reader with nothing to open."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    assert "../" + "shared" not in text, f"{_id(path)} points outside the repository"
+    here = path.parent
+    missing = sorted({
+        cited for cited in CITED_DOC.findall(text)
+        if not any((base / cited).exists() for base in (ROOT, here, ROOT / "docs"))
+    })
+    assert not missing, f"{_id(path)} cites {missing}; cite docs/protocol.md or docs/architecture.md"
+
+
 # --- feeds/ subpackages -----------------------------------------------------------------------
 
 # What each part of feeds/ may import from the others (docs/architecture.md draws it). A part is
@@ -190,16 +277,20 @@ def test_the_import_time_check_sees_decorators_defaults_and_class_bodies() -> No
 # higher ones: calendars (sync, push, two-way) sit on scheduling, which sits on mail.
 FEEDS_DEPENDS: dict[str, set[str]] = {
     "errors": set(),
+    "lookup": {"errors"},  # get_owned: the one company-scoped "row by id or 404"
+    "ical": {"errors"},
     "company_settings": {"errors"},
-    "mail": {"errors"},
+    "mail": {"errors", "lookup", "ical"},
     "sources": {"errors"},
     "settings": {"errors", "mail"},
-    "accounts": {"errors", "settings"},
-    "scheduling": {"errors", "company_settings", "mail"},
-    "publishing": {"errors", "company_settings", "accounts"},
-    "onboarding": {"errors", "company_settings", "accounts", "mail", "publishing"},
-    "calendars": {"errors", "company_settings", "accounts", "mail", "scheduling", "sources"},
-    "jobs": {"errors", "calendars", "mail"},
+    "accounts": {"errors", "lookup", "settings"},
+    "scheduling": {"errors", "lookup", "company_settings", "mail"},
+    "publishing": {"errors", "lookup", "company_settings", "accounts", "ical"},
+    "onboarding": {"errors", "lookup", "company_settings", "accounts", "mail", "publishing"},
+    # publishing: the feeds' VTIMEZONEs, also written with the copies in staff calendars
+    "calendars": {"errors", "lookup", "company_settings", "accounts", "mail", "scheduling",
+                  "sources", "ical"},
+    "jobs": {"errors", "calendars", "mail", "settings"},  # settings: the queue file's mode
     "demo": {"errors", "scheduling"},
 }
 
@@ -266,7 +357,7 @@ def test_the_package_folder_links_to_the_top_level_folders() -> None:
 def test_feeds_modules_stay_under_400_lines(path: Path) -> None:
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines < MAX_FEEDS_MODULE_LINES, (
-        f"{_id(path)} has {lines} lines; DESIGN.md keeps one concept a module under "
+        f"{_id(path)} has {lines} lines; docs/architecture.md keeps one concept a module under "
         f"{MAX_FEEDS_MODULE_LINES}: split it"
     )
 

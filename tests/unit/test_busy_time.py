@@ -1,4 +1,4 @@
-"""Busy-time extraction: PROTOCOL.md's busy rules, recurrences with exceptions, time zones,
+"""Busy-time extraction: docs/protocol.md's busy rules, recurrences with exceptions, time zones,
 all-day policy, caps — and every real-world file in the shared corpus."""
 
 from __future__ import annotations
@@ -178,3 +178,62 @@ def test_corpus_holiday_calendar_is_free_unless_every_event_counts() -> None:
     every = extract_busy(body, BusyOptions(*window, treat_all_busy=True)).intervals
     assert every == [(utc(2022, 1, 1), utc(2022, 1, 2)), (utc(2022, 1, 7), utc(2022, 1, 8)),
                      (utc(2022, 3, 8), utc(2022, 3, 9))]
+
+
+# --- time zones a calendar defines (issue 14) -------------------------------------------------
+
+
+def _zone(tzid: str, offset: str, rules: int = 0) -> str:
+    """A VTIMEZONE with a fixed offset, and `rules` extra weekly-in-every-month rules since 1601
+    (each passes the yearly-rule guard, and each conversion walks 430 years of Sundays)."""
+    heavy = "".join(
+        f"BEGIN:STANDARD\nDTSTART:16010101T0{r % 10}0000\nTZOFFSETFROM:{offset}\nTZOFFSETTO:{offset}\n"
+        "RRULE:FREQ=YEARLY;BYMONTH=1,2,3,4,5,6,7,8,9,10,11,12;BYDAY=SU\nEND:STANDARD\n"
+        for r in range(rules)
+    )
+    return (f"BEGIN:VTIMEZONE\nTZID:{tzid}\nBEGIN:STANDARD\nDTSTART:16010101T000000\n"
+            f"TZOFFSETFROM:{offset}\nTZOFFSETTO:{offset}\nEND:STANDARD\n{heavy}END:VTIMEZONE\n")
+
+
+def _in(tzid: str) -> str:
+    return f"DTSTART;TZID={tzid}:20300107T100000\nDTEND;TZID={tzid}:20300107T110000"
+
+
+def test_one_custom_zone_name_defined_differently_by_two_calendars() -> None:
+    """Outlook calls every custom zone "Customized Time Zone"; icalendar's process-wide cache
+    gave the second calendar the first one's offsets."""
+    name = "Customized Time Zone"
+    west = extract_busy(cal(_in(name), extra=_zone(name, "-0500")), WINDOW)
+    east = extract_busy(cal(_in(name), extra=_zone(name, "+0100")), WINDOW)
+    assert west.intervals == [(utc(2030, 1, 7, 15), utc(2030, 1, 7, 16))]
+    assert east.intervals == [(utc(2030, 1, 7, 9), utc(2030, 1, 7, 10))]
+
+
+def test_a_calendars_zones_are_not_kept_after_it_is_read() -> None:
+    from icalendar.timezone import tzp
+
+    from calsync.feeds.sources.time_zones import CACHE_ATTRIBUTE, zones_known_to_this_thread
+
+    for n in range(5):
+        extract_busy(cal(_in(f"Fresh Zone {n}"), extra=_zone(f"Fresh Zone {n}", "+0300")), WINDOW)
+    assert zones_known_to_this_thread() == 0
+    assert tzp.timezone("Fresh Zone 4") is None  # what the next calendar naming it would find
+    # The internal this relies on (icalendar keeps its zones in this dict attribute).
+    assert isinstance(getattr(tzp, CACHE_ATTRIBUTE), dict)
+
+
+def test_a_zone_with_costly_rules_stops_at_the_calendars_deadline_and_blocks_no_later_one() -> None:
+    """200 rules of weekly transitions since 1601: every conversion in the zone walks 4.5
+    million dates (20 s here before, without an end in sight for bigger ones). The calendar's
+    deadline now stops the zone's rules too; the interrupted rules (which keep dateutil's lock)
+    die with the calendar, so a later calendar defining that zone is read at once."""
+    hurried = BusyOptions(WINDOW.window_start, WINDOW.window_end, max_seconds=1.0)
+    started = time.monotonic()
+    with pytest.raises(CalendarDataError) as err:
+        extract_busy(cal(_in("Heavy Zone"), extra=_zone("Heavy Zone", "+0100", rules=200)), hurried)
+    assert err.value.kind == "too_slow"
+    assert time.monotonic() - started < 5
+    started = time.monotonic()
+    light = extract_busy(cal(_in("Heavy Zone"), extra=_zone("Heavy Zone", "+0100")), hurried)
+    assert light.intervals == [(utc(2030, 1, 7, 9), utc(2030, 1, 7, 10))]
+    assert time.monotonic() - started < 1

@@ -12,8 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from argon2 import extract_parameters, profiles
 from sqlalchemy.engine import make_url
 
+from calsync.feeds.accounts.admins import password_hasher
 from calsync.feeds.errors import ConfigurationError
 from calsync.feeds.settings import Settings, load_settings
 
@@ -85,8 +87,29 @@ def test_overrides_win_over_the_environment() -> None:
     assert settings.base_url == "http://127.0.0.1:9999"
 
 
-def test_test_only_variables_are_allowed() -> None:
-    load_settings(environ={"CALSYNC_TEST_DATABASE_URL": "postgresql://x/y"})
+def test_the_test_suites_knobs_are_outside_the_settings_prefix() -> None:
+    load_settings(environ={"TEST_CALSYNC_DATABASE_URL": "postgresql://x/y"})  # not a setting
+    with pytest.raises(ConfigurationError, match="CALSYNC_TEST_DATABASE_URL"):
+        load_settings(environ={"CALSYNC_TEST_DATABASE_URL": "postgresql://x/y"})
+
+
+def test_production_settings_hash_passwords_at_production_cost() -> None:
+    """The cheap profile is only ever chosen: the default, and so every install that does not
+    set CALSYNC_PASSWORD_HASH_PROFILE, hashes with argon2-cffi's RFC 9106 parameters."""
+    settings = load_settings(environ={})
+    assert settings.password_hash_profile == "production"
+    stored = password_hasher(settings.password_hash_profile).hash("correct horse battery")
+    params = extract_parameters(stored)
+    assert (params.memory_cost, params.time_cost) == (
+        profiles.RFC_9106_LOW_MEMORY.memory_cost, profiles.RFC_9106_LOW_MEMORY.time_cost)
+    cheap = load_settings(environ={"CALSYNC_PASSWORD_HASH_PROFILE": "fast-for-tests"})
+    assert extract_parameters(password_hasher(cheap.password_hash_profile).hash("x")).memory_cost \
+        < params.memory_cost
+
+
+def test_a_login_under_production_settings_rehashes_a_cheap_hash() -> None:
+    cheap = password_hasher("fast-for-tests").hash("correct horse battery")
+    assert password_hasher("production").check_needs_rehash(cheap)
 
 
 # --- unknown and invalid values ---------------------------------------------------------------
@@ -98,7 +121,7 @@ def test_unknown_variable_fails_naming_it() -> None:
     message = str(info.value)
     assert "CALSYNC_FOO" in message
     assert "CALSYNC_BASE_URL" in message  # says what is known, so a typo can be fixed
-    assert "CALSYNC_TEST_" not in message  # test plumbing is no setting a user should see
+    assert "TEST_CALSYNC_" not in message  # test plumbing is no setting a user should see
 
 
 def test_misspelt_variable_fails_naming_it() -> None:
@@ -118,6 +141,10 @@ def test_misspelt_variable_fails_naming_it() -> None:
         ("CALSYNC_TOKEN_TOUCH_SECONDS", "-5"),
         ("CALSYNC_DATABASE_URL", "not a url"),
         ("CALSYNC_DATABASE_URL", "nosuchdialect://host/db"),
+        ("CALSYNC_FETCH_ALLOWED_PORTS", "https"),
+        ("CALSYNC_FETCH_ALLOWED_PORTS", "8443;8080"),
+        ("CALSYNC_FETCH_ALLOWED_PORTS", "70000"),
+        ("CALSYNC_FETCH_ALLOWED_PORTS", "0"),
     ],
 )
 def test_invalid_value_fails_naming_the_variable(variable: str, value: str) -> None:
@@ -291,3 +318,9 @@ def test_wsgi_fails_on_a_bogus_variable_naming_it(tmp_path: Path) -> None:
     proc = _run_python("import wsgi", cwd=ROOT, CALSYNC_DATA_DIR=str(tmp_path), CALSYNC_BOGUS="1")
     assert proc.returncode != 0
     assert "CALSYNC_BOGUS" in proc.stderr
+
+
+def test_extra_fetch_ports_are_a_comma_separated_list() -> None:
+    assert load_settings(environ={}).fetch_allowed_ports == ()
+    ports = load_settings(environ={"CALSYNC_FETCH_ALLOWED_PORTS": "8443, 5232"}).fetch_allowed_ports
+    assert ports == (8443, 5232)

@@ -13,13 +13,14 @@ from werkzeug.wrappers import Response
 from calsync.feeds.errors import NotFoundError, SchedulingError, ValidationError
 from calsync.feeds.scheduling import booking, directory
 from calsync.feeds.scheduling.history import appointment_history
-from calsync.models import Appointment, AppointmentChange, Staff, utcnow
+from calsync.models import Appointment, AppointmentChange, ChangeAction, ChangeSource, Staff, utcnow
 from calsync.web import db
 from calsync.web.admin import bp, current_company
-from calsync.web.admin.formatting import local
+from calsync.web.formatting import local
 
-SOURCE_LABELS = {"api": "the API", "admin": "an admin", "calendar": "the staff calendar",
-                 "conflict": "a conflict decision", "demo": "the demo data"}
+SOURCE_LABELS = {ChangeSource.API: "the API", ChangeSource.ADMIN: "an admin",
+                 ChangeSource.CALENDAR: "the staff calendar",
+                 ChangeSource.CONFLICT: "a conflict decision", ChangeSource.DEMO: "the demo data"}
 
 
 def _day(value: str | None, fallback: date) -> date:
@@ -88,7 +89,7 @@ def new_appointment() -> Response | tuple[str, int]:
                 ),
                 location=request.form.get("location", "").strip()[:500] or None,
                 notes=request.form.get("notes", "").strip() or None,
-                source="admin",
+                source=ChangeSource.ADMIN,
             )
         except (ValidationError, SchedulingError, NotFoundError) as exc:
             s.rollback()
@@ -131,11 +132,11 @@ def describe_change(change: AppointmentChange, tz: str) -> str:
         return local(datetime.fromisoformat(value), tz) if isinstance(value, str) else "?"
 
     by = SOURCE_LABELS.get(change.source, change.source)
-    if change.action == "booked":
+    if change.action == ChangeAction.BOOKED:
         return f"Booked by {by} for {at('start')}."
-    if change.action == "rescheduled":
+    if change.action == ChangeAction.RESCHEDULED:
         return f"Moved by {by} from {at('previous_start')} to {at('start')}."
-    if change.action == "cancelled":
+    if change.action == ChangeAction.CANCELLED:
         return f"Cancelled by {by}."
     return f"{change.action.capitalize()} by {by}."
 
@@ -155,7 +156,7 @@ def reschedule(appointment_id: int) -> Response:
     try:
         start, end = _when(request.form, item.staff)
         booking.reschedule_appointment(s, current_company(), item.id, start=start, end=end,
-                                       source="admin")
+                                       source=ChangeSource.ADMIN)
     except (ValidationError, SchedulingError) as exc:
         s.rollback()
         flash(str(exc), "error")
@@ -170,7 +171,7 @@ def cancel(appointment_id: int) -> Response:
     item = _appointment(appointment_id)
     s = db.session()
     try:
-        booking.cancel_appointment(s, current_company(), item.id, source="admin")
+        booking.cancel_appointment(s, current_company(), item.id, source=ChangeSource.ADMIN)
     except SchedulingError as exc:
         s.rollback()
         flash(str(exc), "error")

@@ -16,15 +16,21 @@ from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
 from calsync.feeds.calendars import conflicts as conflicts_core
-from calsync.feeds.errors import CalsyncError, NotFoundError
-from calsync.models import STATUS_CANCELLED, Appointment, Company, Conflict, Connection
+from calsync.feeds.errors import CalsyncError, NotFoundError, ValidationError
+from calsync.models import (
+    STATUS_CANCELLED,
+    Appointment,
+    Company,
+    Conflict,
+    ConflictResolution,
+    ConflictStatus,
+    Connection,
+)
 from calsync.web import db
 from calsync.web.admin import bp, current_company
-from calsync.web.admin.formatting import ago
-from calsync.web.api.schemas import MAX_ID
+from calsync.web.formatting import ago
 
 RECENTLY_RESOLVED = 20
-KEEP = ("platform", "calendar")  # the choices of POST /api/v1/conflicts/{id}/resolve
 
 
 def span(start: datetime | None, end: datetime | None, tz: str) -> str:
@@ -91,8 +97,7 @@ def _rows(conflicts: Iterable[Conflict], tz: str) -> list[ConflictRow]:
                 platform_status="Cancelled" if appt and appt.status == STATUS_CANCELLED else "Confirmed",
                 platform_changed_since=(start, end) != (c.platform_start, c.platform_end),
                 calendar_when=calendar_when,
-                calendar_usable=c.calendar_deleted
-                or (c.calendar_start is not None and c.calendar_end is not None),
+                calendar_usable=conflicts_core.calendar_version_usable(c),
                 differs=c.calendar_deleted or (c.calendar_start, c.calendar_end) != (start, end),
             )
         )
@@ -104,7 +109,7 @@ def _recently_resolved(company: Company) -> list[Conflict]:
     return list(
         db.session().scalars(
             select(Conflict)
-            .where(Conflict.company_id == company.id, Conflict.status == "resolved")
+            .where(Conflict.company_id == company.id, Conflict.status == ConflictStatus.RESOLVED)
             .order_by(Conflict.resolved_at.desc(), Conflict.id.desc())
             .limit(RECENTLY_RESOLVED)
         )
@@ -118,13 +123,13 @@ def list_conflicts() -> str:
     return render_template(
         "admin/conflicts.html",
         company=company,
-        open_rows=_rows(conflicts_core.list_conflicts(db.session(), company, "open"), tz),
+        open_rows=_rows(conflicts_core.list_conflicts(db.session(), company, ConflictStatus.OPEN), tz),
         resolved_rows=_rows(_recently_resolved(company), tz),
     )
 
 
-def _kept_sentence(keep: str, conflict: Conflict, appt: Appointment | None, tz: str) -> str:
-    if keep == "platform":
+def _kept_sentence(conflict: Conflict, appt: Appointment | None, tz: str) -> str:
+    if conflict.resolution == ConflictResolution.PLATFORM:
         when = span(appt.start_at, appt.end_at, tz) if appt else ""
         return (
             f"Kept the platform version: the booking stays at {when}, and the calendar event is put "
@@ -141,31 +146,26 @@ def _kept_sentence(keep: str, conflict: Conflict, appt: Appointment | None, tz: 
 
 @bp.post("/conflicts/<int:conflict_id>/resolve")
 def resolve_conflict(conflict_id: int) -> Response:
+    """The core decides what may be kept (feeds.calendars.conflicts.resolve_conflict, as the API
+    does); this view only words its refusals for the page."""
     back = redirect(url_for("admin.conflicts"))
-    if conflict_id > MAX_ID:  # beyond the key range: PostgreSQL would refuse the lookup itself
-        abort(404)
     s = db.session()
     company = current_company()
+    keep = request.form.get("keep", "")
     try:
-        conflict = conflicts_core.get_conflict(s, company, conflict_id)
+        conflict = conflicts_core.resolve_conflict(s, company, conflict_id, keep)
     except NotFoundError:
         abort(404)
-    keep = request.form.get("keep", "")
-    if keep not in KEEP:
-        flash("Choose which version to keep: the platform's or the calendar's.", "error")
+    except ValidationError as exc:  # neither "platform" nor "calendar"
+        flash(str(exc), "error")
         return back
-    if conflict.status != "open":
-        kept = f"the {conflict.resolution} version was kept" if conflict.resolution else "it was decided"
-        flash(
-            f"This conflict was already resolved {ago(conflict.resolved_at)}: {kept}. Nothing changed.",
-            "info",
-        )
+    except conflicts_core.AlreadyResolvedError as exc:
+        done = exc.conflict
+        kept = f"the {done.resolution} version was kept" if done.resolution else "it was decided"
+        flash(f"This conflict was already resolved {ago(done.resolved_at)}: {kept}. Nothing changed.",
+              "info")
         return back
-    if (
-        keep == "calendar"
-        and not conflict.calendar_deleted
-        and (conflict.calendar_start is None or conflict.calendar_end is None)
-    ):
+    except conflicts_core.CalendarVersionUnusableError:
         flash(
             "The calendar version has no usable start and end time, so it cannot be kept (perhaps "
             "the event was made an all-day one). Keep the platform version: the event is then put "
@@ -173,8 +173,6 @@ def resolve_conflict(conflict_id: int) -> Response:
             "error",
         )
         return back
-    try:
-        conflicts_core.resolve_conflict(s, company, conflict_id, keep)
     except CalsyncError as exc:  # e.g. the calendar's time now overlaps another booking
         s.rollback()
         flash(
@@ -184,7 +182,7 @@ def resolve_conflict(conflict_id: int) -> Response:
         )
         return back
     appt = s.get(Appointment, conflict.appointment_id)
-    message = _kept_sentence(keep, conflict, appt, company.timezone)
+    message = _kept_sentence(conflict, appt, company.timezone)
     s.commit()
     flash(message, "success")
     return back
@@ -197,7 +195,7 @@ def _open_conflict_count() -> int:
         db.session().scalar(
             select(func.count())
             .select_from(Conflict)
-            .where(Conflict.company_id == current_user.company_id, Conflict.status == "open")
+            .where(Conflict.company_id == current_user.company_id, Conflict.status == ConflictStatus.OPEN)
         )
         or 0
     )

@@ -9,14 +9,15 @@ from werkzeug.wrappers import Response
 from calsync.feeds.calendars import connections as conns
 from calsync.feeds.calendars.health import open_alerts
 from calsync.feeds.scheduling import directory
+from calsync.models import ConnectionStatus
 from calsync.web import db
 from calsync.web.admin import bp, current_company
 
 FILTERS = {
     "all": ("All", lambda status: True),
-    "errors": ("Failing", lambda status: status == "error"),
-    "stale": ("Stale", lambda status: status == "stale"),
-    "pending": ("Not synced yet", lambda status: status == "pending"),
+    "errors": ("Failing", lambda status: status == ConnectionStatus.ERROR),
+    "stale": ("Stale", lambda status: status == ConnectionStatus.STALE),
+    "pending": ("Not synced yet", lambda status: status == ConnectionStatus.PENDING),
 }
 
 
@@ -31,7 +32,8 @@ def health() -> str:
     counts = {key: sum(1 for c in everything if test(c.status)) for key, (_l, test) in FILTERS.items()}
     rows = [c for c in everything if FILTERS[shown][1](c.status)]
     # Failing first, then stale, then the rest; the most failures first within each.
-    order = {"error": 0, "stale": 1, "pending": 2, "ok": 3}
+    order = {ConnectionStatus.ERROR: 0, ConnectionStatus.STALE: 1, ConnectionStatus.PENDING: 2,
+             ConnectionStatus.OK: 3}
     rows.sort(key=lambda c: (order.get(c.status, 9), -c.consecutive_failures, c.id))
     return render_template(
         "admin/health.html", rows=rows, shown=shown, filters=FILTERS, counts=counts,

@@ -54,7 +54,7 @@ def _staff(staff_id: int) -> Staff:
 
 
 def _admin_id() -> int | None:
-    return int(current_user.id) if str(current_user.id).isdigit() else None
+    return getattr(current_user, "admin_id", None)
 
 
 def _posted() -> dict[str, str]:

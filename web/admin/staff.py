@@ -26,8 +26,8 @@ from calsync.feeds.scheduling import directory
 from calsync.feeds.scheduling.working_hours import DAYS
 from calsync.models import Staff, utcnow
 from calsync.web import db
-from calsync.web.admin import bp, current_company, wants_json
-from calsync.web.admin.calendars import (
+from calsync.web.admin import bp, current_company
+from calsync.web.calendar_forms import (
     add_ics,
     chosen_roles,
     connect_chosen,
@@ -37,7 +37,7 @@ from calsync.web.admin.calendars import (
     kept_values,
     sync_now,
 )
-from calsync.web.admin.sync import feed_rows
+from calsync.web.views_common import feed_rows, wants_json
 
 DAY_NAMES = dict(
     zip(DAYS, ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"), strict=True)
@@ -229,12 +229,12 @@ def delete_connection(connection_id: int) -> Response:
 @bp.post("/connections/<int:connection_id>/sync")
 def sync_connection_now(connection_id: int) -> Response:
     try:
-        conn = sync_now(current_company(), connection_id)
+        conn, queued = sync_now(current_company(), connection_id)
     except NotFoundError:
         abort(404)
     if wants_json():
-        return connection_json(conn)
-    flash_sync_result(conn)
+        return connection_json(conn, queued)
+    flash_sync_result(conn, queued)
     back = request.form.get("back", "")
     if back == "health":
         return redirect(url_for("admin.health"))

@@ -17,6 +17,7 @@ from calsync.models import FeedToken
 from calsync.web import db
 from calsync.web.admin import bp, current_company
 from calsync.web.admin.settings_form import describe_errors, parse_settings_form, setting_fields
+from calsync.web.views_common import feed_rows
 
 
 @dataclass
@@ -29,16 +30,6 @@ class FeedOwner:
     detail: str = ""
     page: str | None = None
     feeds: list[tuple[FeedToken, tokens.FeedLinks | None]] = field(default_factory=list)
-
-
-def feed_rows(rows: list[FeedToken]) -> list[tuple[FeedToken, tokens.FeedLinks | None]]:
-    """Each token with its subscribe links (None when the app's key can no longer open it)."""
-    services = db.services()
-    out = []
-    for row in rows:
-        plain = tokens.reveal_token(services.sealer, row)
-        out.append((row, tokens.feed_links(services.settings.base_url, plain) if plain else None))
-    return out
 
 
 @bp.get("/")

@@ -30,7 +30,7 @@ def appointment_out(appt: Appointment) -> AppointmentOut:
         id=appt.id,
         uid=appt.uid,
         sequence=appt.sequence,
-        status=appt.status,  # type: ignore[arg-type]
+        status=appt.status,
         staff_id=appt.staff_id,
         start=appt.start_at,
         end=appt.end_at,
@@ -44,7 +44,8 @@ def appointment_out(appt: Appointment) -> AppointmentOut:
 
 
 @api_route(bp, "/appointments", "POST", summary="Book an appointment", tag="appointments",
-           body=AppointmentIn, response=AppointmentOut, status=201, errors=(404, 409, 422))
+           body=AppointmentIn, response=AppointmentOut, status=201, errors=(404, 409, 422),
+           creates="appointment_id")
 def create_appointment(body: AppointmentIn) -> AppointmentOut:
     session = db.session()
     appt = booking.book_appointment(

@@ -8,11 +8,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from calsync.feeds.calendars import conflicts as conflicts_core
-from calsync.models import Conflict
+from calsync.models import Conflict, ConflictStatus
 from calsync.web import db
 from calsync.web.api import bp, current_company
 from calsync.web.api.connections import ConnectionOut, connection_out
 from calsync.web.api.registry import api_route
+from calsync.web.api.schemas import ConflictState, Keep
 
 
 class Version(BaseModel):
@@ -28,8 +29,8 @@ class ConflictOut(BaseModel):
     reason: str
     platform: Version
     calendar: Version
-    status: Literal["open", "resolved"]
-    resolution: Literal["platform", "calendar"] | None
+    status: ConflictState
+    resolution: Keep | None
     created_at: datetime
     resolved_at: datetime | None
 
@@ -45,7 +46,7 @@ class ConflictQuery(BaseModel):
 
 class ResolveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    keep: Literal["platform", "calendar"]
+    keep: Keep
 
 
 def conflict_out(c: Conflict) -> ConflictOut:
@@ -53,8 +54,7 @@ def conflict_out(c: Conflict) -> ConflictOut:
         id=c.id, appointment_id=c.appointment_id, connection_id=c.connection_id, reason=c.reason,
         platform=Version(start=c.platform_start, end=c.platform_end),
         calendar=Version(start=c.calendar_start, end=c.calendar_end, deleted=c.calendar_deleted),
-        status=c.status,  # type: ignore[arg-type]
-        resolution=c.resolution,  # type: ignore[arg-type]
+        status=c.status, resolution=c.resolution,
         created_at=c.created_at, resolved_at=c.resolved_at,
     )
 
@@ -62,7 +62,7 @@ def conflict_out(c: Conflict) -> ConflictOut:
 @api_route(bp, "/conflicts", "GET", summary="Calendar-side changes waiting for a decision",
            tag="two-way sync", query=ConflictQuery, response=ConflictList, errors=(422,))
 def list_conflicts(query: ConflictQuery) -> ConflictList:
-    status = None if query.status == "all" else query.status
+    status = None if query.status == "all" else ConflictStatus(query.status)
     rows = conflicts_core.list_conflicts(db.session(), current_company(), status)
     return ConflictList(conflicts=[conflict_out(c) for c in rows])
 

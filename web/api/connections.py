@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 from sqlalchemy import select
 
 from calsync.feeds.calendars import connections as conns
-from calsync.feeds.calendars.sync import sync_connection
 from calsync.feeds.company_settings import get_company_settings
 from calsync.feeds.errors import ValidationError
 from calsync.feeds.scheduling.availability import check_range
 from calsync.feeds.scheduling.directory import get_staff
 from calsync.feeds.sources.caldav_source import discover_calendars
 from calsync.feeds.sources.fetch import FetchError
-from calsync.models import BusyBlock, Connection
-from calsync.web import db
+from calsync.models import AllDayPolicy, BusyBlock, Connection, Role
+from calsync.web import db, interactive
 from calsync.web.api import bp, current_company
-from calsync.web.api.errors import ApiError
 from calsync.web.api.registry import api_route
-from calsync.web.api.schemas import Moment
+from calsync.web.api.schemas import RANGE_END, AllDay, ConnectionRole, ConnectionState, Moment, Sync
 
-Role = Literal["conflict", "linked", "additional"]
 Secret = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
-Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048)]
+# What feeds.sources.addresses.normalise_calendar_url takes, for the document: an http(s) or
+# webcal address with a host (an ASCII name, or an IPv6 literal in brackets, which the pattern
+# does not check further), no user name or password in it, a port up to 65535 and no white
+# space. Whether the host resolves to an address the operator allows, and answers, only a
+# request can tell.
+URL_PATTERN = (r"^([hH][tT][tT][pP][sS]?|[wW][eE][bB][cC][aA][lL][sS]?)://([A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])"
+               r"(:(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|\d{1,4}))?([/?#]\S*)?$")
+Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048),
+                WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 2048,
+                                "pattern": URL_PATTERN})]
 
 
 class DiscoverIn(BaseModel):
@@ -47,16 +54,24 @@ class DiscoverOut(BaseModel):
 
 
 class ConnectionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The rules between fields that JSON Schema can state (feeds.calendars.connections enforces
+    # them): an ICS address is read-only, so its only role is conflict; CalDAV needs a login.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": [
+        {"if": {"properties": {"kind": {"const": "ics"}}},
+         "then": {"properties": {"roles": {"items": {"const": "conflict"}}}}},
+        {"if": {"properties": {"kind": {"const": "caldav"}}},
+         "then": {"required": ["username", "password"],
+                  "properties": {"username": {"type": "string"}, "password": {"type": "string"}}}},
+    ]})
     kind: Literal["ics", "caldav"]
     url: Url
     name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
     username: Secret | None = None
     password: Secret | None = None
-    roles: list[Role] = Field(default_factory=lambda: list[Role](["conflict"]), min_length=1)
-    sync_mode: Literal["realtime", "interval", "manual"] | None = None
+    roles: list[ConnectionRole] = Field(default_factory=lambda: [Role.CONFLICT], min_length=1)
+    sync_mode: Sync | None = None
     interval_minutes: int | None = Field(default=None, ge=5, le=10080)
-    all_day: Literal["busy", "ignore"] = "busy"
+    all_day: AllDay = AllDayPolicy.BUSY
     treat_all_busy: bool = False
     push_existing: bool = Field(
         default=False,
@@ -68,10 +83,10 @@ class ConnectionIn(BaseModel):
 class ConnectionPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
-    roles: list[Role] | None = Field(default=None, min_length=1)
-    sync_mode: Literal["realtime", "interval", "manual"] | None = None
+    roles: list[ConnectionRole] | None = Field(default=None, min_length=1)
+    sync_mode: Sync | None = None
     interval_minutes: int | None = Field(default=None, ge=5, le=10080)
-    all_day: Literal["busy", "ignore"] | None = None
+    all_day: AllDay | None = None
     treat_all_busy: bool | None = None
 
 
@@ -88,7 +103,7 @@ class ConnectionOut(BaseModel):
     interval_minutes: int
     all_day: str
     treat_all_busy: bool
-    status: Literal["pending", "ok", "error", "stale"]
+    status: ConnectionState
     last_attempt_at: datetime | None
     last_success_at: datetime | None
     last_error: str | None
@@ -102,8 +117,8 @@ class ConnectionList(BaseModel):
 
 class BusyQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    start: Moment
-    end: Moment
+    start: Moment = Field(description="ISO 8601 with a UTC offset.")
+    end: Moment = Field(description=RANGE_END)
 
 
 class BusyOut(BaseModel):
@@ -121,7 +136,7 @@ def connection_out(conn: Connection) -> ConnectionOut:
         id=conn.id, staff_id=conn.staff_id, kind=conn.kind, name=conn.name, url=conn.url_display,
         username=conn.username, roles=list(conn.roles or []), writable=conn.writable,
         sync_mode=conn.sync_mode, interval_minutes=conn.interval_minutes, all_day=conn.all_day,
-        treat_all_busy=conn.treat_all_busy, status=conn.status,  # type: ignore[arg-type]
+        treat_all_busy=conn.treat_all_busy, status=conn.status,
         last_attempt_at=conn.last_attempt_at, last_success_at=conn.last_success_at,
         last_error=conn.last_error, consecutive_failures=conn.consecutive_failures,
         busy_count=conn.busy_count,
@@ -134,8 +149,9 @@ def discover(body: DiscoverIn) -> DiscoverOut:
     if not get_company_settings(current_company()).caldav_connections:
         raise ValidationError("CalDAV connections are switched off for this company.", "url")
     try:
-        found = discover_calendars(body.url, body.username, body.password,
-                                   allow_private=db.services().settings.allow_private_networks)
+        with interactive.limits() as limits:
+            found = discover_calendars(body.url, body.username, body.password, limits=limits,
+                                       allow_private=db.services().settings.allow_private_networks)
     except FetchError as exc:
         raise ValidationError(str(exc), "url") from exc
     return DiscoverOut(calendars=[RemoteCalendarOut(url=c.url, name=c.name, color=c.color,
@@ -143,7 +159,8 @@ def discover(body: DiscoverIn) -> DiscoverOut:
 
 
 @api_route(bp, "/staff/<int:staff_id>/connections", "POST", summary="Connect a calendar",
-           tag="connections", body=ConnectionIn, response=ConnectionOut, status=201, errors=(404, 422))
+           tag="connections", body=ConnectionIn, response=ConnectionOut, status=201, errors=(404, 422),
+           creates="connection_id")
 def create(staff_id: int, body: ConnectionIn) -> ConnectionOut:
     session = db.session()
     company = current_company()
@@ -159,14 +176,13 @@ def create(staff_id: int, body: ConnectionIn) -> ConnectionOut:
         all_day=body.all_day, treat_all_busy=body.treat_all_busy, push_existing=body.push_existing,
     )
     services = db.services()
-    try:
+    # A CalDAV calendar's writability is checked on this thread; an ICS address only resolved.
+    # A blocked or malformed address is an invalid field like any other: 422 naming "url".
+    checking = interactive.limits() if body.kind == "caldav" else nullcontext(services.sync.limits)
+    with checking as limits:
         conn = conns.create_connection(session, company, services.vault, staff_id, data,
-                                       allow_private=services.settings.allow_private_networks)
-    except ValidationError as exc:
-        if exc.field == "url" and exc.kind == "address":
-            # A blocked or malformed address is a bad request, not a semantic one (issue #3).
-            raise ApiError(400, str(exc), "url") from exc
-        raise
+                                       allow_private=services.settings.allow_private_networks,
+                                       limits=limits)
     session.commit()
     return connection_out(conn)
 
@@ -210,7 +226,9 @@ def sync_now(connection_id: int) -> ConnectionOut:
     session = db.session()
     conns.get_connection(session, current_company(), connection_id)
     session.rollback()  # no transaction may stay open while the sync uses the network
-    sync_connection(db.services().sync, connection_id)
+    # Within the interactive budget, or queued when other syncs hold the slots (web.interactive):
+    # the answer is then the connection's health so far.
+    interactive.sync_or_queue(connection_id)
     session.expire_all()
     return connection_out(conns.get_connection(session, current_company(), connection_id))
 

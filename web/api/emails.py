@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,14 +15,12 @@ from calsync.web import db
 from calsync.web.api import bp, current_company
 from calsync.web.api.errors import ApiError
 from calsync.web.api.registry import api_route
-from calsync.web.api.schemas import MAX_ID
-
-Status = Literal["pending", "sent", "failed"]
+from calsync.web.api.schemas import MAX_ID, EmailState
 
 
 class EmailQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    status: Status | None = Field(default=None, description="Only emails in this state.")
+    status: EmailState | None = Field(default=None, description="Only emails in this state.")
     limit: int = Field(default=100, ge=1, le=500)
     offset: int = Field(default=0, ge=0, le=MAX_ID)
 
@@ -32,7 +30,7 @@ class EmailOut(BaseModel):
     to: str
     subject: str
     kind: str = Field(description="booked | rescheduled | cancelled | alert")
-    status: Status = Field(description="pending: waiting to be sent (or no mail server is configured); "
+    status: EmailState = Field(description="pending: waiting to be sent (or no mail server is configured); "
                                        "failed: given up after the last attempt, see last_error.")
     attempts: int
     method: str | None = Field(description="iTIP method of the calendar part: REQUEST or CANCEL.")
@@ -63,7 +61,7 @@ class HistoryOut(BaseModel):
 def email_out(email: OutboxEmail) -> EmailOut:
     return EmailOut(
         id=email.id, to=email.to_address, subject=email.subject, kind=email.kind,
-        status=email.status,  # type: ignore[arg-type]
+        status=email.status,
         attempts=email.attempts, method=email.method, appointment_id=email.appointment_id,
         sequence=email.sequence, created_at=email.created_at, sent_at=email.sent_at,
         next_attempt_at=email.next_attempt_at, last_error=email.last_error,

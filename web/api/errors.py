@@ -33,8 +33,10 @@ def _field_name(loc: tuple[object, ...]) -> str:
 def register_error_handlers(bp: Blueprint) -> None:
     @bp.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
-        extra = {"field": exc.field} if exc.field else {}
-        return _json(exc.status, str(exc), **extra)
+        if not exc.field:
+            return _json(exc.status, str(exc))
+        return _json(exc.status, str(exc), field=exc.field,
+                     errors=[{"field": exc.field, "message": str(exc)}])
 
     @bp.errorhandler(PydanticValidationError)
     def _invalid(exc: PydanticValidationError) -> Response:

@@ -11,13 +11,14 @@ from calsync.web.api.schemas import FeedIn, FeedList, FeedOut
 
 
 def feed_out(row: FeedToken, plain: str | None) -> FeedOut:
-    links = tokens.feed_links(db.services().settings.base_url, plain) if plain else None
+    links = tokens.feed_links(db.services().settings.base_url, plain,
+                              name=tokens.feed_name(db.session(), row)) if plain else None
     return FeedOut(
         token_id=row.id,
-        scope=row.scope,  # type: ignore[arg-type]
+        scope=row.scope,
         scope_id=row.scope_id,
         name=row.name,
-        privacy=row.privacy,  # type: ignore[arg-type]
+        privacy=row.privacy,
         url=links.url if links else None,
         webcal_url=links.webcal_url if links else None,
         google_url=links.google_url if links else None,
@@ -37,7 +38,7 @@ def list_feeds() -> FeedList:
 
 
 @api_route(bp, "/feeds", "POST", summary="Issue another feed token (rotation: issue, then revoke)",
-           tag="feeds", body=FeedIn, response=FeedOut, status=201, errors=(404, 422))
+           tag="feeds", body=FeedIn, response=FeedOut, status=201, errors=(404, 422), creates="token_id")
 def issue_feed(body: FeedIn) -> FeedOut:
     session = db.session()
     row, plain = tokens.issue_feed_token(

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from calsync.web.api import bp
-from calsync.web.api.registry import ROUTES
+from calsync.web.api.registry import ROUTES, Route
 from calsync.web.api.schemas import ErrorOut
 
 REF = "#/components/schemas/{model}"
@@ -39,6 +39,54 @@ def _plain_tuples(node: Any) -> Any:
             and all(p == prefix[0] for p in prefix) and node.get("maxItems") == len(prefix)):
         node["items"] = node.pop("prefixItems")[0]
     return node
+
+
+def _refs(node: Any) -> set[str]:
+    if isinstance(node, list):
+        return set().union(*(_refs(v) for v in node))
+    if not isinstance(node, dict):
+        return set()
+    found = {node["$ref"].rpartition("/")[2]} if isinstance(node.get("$ref"), str) else set()
+    return found.union(*(_refs(v) for v in node.values()))
+
+
+def _referenced(components: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
+    """Only the schemas the paths reach. Pydantic also emits a definition for each enum of
+    models/enums.py, which schemas.py writes inline (WithJsonSchema) instead of referencing."""
+    todo, kept = _refs(paths), set()
+    while todo:
+        name = todo.pop()
+        if name not in kept and name in components:
+            kept.add(name)
+            todo |= _refs(components[name])
+    return {name: schema for name, schema in components.items() if name in kept}
+
+
+def _links(created_by: Route) -> dict[str, Any]:
+    """OpenAPI links (3.1 §4.8.20) from an operation that creates an id to every operation that
+    takes it in its path, so clients and fuzzers (Schemathesis' stateful phase) can follow
+    POST /staff to GET /staff/{staff_id} with the id the response gave."""
+    name = created_by.creates
+    assert name is not None and created_by.response is not None
+    # The id is the response's `id`, or a field of the parameter's own name (FeedOut.token_id).
+    field = name if name in created_by.response.model_fields else "id"
+    assert field in created_by.response.model_fields, (created_by.endpoint, field)
+    links: dict[str, Any] = {}
+    for route in ROUTES:
+        params = [p for _, p in route.path_params]
+        if route is created_by or name not in params:
+            continue
+        # Other path parameters of the target are the creator's own (POST /staff/{staff_id}/
+        # connections → /connections/{connection_id} has none; a nested one reuses them).
+        mapping = {p: f"$request.path.{p}" for p in params if p != name}
+        if any(p not in {q for _, q in created_by.path_params} for p in mapping):
+            continue
+        links[route.endpoint] = {
+            "operationId": route.endpoint,
+            "parameters": {name: f"$response.body#/{field}", **mapping},
+            "description": f"{route.summary}, with the {field} of the {created_by.response.__name__}.",
+        }
+    return links
 
 
 @lru_cache(maxsize=1)
@@ -84,6 +132,8 @@ def build_openapi() -> dict[str, Any]:
         ok: dict[str, Any] = {"description": STATUS_TEXT.get(route.status, "OK")}
         if route.response is not None:
             ok["content"] = {"application/json": {"schema": _ref(route.response)}}
+        if route.creates is not None:
+            ok["links"] = _links(route)
         op["responses"][str(route.status)] = ok
         errors = set(route.errors) | {401}
         if route.body is not None:
@@ -109,7 +159,7 @@ def build_openapi() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
-            "schemas": components,
+            "schemas": _referenced(components, paths),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

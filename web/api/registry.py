@@ -4,6 +4,8 @@ the OpenAPI document is generated from the very schemas that validate requests."
 from __future__ import annotations
 
 import functools
+import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,7 +15,6 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel
 
 from calsync.web.api.errors import ApiError
-from calsync.web.api.schemas import MAX_ID
 
 
 @dataclass
@@ -29,6 +30,9 @@ class Route:
     tag: str
     endpoint: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # The path parameter whose values this operation creates (POST /staff creates staff_id):
+    # the document links its response to every operation that takes one (openapi.py).
+    creates: str | None = None
 
     @property
     def openapi_path(self) -> str:
@@ -41,6 +45,20 @@ class Route:
 
 ROUTES: list[Route] = []
 
+def _json_number(text: str) -> float | int:
+    number = float(text)
+    if not math.isfinite(number):  # 1e400: beyond every field's range, and beyond JSON's floats
+        raise ValueError(text)
+    return int(number) if number.is_integer() else number
+
+
+def _not_json(text: str) -> None:
+    raise ValueError(f"{text} is not JSON (RFC 8259 §6)")
+
+
+_JSON_KIND = {list: "an array", str: "a string", int: "a number", float: "a number",
+              bool: "true or false", type(None): "null"}
+
 
 def _parse_body(model: type[BaseModel]) -> BaseModel:
     raw = request.get_data(cache=True)
@@ -49,13 +67,19 @@ def _parse_body(model: type[BaseModel]) -> BaseModel:
     if not (request.mimetype or "").endswith("json"):
         raise ApiError(415, "Send the body as JSON with Content-Type: application/json.")
     try:
-        request.get_json(force=True)
-    except Exception as exc:  # werkzeug raises BadRequest with a parser message
+        parsed = json.loads(raw, parse_float=_json_number, parse_constant=_not_json)
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, or nested beyond reason
         raise ApiError(400, "The request body is not valid JSON.") from exc
+    # One rule (README, "JSON API"): a body that is not a JSON object is malformed (400); only
+    # the fields of an object can be invalid (422, each named).
+    if not isinstance(parsed, dict):
+        raise ApiError(400, "Send a JSON object in the request body, not "
+                            f"{_JSON_KIND.get(type(parsed), 'that')}.")
     # Strict, from the JSON itself: a field the document calls boolean takes true or false, not
-    # 0 or "yes"; an integer is not 5.0 or "5"; a string is not a number — what the OpenAPI
+    # 0 or "yes"; an integer is not 5.5 or "5"; a string is not a number — what the OpenAPI
     # document promises is what is accepted (checked by tests/system/test_schemathesis.py).
-    return model.model_validate_json(raw, strict=True)
+    # 5.0 is an integer in JSON Schema (2020-12 core §4.2.2), so it is re-encoded as 5 first.
+    return model.model_validate_json(json.dumps(parsed), strict=True)
 
 
 def api_route(
@@ -70,17 +94,15 @@ def api_route(
     response: type[BaseModel] | None = None,
     status: int = 200,
     errors: tuple[int, ...] = (),
+    creates: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    route = Route(path, method, summary, body, query, response, status, errors, tag)
+    route = Route(path, method, summary, body, query, response, status, errors, tag, creates=creates)
     ROUTES.append(route)
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
         def wrapper(**kwargs: Any) -> Response:
-            for name, value in kwargs.items():
-                # Flask's int converter takes any length; the database keys are 64-bit.
-                if isinstance(value, int) and value > MAX_ID:
-                    raise ApiError(404, f"There is no {name.removesuffix('_id')} with id {value}.")
+            # Ids beyond the key range never get here: web/app.py answers 404 for every route.
             if body is not None:
                 kwargs["body"] = _parse_body(body)
             if query is not None:

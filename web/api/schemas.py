@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -16,13 +17,88 @@ from pydantic import (
     EmailStr,
     Field,
     StringConstraints,
+    WithJsonSchema,
 )
 from pydantic.json_schema import JsonDict
 from pydantic_core import PydanticCustomError
 
-from calsync.models import MAX_KEY
+from calsync.models import (
+    MAX_KEY,
+    AllDayPolicy,
+    AppointmentStatus,
+    ConflictResolution,
+    ConflictStatus,
+    ConnectionStatus,
+    FeedScope,
+    OutboxStatus,
+    PrivacyLevel,
+    Role,
+    SyncMode,
+)
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+def _choices(enum: type[StrEnum]) -> WithJsonSchema:
+    """The enum's values inline, {"type": "string", "enum": [...]}, where pydantic would write a
+    $ref to a shared definition: query parameters are documented inline (openapi.py), and the
+    document reads as it did when these were Literals."""
+    return WithJsonSchema({"type": "string", "enum": [m.value for m in enum]})
+
+
+# The states and kinds of models/enums.py as the API takes and gives them.
+AppointmentState = Annotated[AppointmentStatus, _choices(AppointmentStatus)]
+Scope = Annotated[FeedScope, _choices(FeedScope)]
+Privacy = Annotated[PrivacyLevel, _choices(PrivacyLevel)]
+ConnectionRole = Annotated[Role, _choices(Role)]
+Sync = Annotated[SyncMode, _choices(SyncMode)]
+AllDay = Annotated[AllDayPolicy, _choices(AllDayPolicy)]
+ConnectionState = Annotated[ConnectionStatus, _choices(ConnectionStatus)]
+ConflictState = Annotated[ConflictStatus, _choices(ConflictStatus)]
+Keep = Annotated[ConflictResolution, _choices(ConflictResolution)]
+EmailState = Annotated[OutboxStatus, _choices(OutboxStatus)]
+
+
+def _one_line(value: str) -> str:
+    """Names reach feed titles, calendar names and email headers, where a line break or a
+    control character (RFC 5545 §3.1 allows HTAB only) does harm: refused, not silently changed."""
+    if not value.isprintable() and any(ch < " " or "\x7f" <= ch <= "\x9f" or ch in "\u2028\u2029"
+                                       for ch in value):
+        raise PydanticCustomError(
+            "one_line", "Write the name on one line, without line breaks or control characters")
+    return value
+
+
+# What the stripping and _one_line enforce, for the document (JSON Schema, ECMA-262 regex; the
+# classes are spelled out because \s differs between ECMA and Python): white space that
+# str.strip removes around the name, then at least one visible character, and no control
+# characters within.
+_STRIPPED = r"[\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+_VISIBLE = r"[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+_ONE_LINE = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]"
+ONE_LINE_PATTERN = rf"^{_STRIPPED}*{_VISIBLE}({_ONE_LINE}*{_VISIBLE})?{_STRIPPED}*$"
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+                 AfterValidator(_one_line),
+                 WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 200,
+                                 "pattern": ONE_LINE_PATTERN})]
+
+
+def _no_controls(value: str) -> str:
+    """Free text (notes, a location) may have line breaks and tabs; other control characters
+    are refused: PostgreSQL cannot store NUL at all, and none of them belongs in a calendar."""
+    if not value.isprintable() and any((ch < " " and ch not in "\t\r\n") or "\x7f" <= ch <= "\x9f"
+                                       for ch in value):
+        raise PydanticCustomError(
+            "control_character", "Remove the control characters from the text; line breaks and tabs are fine")
+    return value
+
+
+# What _no_controls takes, for the document: line breaks and tabs, no other control character.
+FREE_TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+Location = Annotated[str, StringConstraints(max_length=500), AfterValidator(_no_controls),
+                     WithJsonSchema({"type": "string", "maxLength": 500, "pattern": FREE_TEXT_PATTERN})]
+Notes = Annotated[str, StringConstraints(max_length=5000), AfterValidator(_no_controls),
+                  WithJsonSchema({"type": "string", "maxLength": 5000, "pattern": FREE_TEXT_PATTERN})]
+
+
 Clock = Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")]
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WorkingHours = dict[Day, list[tuple[Clock, Clock]]]
@@ -61,7 +137,12 @@ def _iso_8601(value: Any) -> Any:
         "Give a date and time in ISO 8601 with a UTC offset, e.g. 2027-01-11T10:00:00+01:00")
 
 
-Moment = Annotated[AwareDatetime, BeforeValidator(_iso_8601), AfterValidator(_within_calendar)]
+# The document states the years _within_calendar takes (1900 to 9998) as a pattern on the
+# date-time; the UTC offset can still move a moment at either edge out of range (rare, 422).
+YEARS_1900_TO_9998 = r"^(19\d\d|[2-8]\d{3}|9[0-8]\d\d|99[0-8]\d|999[0-8])-"
+Moment = Annotated[AwareDatetime, BeforeValidator(_iso_8601), AfterValidator(_within_calendar),
+                   WithJsonSchema({"type": "string", "format": "date-time",
+                                   "pattern": YEARS_1900_TO_9998})]
 
 
 class Strict(BaseModel):
@@ -149,26 +230,32 @@ class CustomerOut(BaseModel):
     phone: str | None
 
 
+# JSON Schema cannot compare two fields; these rules of feeds.scheduling (check_range,
+# MAX_DURATION) are stated in words, and tests/system/test_schemathesis.py draws by them.
+APPOINTMENT_END = "ISO 8601 with a UTC offset; after start, at most 24 hours later."
+RANGE_END = "ISO 8601 with a UTC offset; after start, at most 366 days later."
+
+
 class AppointmentIn(Strict):
     staff_id: Id
     start: Moment = Field(description="ISO 8601 with a UTC offset.")
-    end: Moment = Field(description="ISO 8601 with a UTC offset.")
+    end: Moment = Field(description=APPOINTMENT_END)
     service: Name
     customer: CustomerIn
-    location: Annotated[str, StringConstraints(max_length=500)] | None = None
-    notes: Annotated[str, StringConstraints(max_length=5000)] | None = None
+    location: Location | None = None
+    notes: Notes | None = None
 
 
 class ReschedulePatch(Strict):
-    start: Moment
-    end: Moment
+    start: Moment = Field(description="ISO 8601 with a UTC offset.")
+    end: Moment = Field(description=APPOINTMENT_END)
 
 
 class AppointmentOut(BaseModel):
     id: int
     uid: str
     sequence: int
-    status: Literal["confirmed", "cancelled"]
+    status: AppointmentState
     staff_id: int
     start: datetime
     end: datetime
@@ -193,8 +280,8 @@ class AppointmentQuery(Strict):
 
 
 class AvailabilityQuery(Strict):
-    start: Moment
-    end: Moment
+    start: Moment = Field(description="ISO 8601 with a UTC offset.")
+    end: Moment = Field(description=RANGE_END)
     duration: int = Field(default=30, ge=1, le=1440, description="Slot length in minutes.")
     step: int | None = Field(
         default=None, ge=5, le=1440, description="Minutes between slot starts; the duration when left out."
@@ -222,14 +309,10 @@ class AvailabilityOut(BaseModel):
 
 # --- feeds ----------------------------------------------------------------------------------
 
-Scope = Literal["staff", "group", "company"]
-Privacy = Literal["full", "limited", "busy"]
-
-
 class FeedIn(Strict):
     scope: Scope
     scope_id: Id
-    privacy: Privacy = "full"
+    privacy: Privacy = PrivacyLevel.FULL
     name: Name | None = None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import TypeAdapter
+
 from calsync.feeds.publishing.tokens import ensure_default_tokens
 from calsync.feeds.scheduling import directory
 from calsync.models import Group, Staff
@@ -17,7 +19,12 @@ from calsync.web.api.schemas import (
     StaffList,
     StaffOut,
     StaffPatch,
+    WorkingHours,
 )
+
+# Stored as JSON (normalised by feeds.scheduling.directory); read back into the API's type, the
+# same validation StaffOut would apply, but typed.
+WORKING_HOURS: TypeAdapter[WorkingHours] = TypeAdapter(WorkingHours)
 
 NOT_FOUND = (404,)
 
@@ -28,7 +35,7 @@ def staff_out(staff: Staff) -> StaffOut:
         name=staff.name,
         email=staff.email,
         timezone=staff.timezone,
-        working_hours=staff.working_hours,  # type: ignore[arg-type]
+        working_hours=WORKING_HOURS.validate_python(staff.working_hours),
         group_ids=sorted(g.id for g in staff.groups),
     )
 
@@ -38,7 +45,7 @@ def group_out(group: Group) -> GroupOut:
 
 
 @api_route(bp, "/staff", "POST", summary="Add a staff member", tag="staff", body=StaffIn,
-           response=StaffOut, status=201, errors=(422,))
+           response=StaffOut, status=201, errors=(422,), creates="staff_id")
 def create_staff(body: StaffIn) -> StaffOut:
     session = db.session()
     company = current_company()
@@ -79,7 +86,7 @@ def delete_staff(staff_id: int) -> None:
 
 
 @api_route(bp, "/groups", "POST", summary="Add a group of staff", tag="groups", body=GroupIn,
-           response=GroupOut, status=201, errors=(404, 422))
+           response=GroupOut, status=201, errors=(404, 422), creates="group_id")
 def create_group(body: GroupIn) -> GroupOut:
     session = db.session()
     company = current_company()

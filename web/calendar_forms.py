@@ -11,11 +11,10 @@ from werkzeug.wrappers import Response
 
 from calsync.feeds.calendars import adding as calendar_setup
 from calsync.feeds.calendars import connections as conns
-from calsync.feeds.calendars.sync import sync_connection
 from calsync.feeds.sources.caldav_source import RemoteCalendar
 from calsync.models import Company, Connection
-from calsync.web import db
-from calsync.web.admin.formatting import STATUS_LABELS, ago
+from calsync.web import db, interactive
+from calsync.web.formatting import STATUS_LABELS, ago
 
 # What the add-calendar forms show again after an error (never the password).
 KEPT_FIELDS = ("kind", "url", "name", "username", "caldav_url")
@@ -37,51 +36,65 @@ def add_ics(company: Company, staff_id: int, form: MultiDict[str, str]) -> Conne
         name=form.get("name", "").strip() or None, roles=("conflict",),
     )
     return conns.create_connection(db.session(), company, services.vault, staff_id, data,
-                                   allow_private=services.settings.allow_private_networks)
+                                   allow_private=services.settings.allow_private_networks,
+                                   limits=services.sync.limits)  # its port rule; no fetch here
 
 
 def discover(company: Company, staff_id: int, form: MultiDict[str, str]) -> tuple[list[RemoteCalendar], str]:
     services = db.services()
-    return calendar_setup.discover(
-        company, services.vault, staff_id, form.get("caldav_url", ""), form.get("username", "").strip(),
-        form.get("password", ""), allow_private=services.settings.allow_private_networks,
-    )
+    with interactive.limits() as limits:
+        return calendar_setup.discover(
+            company, services.vault, staff_id, form.get("caldav_url", ""),
+            form.get("username", "").strip(), form.get("password", ""),
+            allow_private=services.settings.allow_private_networks, limits=limits,
+            clock=services.clock,
+        )
 
 
 def connect_chosen(company: Company, staff_id: int, form: MultiDict[str, str]) -> list[Connection]:
     """Connect the calendars ticked on the discovery page: roles-<n> lists calendar n's roles."""
     services = db.services()
-    discovery = calendar_setup.open_discovery(services.vault, form.get("discovery", ""), staff_id)
+    discovery = calendar_setup.open_discovery(services.vault, form.get("discovery", ""), staff_id,
+                                              clock=services.clock)
     choices: dict[int, list[str]] = {}
     for index in range(len(discovery.calendars)):
         roles = chosen_roles(form, f"roles-{index}")
         if roles:
             choices[index] = roles
-    return calendar_setup.connect_discovered(
-        db.session(), company, services.vault, discovery, choices,
-        allow_private=services.settings.allow_private_networks,
-    )
+    with interactive.limits("calendars") as limits:
+        return calendar_setup.connect_discovered(
+            db.session(), company, services.vault, discovery, choices,
+            allow_private=services.settings.allow_private_networks, limits=limits,
+        )
 
 
-def sync_now(company: Company, connection_id: int) -> Connection:
-    """Sync one connection while the request waits, and return it with its new health."""
+def sync_now(company: Company, connection_id: int) -> tuple[Connection, bool]:
+    """Sync one connection while the request waits (within web.interactive's budget), or queue
+    it when other syncs hold the web threads' slots. The connection with its health, and
+    whether the sync was queued."""
     s = db.session()
     conns.get_connection(s, company, connection_id)
     s.rollback()  # no transaction may stay open while the sync uses the network
-    sync_connection(db.services().sync, connection_id)
+    queued = interactive.sync_or_queue(connection_id)
     s.expire_all()
-    return conns.get_connection(s, company, connection_id)
+    return conns.get_connection(s, company, connection_id), queued
 
 
-def flash_sync_result(conn: Connection) -> None:
+def _queued_message(conn: Connection) -> str:
+    return f"'{conn.name}' is being synced in the background; reload the page in a minute to see the result."
+
+
+def flash_sync_result(conn: Connection, queued: bool = False) -> None:
     """The one-line result of "Sync now", for the page that reloads after it."""
-    if conn.status == "ok":
+    if queued:
+        flash(_queued_message(conn), "success")
+    elif conn.status == "ok":
         flash(f"'{conn.name}' synced: {conn.busy_count} busy time(s).", "success")
     else:
         flash(f"'{conn.name}' did not sync: {conn.last_error}", "error")
 
 
-def connection_json(conn: Connection) -> Response:
+def connection_json(conn: Connection, queued: bool = False) -> Response:
     """What calsync.js needs to update a connection card in place."""
     body: dict[str, Any] = {
         "id": conn.id,
@@ -91,7 +104,10 @@ def connection_json(conn: Connection) -> Response:
         "last_success_at": conn.last_success_at.isoformat() if conn.last_success_at else None,
         "busy_count": conn.busy_count,
         "last_error": conn.last_error,
-        "message": (f"'{conn.name}' synced: {conn.busy_count} busy time(s)." if conn.status == "ok"
+        "message": (_queued_message(conn) if queued
+                    else f"'{conn.name}' synced: {conn.busy_count} busy time(s)." if conn.status == "ok"
                     else f"'{conn.name}' did not sync: {conn.last_error or conn.status}"),
     }
+    if queued:  # the card keeps its health until the background sync has run
+        body["queued"] = True
     return jsonify(body)

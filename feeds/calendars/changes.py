@@ -1,0 +1,64 @@
+"""What changed in a calendar store since the last sync, with the bodies of new and changed
+items: the reading half of a CalDAV connection's sync, on the calendar-store interface only.
+
+With a sync token, `changes_since` alone answers "what changed" (an empty answer when nothing
+did), so the collection tag is not asked for: on servers that compute both by reading the whole
+collection (Radicale) that would double the server's work on every sync. Without a token (a
+server without RFC 6578, or after we created items) the collection tag, one PROPFIND, spares the
+full listing when it has not moved. A token the store refuses means a full listing, compared by
+ETag against what the last sync stored (vdirsyncer's status).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from calsync.feeds.calendars.store import CalendarStore, InvalidSyncToken
+
+
+@dataclass
+class ChangeSet:
+    """What changed in a calendar since the last sync."""
+
+    etags: dict[str, str]  # href → ETag of present items this reading reported
+    deleted: set[str]  # hrefs reported gone
+    full: bool  # the reading covers the whole calendar (items not in it are gone)
+    sync_token: str | None
+    ctag: str | None
+    data: dict[str, bytes] = field(default_factory=dict)  # href → iCalendar body, for loaded items
+
+
+def read_changes(
+    store: CalendarStore, *, sync_token: str | None, ctag: str | None, known: dict[str, str],
+    load_all: bool = False,
+) -> ChangeSet | None:
+    """Changes since `sync_token`, with the bodies of new and changed items loaded; None when
+    nothing changed. `known` maps hrefs to the ETags stored at the last sync; `load_all` loads
+    every item (the sync window moved)."""
+    incremental = bool(sync_token) and not load_all
+    if incremental:
+        assert sync_token is not None
+        try:
+            changes = store.changes_since(sync_token)
+        except InvalidSyncToken:
+            pass
+        else:
+            if not changes.changed and not changes.deleted and changes.token == sync_token:
+                return None  # the token did not move: nothing changed
+            return _loaded(store, ChangeSet(etags=changes.changed, deleted=changes.deleted, full=False,
+                                            sync_token=changes.token, ctag=None), known, load_all)
+    new_ctag = None
+    if not incremental:
+        new_ctag = store.collection_tag()
+        if ctag and new_ctag and new_ctag == ctag and not load_all:
+            return None
+    listing = store.list()
+    return _loaded(store, ChangeSet(etags=listing.etags, deleted=set(known) - set(listing.etags),
+                                    full=True, sync_token=listing.token, ctag=new_ctag), known, load_all)
+
+
+def _loaded(store: CalendarStore, changes: ChangeSet, known: dict[str, str], load_all: bool) -> ChangeSet:
+    wanted = [h for h, e in changes.etags.items() if load_all or known.get(h) != e]
+    if wanted:
+        changes.data = {href: item.body for href, item in store.get_many(wanted).items()}
+    return changes

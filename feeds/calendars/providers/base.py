@@ -1,0 +1,235 @@
+"""The provider interface (issue 11): what Google and Microsoft calendars share, so that sync,
+two-way sync, conflicts and health stay provider-neutral. A provider's calendar is a
+CalendarStore (feeds.calendars.store); everything else it offers is here: OAuth, the account's
+calendar list, change notifications, revocation.
+
+OAuth is the authorisation-code flow (RFC 6749 §4.1) with PKCE (RFC 7636, method S256) and a
+`state` that is sealed (Fernet: encrypted and authenticated with a key derived from the app's
+secret key), expires, names the staff member it was issued for and carries a nonce, so that a
+callback can be accepted once. The PKCE verifier travels inside the sealed state: the browser
+carries it but cannot read or change it, and no server-side session is needed between the
+redirect and the callback.
+
+No OAuth client library is used for the token requests: authlib's and requests-oauthlib's
+clients bring their own HTTP stack (requests/httpx), which would go around the guarded session
+(address checks, answer caps, the wall-clock deadline). The pieces kept here are the two lines
+RFC 7636 §4.1-4.2 define.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from calsync.feeds.accounts.keys import Sealer
+from calsync.feeds.calendars.store import CalendarStore, StoreUnavailable
+from calsync.feeds.errors import CalsyncError
+
+# --- named errors -----------------------------------------------------------------------------
+
+
+class ReconnectNeeded(StoreUnavailable):
+    """The provider refused our refresh token (OAuth `invalid_grant`, RFC 6749 §5.2): consent
+    was revoked, the password changed, or a Google app in "Testing" let it expire after 7 days.
+    Only the staff member can fix it, by connecting again; writes wait until then."""
+
+    def __init__(self, provider: str) -> None:
+        super().__init__("reconnect", f"{provider} no longer accepts calsync's access to this calendar "
+                                      f"(it was revoked or expired): connect {provider} again.")
+        self.provider = provider
+
+
+class RateLimited(StoreUnavailable):
+    """The provider asked us to slow down (HTTP 429, or Google's 403 rateLimitExceeded) and
+    kept asking after our retries; `retry_after` is its Retry-After in seconds, if it sent one."""
+
+    def __init__(self, provider: str, retry_after: float | None) -> None:
+        super().__init__("rate_limited", f"{provider} asked calsync to slow down; the calendar is read "
+                                         "again a little later, nothing is lost.")
+        self.provider = provider
+        self.retry_after = retry_after
+
+
+class ProviderNotConfigured(CalsyncError):
+    """The operator has not registered an OAuth client for this provider."""
+
+
+class OAuthStateInvalid(CalsyncError):
+    """A callback whose `state` is forged, expired, already used or another person's."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"The connection could not be finished ({why}). "
+                         "Start \"Connect calendar\" again from your page.")
+        self.why = why
+
+
+# --- what a provider hands back ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tokens:
+    access_token: str
+    refresh_token: str | None  # only on the first exchange (and only with offline access)
+    expires_at: float  # time.time() value
+    scope: str = ""
+
+
+@dataclass(frozen=True)
+class RemoteCalendar:
+    id: str
+    name: str
+    colour: str | None
+    access_role: str  # Google calendarList accessRole: owner | writer | reader | freeBusyReader
+    primary: bool = False
+
+    @property
+    def writable(self) -> bool:
+        """A calendar calsync may write bookings into (roles `linked` and `additional`)."""
+        return self.access_role in ("owner", "writer")
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A change-notification subscription (Google events.watch)."""
+
+    id: str
+    resource_id: str
+    token: str  # our secret, echoed by the provider in every notification
+    expires_at: float  # time.time() value
+
+
+class CalendarProvider(Protocol):
+    """One calendar provider. Every call goes through the guarded session under its deadline."""
+
+    name: str
+
+    def authorise_url(self, *, state: str, code_challenge: str, redirect_uri: str) -> str:
+        """The consent screen's address (offline access, consent prompt, least scopes)."""
+
+    def exchange_code(self, *, code: str, code_verifier: str, redirect_uri: str) -> Tokens:
+        """The callback's code for tokens; ReconnectNeeded on invalid_grant."""
+
+    def refresh(self, refresh_token: str) -> Tokens:
+        """A new access token; ReconnectNeeded on invalid_grant."""
+
+    def list_calendars(self, tokens: Tokens) -> list[RemoteCalendar]: ...
+
+    def open_store(self, tokens: Tokens, calendar_id: str) -> AbstractContextManager[CalendarStore]:
+        """One calendar as a store, for one conversation."""
+
+    def subscribe(self, tokens: Tokens, calendar_id: str, *, address: str, channel_token: str) -> Channel: ...
+
+    def renew(self, tokens: Tokens, calendar_id: str, old: Channel, *, address: str) -> Channel:
+        """A new channel before `old` expires; `old` is stopped once the new one is up."""
+
+    def stop(self, tokens: Tokens, channel: Channel) -> None: ...
+
+    def revoke(self, token: str) -> None:
+        """Best effort: a failure is logged by the caller, never stops a disconnect."""
+
+
+# --- PKCE (RFC 7636) --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pkce:
+    verifier: str
+    challenge: str
+    method: str = "S256"
+
+
+def new_pkce() -> Pkce:
+    # §4.1: 43-128 characters of [A-Z a-z 0-9 - . _ ~]; 64 random bytes in base64url are 86.
+    verifier = secrets.token_urlsafe(64)
+    return Pkce(verifier, s256_challenge(verifier))
+
+
+def s256_challenge(verifier: str) -> str:
+    # §4.2: BASE64URL-ENCODE(SHA256(ASCII(code_verifier))), without padding (Appendix A).
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+# --- the OAuth state --------------------------------------------------------------------------
+
+STATE_SECONDS = 600  # the consent screen takes a person minutes, not hours
+
+
+@dataclass(frozen=True)
+class OAuthState:
+    staff_id: int
+    provider: str
+    nonce: str  # record it when the callback is accepted: single use
+    code_verifier: str
+    issued_at: float
+
+    @property
+    def expires_at(self) -> float:
+        return self.issued_at + STATE_SECONDS
+
+
+class NonceLedger(Protocol):
+    def use(self, nonce: str, expires_at: float) -> bool:
+        """Record `nonce` as used; False if it was used before."""
+
+
+class MemoryNonceLedger:
+    """Single use within one process. TODO(issue 11, next session): a table of used nonces
+    (nonce primary key, expires_at; rows deleted once expired) so that a state is single-use
+    across workers too — the callback inserts, and a duplicate key is a replay."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._used: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def use(self, nonce: str, expires_at: float) -> bool:
+        with self._lock:
+            now = self._clock()
+            self._used = {n: e for n, e in self._used.items() if e > now}
+            if nonce in self._used:
+                return False
+            self._used[nonce] = expires_at
+            return True
+
+
+class StateSealer:
+    """Issues and opens OAuth states with a key derived from the app's secret key."""
+
+    def __init__(self, secret_key: str, clock: Callable[[], float] = time.time) -> None:
+        self._sealer = Sealer(secret_key, "oauth-state")
+        self._clock = clock
+
+    def issue(self, staff_id: int, provider: str, pkce: Pkce) -> str:
+        payload = {"s": staff_id, "p": provider, "n": secrets.token_urlsafe(16),
+                   "v": pkce.verifier, "t": self._clock()}
+        return self._sealer.seal(json.dumps(payload, separators=(",", ":")))
+
+    def open(self, sealed: str, *, staff_id: int, provider: str, ledger: NonceLedger) -> OAuthState:
+        """The state of a callback, or OAuthStateInvalid. `staff_id` is whose page the callback
+        landed on (the invitation link or the admin's staff page): a state issued for another
+        person is refused, so a link passed on cannot attach someone else's calendar."""
+        plain = self._sealer.open(sealed)
+        if plain is None:
+            raise OAuthStateInvalid("the answer was not issued by this calsync")
+        try:
+            data = json.loads(plain)
+            state = OAuthState(int(data["s"]), str(data["p"]), str(data["n"]), str(data["v"]),
+                               float(data["t"]))
+        except (ValueError, KeyError, TypeError):
+            raise OAuthStateInvalid("the answer was not issued by this calsync") from None
+        if state.staff_id != staff_id or state.provider != provider:
+            raise OAuthStateInvalid("it was started for another person or provider")
+        if not state.issued_at <= self._clock() < state.expires_at:
+            raise OAuthStateInvalid("it took longer than ten minutes")
+        if not ledger.use(state.nonce, state.expires_at):
+            raise OAuthStateInvalid("this answer was already used")
+        return state

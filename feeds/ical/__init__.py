@@ -1,0 +1,2 @@
+"""What calsync writes in iCalendar: the one VEVENT builder (feeds, calendar copies, iTIP) and
+the VTIMEZONEs every client reads alike."""
