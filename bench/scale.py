@@ -912,7 +912,7 @@ def _sync_throughput(
             [
                 sys.executable,
                 "-c",
-                "from web.cli import main; main(prog_name='calsync')",
+                "from calsync.web.cli import main; main(prog_name='calsync')",
                 "worker",
                 "--workers",
                 str(SYNC_THREADS),

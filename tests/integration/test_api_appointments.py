@@ -210,7 +210,7 @@ def test_appointment_junk_never_500(api: Api, staff: dict[str, Any]) -> None:
                  {"staff_id": [staff["id"]]}, {"start": "x" * 100_000, "end": "y"},
                  {"start": "2030-01-07T10:00:00+25:00", "end": "2030-01-07T10:30:00+01:00"}):
         for resp in (api.post("/appointments", body), api.patch(f"/appointments/{appt['id']}", body)):
-            assert resp.status_code in (400, 422), (body, resp.get_data()[:200])
+            assert resp.status_code == (422 if isinstance(body, dict) else 400), (body, resp.get_data()[:200])
             assert resp.is_json
     assert api.get(f"/appointments/{appt['id']}").get_json() == appt
 

@@ -235,7 +235,7 @@ def test_feeds_junk_never_500(api: Api) -> None:
                  {"scope": "staff", "scope_id": [1]}, {"scope": "staff", "scope_id": 1.5},
                  {"scope": "staff", "scope_id": 1, "name": "n" * 100_000}):
         resp = api.post("/feeds", body)
-        assert resp.status_code in (400, 422), (body, resp.get_data()[:200])
+        assert resp.status_code == (422 if isinstance(body, dict) else 400), (body, resp.get_data()[:200])
         assert resp.is_json
 
 
@@ -359,7 +359,7 @@ def test_a_partly_invalid_patch_changes_nothing(api: Api) -> None:
 def test_settings_junk_never_500(api: Api) -> None:
     for body in (None, [], [{"show_cancelled": True}], "on", 1, True):
         resp = api.patch("/settings", body)
-        assert resp.status_code in (400, 422), body
+        assert resp.status_code == 400, body  # none of them is a JSON object
         assert resp.is_json
     assert api.get("/settings").get_json() == DEFAULT_SETTINGS
 

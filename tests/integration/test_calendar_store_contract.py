@@ -1,6 +1,7 @@
 """One contract for every calendar store (feeds.calendars.store): the memory store and the
-CalDAV store on Radicale and on Xandikos must answer the same way, so sync and two-way sync,
-tested fast on the memory store, hold on real servers too."""
+CalDAV store on Radicale and on Xandikos (and the Google store, on the contract fake of
+tests/fakes) must answer the same way, so sync and two-way sync, tested fast on the memory
+store, hold on real servers too."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from calsync.feeds.calendars.store import (
     StoreAddress,
 )
 from calsync.feeds.sources.fetch import FetchLimits
+from tests.fakes.google_calendar import open_fake_store, serve_google_fake
 from tests.servers import CalDAVServer
 
 
@@ -30,11 +32,15 @@ def event(uid: str, hour: int = 9, summary: str = "Haircut") -> bytes:
     ).encode()
 
 
-@pytest.fixture(params=["memory", "radicale", "xandikos"])
+@pytest.fixture(params=["memory", "radicale", "xandikos", "google"])
 def opened(request: pytest.FixtureRequest) -> Iterator[CalendarStore]:
     """A fresh, empty calendar as a store, kept open for the test (one conversation)."""
     if request.param == "memory":
         yield MemoryStore()
+        return
+    if request.param == "google":
+        with serve_google_fake() as served, open_fake_store(served) as google:
+            yield google
         return
     server: CalDAVServer = request.getfixturevalue(request.param)
     server.calendar("contract", "Contract")
@@ -84,7 +90,9 @@ def test_update_and_delete_only_at_the_etag_last_seen(opened: CalendarStore) -> 
 
 def test_missing_items_are_not_found_and_left_out_of_get_many(opened: CalendarStore) -> None:
     kept = opened.create("kept.ics", event("kept"))
-    missing = kept.href.replace("kept.ics", "missing.ics")
+    gone = opened.create("missing.ics", event("missing"))  # hrefs are opaque: one that was there
+    opened.delete(gone.href, gone.etag)
+    missing = gone.href
     with refused(ItemNotFound):
         opened.get(missing)
     assert set(opened.get_many([kept.href, missing])) == {kept.href}

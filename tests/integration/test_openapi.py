@@ -163,8 +163,9 @@ def test_query_parameters_are_documented(doc: dict[str, Any]) -> None:
 
 # --- the document states the constraints the validators enforce ------------------------------
 
-NAMES = ["Front desk", "  padded  ", "Zoë", "a" * 200, "", " ", "\u3000", "two\nlines", "tab\there",
-         "bell\x07", "\x85x", "line\u2028sep", "x\x7f"]
+NAMES = ["Front desk", "  padded  ", "Zoë", "a" * 200, " " * 20 + "a" * 200 + "\u3000", "a" * 201,
+         "", " ", "\u3000", "two\nlines", "tab\there", "bell\x07", "\x85x", "line\u2028sep",
+         "x\x7f", "\x1dx", "\u205f\u2028\u3000 \f\u2001x\u3000"]
 MOMENTS = ["2030-01-07T10:00:00Z", "1900-06-01T00:00:00Z", "9998-06-01T00:00:00+01:00",
            "1899-12-31T00:00:00Z", "0294-06-14T07:42:30Z", "9999-06-01T00:00:00Z"]
 URLS = ["https://cal.example.com/a.ics", "webcal://cal.example.com/a.ics", "http://[::1]:5232/x/",
@@ -403,7 +404,7 @@ def test_every_route_answers_errors_in_json(app: Flask, api: Api, doc: dict[str,
 # Not an object: the body is malformed whatever the operation (README: "400 malformed").
 NOT_AN_OBJECT = ["[]", "[{}]", '"text"', "7", "true", "null", "{", "{'a': 1}"]
 # A value no documented field takes: not a string, number, boolean, object, or list of those.
-NO_FIELD_TAKES = [[[]]]
+NO_FIELD_TAKES: list[Any] = [[[]]]
 
 
 def error_fields(resp: Any) -> list[str]:

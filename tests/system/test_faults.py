@@ -395,7 +395,7 @@ def test_a_worker_killed_mid_sync_on_the_embedded_queue_loses_nothing(
     command = [
         sys.executable,
         "-c",
-        "from web.cli import main; main()",
+        "from calsync.web.cli import main; main()",
         "worker",
         "--workers",
         "1",

@@ -14,10 +14,7 @@ from __future__ import annotations
 import os
 import random
 import re
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -32,6 +29,7 @@ import requests
 
 from calsync.feeds.settings import Settings
 from tests.conftest import Api
+from tests.serve_process import ServeProcess, calsync_serve
 
 pytestmark = pytest.mark.slow
 
@@ -42,12 +40,6 @@ WARM_UP = min(15.0, SECONDS / 4)
 GROWTH_FRACTION, GROWTH_BYTES = 0.10, 8 * 2**20
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _rss(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -55,64 +47,11 @@ def _rss(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    base: str
-    log: Path
-
-
 @pytest.fixture
-def server(settings: Settings, app: object, tmp_path: Path) -> Iterator[Server]:
+def server(settings: Settings, app: object, tmp_path: Path) -> Iterator[ServeProcess]:
     """`calsync serve` on the test's database; the data was arranged through `app` first."""
-    port = _free_port()
-    # Only what serve needs: the CLI refuses unknown CALSYNC_ variables (and the test run has
-    # some of its own).
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALSYNC_")}
-    env.update(
-        CALSYNC_DATA_DIR=str(settings.data_dir),
-        CALSYNC_DATABASE_URL=settings.database_url,
-        CALSYNC_SECRET_KEY=settings.secret_key or "",
-        CALSYNC_BASE_URL=f"http://127.0.0.1:{port}",
-    )
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from web.cli import main; main()",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=Path(__file__).resolve().parents[2],
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if process.poll() is not None:
-                raise AssertionError(f"calsync serve exited: {log.read_text()}")
-            try:
-                if requests.get(base + "/api/v1/openapi.json", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError(f"calsync serve did not answer: {log.read_text()}")
-        yield Server(process, base, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with calsync_serve(settings, tmp_path / "serve.log") as served:
+        yield served
 
 
 @dataclass
@@ -167,7 +106,7 @@ class Tally:
                 self.errors.append(f"{kind}: {detail}")
 
 
-def _client(server: Server, world: World, tally: Tally, until: float, seed: int) -> None:
+def _client(server: ServeProcess, world: World, tally: Tally, until: float, seed: int) -> None:
     rng = random.Random(seed)
     http = requests.Session()
     http.headers["Authorization"] = f"Bearer {world.key}"
@@ -220,7 +159,7 @@ def _client(server: Server, world: World, tally: Tally, until: float, seed: int)
 
 
 def test_feeds_and_api_under_concurrent_load_without_errors_or_memory_growth(
-    server: Server, world: World
+    server: ServeProcess, world: World
 ) -> None:
     tally = Tally()
     samples: list[tuple[float, int]] = []

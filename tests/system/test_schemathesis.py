@@ -175,7 +175,7 @@ def test_schemathesis_follows_the_links_to_what_was_created(app: Flask, world: A
         def validate_response(self, response: Any, case: Any, additional_checks: Any = None,
                               **kwargs: Any) -> None:
             case.validate_response(response, excluded_checks=excluded_checks(case),
-                                   transport_kwargs=kwargs)
+                                   headers=kwargs.get("headers"), transport_kwargs=kwargs)
 
     run_state_machine_as_test(Links, settings=hypothesis_settings(
         max_examples=max(5, EXAMPLES // 2), stateful_step_count=6, deadline=None,
@@ -220,6 +220,24 @@ def test_values_of_another_type_than_documented_are_refused(api: Api, path: str,
     )
     assert resp.status_code == 422, resp.get_json()
     assert resp.get_json()["errors"]
+
+
+def test_an_integral_number_is_an_integer(api: Api) -> None:
+    """JSON Schema's integer is any number with a zero fractional part (2020-12 core §4.2.2):
+    60.0 and 6e1 were refused (422); 60.5 still is."""
+    for value in ("60.0", "6e1", "6.0E1"):
+        resp = api.client.patch("/api/v1/settings", data=f'{{"feed_refresh_minutes": {value}}}',
+                                content_type="application/json",
+                                headers={"Authorization": f"Bearer {api.key}"})
+        assert resp.status_code == 200, (value, resp.get_json())
+        assert resp.get_json()["feed_refresh_minutes"] == 60
+    resp = api.patch("/settings", {"feed_refresh_minutes": 60.5})
+    assert resp.status_code == 422 and resp.get_json()["errors"][0]["field"] == "feed_refresh_minutes"
+    for junk in ("NaN", "Infinity", "1e400"):
+        resp = api.client.patch("/api/v1/settings", data=f'{{"feed_refresh_minutes": {junk}}}',
+                                content_type="application/json",
+                                headers={"Authorization": f"Bearer {api.key}"})
+        assert resp.status_code == 400, (junk, resp.get_json())
 
 
 @pytest.mark.parametrize("url", ["http://[bc:.93:35]", "https://[::1/x.ics", "webcal://[zz]/"])

@@ -9,11 +9,7 @@ and the others go to the queue and are answered at once (web/interactive.py).
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +25,7 @@ from calsync.feeds.settings import Settings
 from calsync.feeds.sources.fetch import INTERACTIVE_SECONDS
 from calsync.models import Staff
 from tests.conftest import Api
+from tests.serve_process import calsync_serve
 from tests.slow_servers import DripHeadersServer
 
 pytestmark = pytest.mark.slow
@@ -50,49 +47,11 @@ def dripping() -> Iterator[DripHeadersServer]:
     server.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def serve(settings: Settings, app: Flask, tmp_path: Path) -> Iterator[str]:
     """`calsync serve` (waitress, 8 threads, its queue workers) on the test's database."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALSYNC_")}
-    env.update(
-        CALSYNC_DATA_DIR=str(settings.data_dir), CALSYNC_DATABASE_URL=settings.database_url or "",
-        CALSYNC_SECRET_KEY=settings.secret_key or "", CALSYNC_BASE_URL=f"http://127.0.0.1:{port}",
-        CALSYNC_ALLOW_PRIVATE_NETWORKS="1",
-    )
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-c", "from web.cli import main; main()", "serve", "--host", "127.0.0.1",
-             "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2],
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if process.poll() is not None:
-                raise AssertionError(f"calsync serve exited: {log.read_text()}")
-            try:
-                if requests.get(base + "/api/v1/openapi.json", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError(f"calsync serve did not answer: {log.read_text()}")
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with calsync_serve(settings, tmp_path / "serve.log", CALSYNC_ALLOW_PRIVATE_NETWORKS="1") as served:
+        yield served.base
 
 
 def _connect_link(app: Flask, staff_id: int) -> str:

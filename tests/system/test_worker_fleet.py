@@ -299,7 +299,7 @@ def fleet(app: Flask, settings: Settings, tmp_path: Path) -> Iterator[Fleet]:
     command = [
         sys.executable,
         "-c",
-        "from web.cli import main; main(prog_name='calsync')",
+        "from calsync.web.cli import main; main(prog_name='calsync')",
         "worker",
         "--workers",
         str(THREADS),

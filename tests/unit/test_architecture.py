@@ -330,6 +330,7 @@ def test_feeds_parts_import_only_the_parts_below_them(path: Path) -> None:
 
 
 BARE = {"feeds", "web", "models", "migrations", "bench", "templates"}
+BARE_IN_STRINGS = re.compile(r"""["'](?:from|import) (?:""" + "|".join(sorted(BARE)) + r")\b")
 EVERY_FILE = sorted(
     path for folder in (*FOLDERS, "tests") for path in (ROOT / folder).rglob("*.py")
 ) + [ROOT / "wsgi.py"]
@@ -341,6 +342,8 @@ def test_everything_is_imported_through_the_calsync_namespace(path: Path) -> Non
     package from site-packages): everything goes through calsync."""
     bad = [f"line {imp.line}: {imp.module}" for imp in imports_of(path)
            if not imp.ours and imp.top in BARE]
+    # Code handed to a subprocess (`python -c "from calsync.web.cli import main; ..."`) too.
+    bad += [f"a string: {m.group(0)}" for m in BARE_IN_STRINGS.finditer(path.read_text(encoding="utf-8"))]
     assert not bad, f"{_id(path)} imports outside the calsync namespace: {bad}"
 
 

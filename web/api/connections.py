@@ -28,8 +28,11 @@ Secret = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 # does not check further), no user name or password in it, a port up to 65535 and no white
 # space. Whether the host resolves to an address the operator allows, and answers, only a
 # request can tell.
-URL_PATTERN = (r"^([hH][tT][tT][pP][sS]?|[wW][eE][bB][cC][aA][lL][sS]?)://([A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])"
-               r"(:(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|\d{1,4}))?([/?#]\S*)?$")
+_AROUND = r"[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*"  # stripped
+URL_PATTERN = (rf"^{_AROUND}([hH][tT][tT][pP][sS]?|[wW][eE][bB][cC][aA][lL][sS]?)://"
+               r"([A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])"
+               r"(:(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|\d{1,4}))?"
+               rf"([/?#][^\t\n\r ]*)?{_AROUND}$")
 Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048),
                 WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 2048,
                                 "pattern": URL_PATTERN})]

@@ -15,7 +15,8 @@ from calsync.web.api.schemas import ErrorOut
 
 REF = "#/components/schemas/{model}"
 STATUS_TEXT = {
-    200: "OK", 201: "Created", 204: "No content", 400: "Malformed request", 401: "No or bad API key",
+    200: "OK", 201: "Created", 204: "No content", 400: "Malformed: the body is not a JSON object",
+    401: "No or bad API key",
     404: "Not found", 409: "Refused: the slot is taken, outside working hours, or not allowed",
     415: "Not JSON", 422: "Invalid input; `errors` names each field",
 }
@@ -153,7 +154,10 @@ def build_openapi() -> dict[str, Any]:
         "info": {
             "title": "calsync API",
             "version": "1",
-            "description": "Staff, groups, appointments, availability and published calendar feeds.",
+            "description": "Staff, groups, appointments, availability and published calendar feeds. "
+            "Errors: 400 for a body that is not a JSON object, 401 without a valid key, 404 for an "
+            "unknown id, 409 for a slot that is taken or outside working hours, 422 for invalid "
+            "fields (body or query), each named in `errors`.",
         },
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearer": []}],

@@ -68,17 +68,17 @@ def _one_line(value: str) -> str:
 
 
 # What the stripping and _one_line enforce, for the document (JSON Schema, ECMA-262 regex; the
-# classes are spelled out because \s differs between ECMA and Python): white space that
-# str.strip removes around the name, then at least one visible character, and no control
-# characters within.
-_STRIPPED = r"[\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+# classes are spelled out because \s differs between ECMA, Python and pydantic-core): Unicode
+# White_Space around the name, which pydantic-core strips (Rust's str::trim: not \x1c-\x1f,
+# unlike Python's str.strip) before it counts, then 1 to 200 characters that begin and end
+# visible, and no control characters.
+_STRIPPED = r"[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 _VISIBLE = r"[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 _ONE_LINE = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]"
-ONE_LINE_PATTERN = rf"^{_STRIPPED}*{_VISIBLE}({_ONE_LINE}*{_VISIBLE})?{_STRIPPED}*$"
+ONE_LINE_PATTERN = rf"^{_STRIPPED}*{_VISIBLE}({_ONE_LINE}{{0,198}}{_VISIBLE})?{_STRIPPED}*$"
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
                  AfterValidator(_one_line),
-                 WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 200,
-                                 "pattern": ONE_LINE_PATTERN})]
+                 WithJsonSchema({"type": "string", "minLength": 1, "pattern": ONE_LINE_PATTERN})]
 
 
 def _no_controls(value: str) -> str:

@@ -1,9 +1,7 @@
 """Google Calendar (API v3) as a calendar store and a provider — the foundation of issue 11,
 verified against the contract fake in tests/fakes/google_calendar.py only.
 
-Every request goes through the guarded session (feeds.sources.fetch.GuardedSession): answer
-caps, the conversation's wall-clock deadline; base URLs are parameters (settings
-CALSYNC_GOOGLE_*), so tests reach a loopback fake with private networks allowed.
+Requests, tokens, retries and errors: google_api.py; events <-> iCalendar: google_events.py.
 
 - list: events.list with singleEvents=false and showDeleted=true, following pageToken; the
   nextSyncToken comes on the last page only ("Synchronize resources efficiently").
@@ -13,32 +11,29 @@ CALSYNC_GOOGLE_*), so tests reach a loopback fake with private networks allowed.
   second event. A 409 on an event deleted earlier (Google keeps deleted ids) brings it back.
 - update: events.patch (only the fields we own: reminders, colour and attendees the staff
   member added stay) with If-Match; delete with If-Match; 412 is PreconditionFailed.
-- 401: the access token is refreshed once and the request repeated; invalid_grant on refresh
-  is ReconnectNeeded. 403 rateLimitExceeded/userRateLimitExceeded and 429: retried after
-  Retry-After (or exponential backoff with jitter) within the deadline, then RateLimited.
-  5xx: StoreUnavailable, the sync retries later.
 """
 
 from __future__ import annotations
 
 import builtins
-import json
-import random
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from calsync.feeds.calendars.providers.base import (
-    Channel,
-    RateLimited,
-    ReconnectNeeded,
-    RemoteCalendar,
-    Tokens,
+from calsync.feeds.calendars.providers.base import Channel, RemoteCalendar, Tokens
+from calsync.feeds.calendars.providers.google_api import (
+    PAGE_SIZE,
+    PROVIDER,
+    SCOPES,
+    GoogleApi,
+    GoogleClient,
+    GoogleEndpoints,
+    expect_status,
+    google_api,
+    json_of,
 )
 from calsync.feeds.calendars.providers.google_events import (
     Event,
@@ -62,176 +57,7 @@ from calsync.feeds.calendars.store import (
     WriteRefused,
     Written,
 )
-from calsync.feeds.sources.fetch import FetchError, FetchLimits, GuardedResolver, GuardedSession, _explain
-
-PROVIDER = "Google Calendar"
-# The least scopes for busy time, two-way sync of events and the calendar list (issue 11).
-SCOPES = ("https://www.googleapis.com/auth/calendar.events",
-          "https://www.googleapis.com/auth/calendar.calendarlist.readonly")
-PAGE_SIZE = 250  # events.list maxResults default; at most 2500
-RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
-MAX_RETRIES = 3
-
-
-@dataclass(frozen=True)
-class GoogleEndpoints:
-    api_base: str = "https://www.googleapis.com/calendar/v3"
-    token_url: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - an address, no secret
-    revoke_url: str = "https://oauth2.googleapis.com/revoke"
-    auth_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
-
-    @classmethod
-    def of(cls, settings: Any) -> GoogleEndpoints:
-        """From the app's Settings (CALSYNC_GOOGLE_*; feeds.calendars may not import settings)."""
-        return cls(settings.google_api_base_url.rstrip("/"), settings.google_token_url,
-                   settings.google_revoke_url, settings.google_auth_url)
-
-
-@dataclass(frozen=True)
-class GoogleClient:
-    """The operator's OAuth client (Google Cloud console)."""
-
-    client_id: str
-    client_secret: str
-
-
-class GoogleApi:
-    """One conversation with Google on one guarded session."""
-
-    def __init__(self, session: GuardedSession, resolver: GuardedResolver, endpoints: GoogleEndpoints,
-                 client: GoogleClient, tokens: Tokens | None = None, *,
-                 on_tokens: Callable[[Tokens], None] | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.session, self._resolver, self.endpoints, self.client = session, resolver, endpoints, client
-        self.tokens = tokens
-        self._on_tokens = on_tokens
-        self._sleep = sleep
-        self.requests = 0  # for tests and the benchmark
-
-    # --- transport ----------------------------------------------------------------------------
-
-    def send(self, method: str, url: str, **kwargs: Any) -> Any:
-        self.requests += 1
-        try:
-            return self.session.request(method, url, allow_redirects=False, **kwargs)
-        except FetchError as exc:
-            raise StoreUnavailable(exc.kind, str(exc)) from exc
-        except Exception as exc:
-            explained = self.session.failure or _explain(exc, self._resolver)
-            raise StoreUnavailable(explained.kind, str(explained)) from exc
-
-    # --- OAuth token endpoint (RFC 6749 §4.1.3, §6) --------------------------------------------
-
-    def token_request(self, form: dict[str, str]) -> Tokens:
-        form = {**form, "client_id": self.client.client_id, "client_secret": self.client.client_secret}
-        response = self.send("POST", self.endpoints.token_url, data=form,
-                             headers={"Accept": "application/json"})
-        answer = _json(response)
-        if response.status_code == 400 and answer.get("error") == "invalid_grant":
-            raise ReconnectNeeded(PROVIDER)
-        if response.status_code != 200 or "access_token" not in answer:
-            raise StoreUnavailable("auth", f"{PROVIDER} refused calsync's sign-in "
-                                           f"({answer.get('error', response.status_code)}); "
-                                           "check the OAuth client id and secret in the settings.")
-        return Tokens(str(answer["access_token"]), answer.get("refresh_token") or form.get("refresh_token"),
-                      time.time() + float(answer.get("expires_in", 3600)), str(answer.get("scope", "")))
-
-    def refresh(self) -> None:
-        if self.tokens is None or not self.tokens.refresh_token:
-            raise ReconnectNeeded(PROVIDER)
-        self.tokens = self.token_request({"grant_type": "refresh_token",
-                                          "refresh_token": self.tokens.refresh_token})
-        if self._on_tokens is not None:
-            self._on_tokens(self.tokens)  # the caller seals the new access token
-
-    # --- the Calendar API ---------------------------------------------------------------------
-
-    def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-             body: Event | None = None, headers: dict[str, str] | None = None) -> Any:
-        """A Calendar API request with refresh-on-401 and rate-limit retries; the answer's
-        other statuses are the caller's to read."""
-        url = self.endpoints.api_base + path + ("?" + urlencode(params) if params else "")
-        if self.tokens is None or self.tokens.expires_at <= time.time() + 30:
-            self.refresh()
-        refreshed = False
-        retries = 0
-        while True:
-            assert self.tokens is not None
-            sent = {"Authorization": f"Bearer {self.tokens.access_token}", "Accept": "application/json",
-                    **(headers or {})}
-            if body is not None:
-                sent["Content-Type"] = "application/json"
-            response = self.send(method, url, headers=sent,
-                                 data=json.dumps(body).encode() if body is not None else None)
-            status = response.status_code
-            if status == 401 and not refreshed:
-                refreshed = True  # an access token expired early or was revoked: once, no more
-                self.refresh()
-                continue
-            if status == 401:
-                raise ReconnectNeeded(PROVIDER)
-            if status == 429 or (status == 403 and _reason(response) in RATE_LIMIT_REASONS):
-                wait = _retry_after(response.headers.get("Retry-After"))
-                delay = wait if wait is not None else min(32.0, 2.0 ** retries) * (0.5 + random.random() / 2)
-                if retries >= MAX_RETRIES or time.monotonic() + delay >= self.session.deadline:
-                    raise RateLimited(PROVIDER, wait)
-                retries += 1
-                self._sleep(delay)
-                continue
-            if status >= 500:
-                raise StoreUnavailable("http_status", f"{PROVIDER} had a temporary problem (HTTP {status}); "
-                                                      "the calendar is read again later.")
-            return response
-
-    def pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Every page of a list, following nextPageToken."""
-        page_token: str | None = None
-        while True:
-            more = {"pageToken": page_token} if page_token else {}
-            response = self.call("GET", path, params={**params, **more})
-            if response.status_code == 410:
-                raise InvalidSyncToken()
-            _expect(response, 200)
-            page = _json(response)
-            yield page
-            page_token = page.get("nextPageToken")
-            if not page_token:
-                return
-
-
-def _json(response: Any) -> dict[str, Any]:
-    try:
-        value = json.loads(response.content or b"{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _reason(response: Any) -> str | None:
-    error = _json(response).get("error")
-    if isinstance(error, dict):
-        for item in error.get("errors") or []:
-            if isinstance(item, dict) and item.get("reason"):
-                return str(item["reason"])
-    return None
-
-
-def _retry_after(value: str | None) -> float | None:
-    """RFC 9110 §10.2.3: seconds, or an HTTP date."""
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value.strip())
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def _expect(response: Any, *statuses: int) -> None:
-    if response.status_code not in statuses:
-        raise StoreUnavailable("http_status", f"{PROVIDER} answered HTTP {response.status_code}; "
-                                              "the calendar is read again later.")
+from calsync.feeds.sources.fetch import FetchLimits
 
 
 class GoogleCalendarStore:
@@ -241,6 +67,7 @@ class GoogleCalendarStore:
         self.api = api
         self._events = f"/calendars/{quote(calendar_id, safe='')}/events"
         self._max_items = max_items
+        self.page_size = PAGE_SIZE
 
     def collection_tag(self) -> str | None:
         return None  # Google has no CTag; the sync token does the job
@@ -250,7 +77,7 @@ class GoogleCalendarStore:
         token: str | None = None
         count = 0
         for page in self.api.pages(self._events, {"singleEvents": "false", "showDeleted": "true",
-                                                  "maxResults": PAGE_SIZE}):
+                                                  "maxResults": self.page_size}):
             for ev in page.get("items") or []:
                 series.setdefault(series_key(ev), []).append(ev)
                 count += 1
@@ -265,7 +92,7 @@ class GoogleCalendarStore:
         deleted: set[str] = set()
         series: dict[str, str] = {}  # key → iCalUID, for series to read whole
         new_token: str | None = None
-        for page in self.api.pages(self._events, {"syncToken": token, "maxResults": PAGE_SIZE}):
+        for page in self.api.pages(self._events, {"syncToken": token, "maxResults": self.page_size}):
             for ev in page.get("items") or []:
                 key = series_key(ev)
                 if is_master(ev) and ev.get("status") == "cancelled":
@@ -291,15 +118,15 @@ class GoogleCalendarStore:
         response = self.api.call("GET", f"{self._events}/{quote(key, safe='')}")
         if response.status_code in (404, 410):
             return None
-        _expect(response, 200)
-        master = _json(response)
+        expect_status(response, 200)
+        master = json_of(response)
         if master.get("status") == "cancelled":
             return None
         if not master.get("recurrence"):
             return [master]
         members = [master]
         for page in self.api.pages(self._events, {"iCalUID": master.get("iCalUID", ""), "showDeleted": "true",
-                                                  "singleEvents": "false", "maxResults": PAGE_SIZE}):
+                                                  "singleEvents": "false", "maxResults": self.page_size}):
             members.extend(e for e in page.get("items") or [] if e.get("recurringEventId") == key)
         return members
 
@@ -327,9 +154,9 @@ class GoogleCalendarStore:
                                  body={**event, "id": event_id})
         if response.status_code == 409:
             existing = self.api.call("GET", f"{self._events}/{event_id}")
-            if existing.status_code == 200 and _json(existing).get("status") == "cancelled":
+            if existing.status_code == 200 and json_of(existing).get("status") == "cancelled":
                 # Our earlier copy was deleted and Google keeps its id: bring it back instead.
-                return self._patch(event_id, event, str(_json(existing).get("etag", "")))
+                return self._patch(event_id, event, str(json_of(existing).get("etag", "")))
             raise PreconditionFailed(event_id)  # already there: a retried insert, or someone's
         return self._written(event_id, response)
 
@@ -347,7 +174,7 @@ class GoogleCalendarStore:
     def _written(self, href: str, response: Any) -> Written:
         if response.status_code not in (200, 201):
             raise WriteRefused(response.status_code)
-        answer = _json(response)
+        answer = json_of(response)
         if answer.get("recurrence"):
             return Written(href, self.get(href).etag)  # its occurrences are part of the version
         return Written(href, str(answer.get("etag", "")) or None)
@@ -376,20 +203,6 @@ def _writable(body: bytes) -> Event:
         return from_ical(body)
     except UnwritableBody:
         raise WriteRefused(400) from None
-
-
-@contextmanager
-def google_api(endpoints: GoogleEndpoints, client: GoogleClient, tokens: Tokens | None, *,
-               allow_private: bool, limits: FetchLimits,
-               on_tokens: Callable[[Tokens], None] | None = None,
-               sleep: Callable[[float], None] = time.sleep) -> Iterator[GoogleApi]:
-    """One guarded conversation with Google (the limits' deadline bounds all of it)."""
-    resolver = GuardedResolver(allow_private, ports=limits.ports)
-    session = GuardedSession(resolver, limits)
-    try:
-        yield GoogleApi(session, resolver, endpoints, client, tokens, on_tokens=on_tokens, sleep=sleep)
-    finally:
-        session.close()
 
 
 @contextmanager
@@ -461,8 +274,8 @@ class GoogleProvider:
             response = api.call("POST", f"/calendars/{quote(calendar_id, safe='')}/events/watch",
                                 body={"id": secrets.token_hex(16), "type": "web_hook", "address": address,
                                       "token": channel_token})
-            _expect(response, 200)
-            answer = _json(response)
+            expect_status(response, 200)
+            answer = json_of(response)
             return Channel(str(answer["id"]), str(answer["resourceId"]), channel_token,
                            int(answer.get("expiration", 0)) / 1000)
 
@@ -475,7 +288,7 @@ class GoogleProvider:
         with self._api(tokens) as api:
             response = api.call("POST", "/channels/stop",
                                 body={"id": channel.id, "resourceId": channel.resource_id})
-            _expect(response, 200, 204, 404)  # 404: it had expired already
+            expect_status(response, 200, 204, 404)  # 404: it had expired already
 
     def revoke(self, token: str) -> None:
         with self._api(None) as api:
