@@ -452,8 +452,8 @@ def _measure(
                 "not exactly one reschedule email in the outbox")
         _expect(moved == len({*moved_ids, appt_id}), f"{moved} appointments moved, expected one more")
         moved_ids.add(appt_id)
-        # The refreshed copy was an update, so the pass kept its sync token (feeds.sync.
-        # _after_push): the next round starts from it, as a real staff member's next move would.
+        # The refreshed copy was an update, so the pass kept its sync token (feeds.calendars.
+        # push_pass.finish_pushes): the next round starts from it, as a real staff member's next move would.
         _expect(_token(services, cid), "the pass dropped its sync token")
         # The next scheduled sync, before the staff member's next move: it sees our own write
         # in the REPORT, knows its ETag, and loads nothing (shown as its own row).
@@ -542,7 +542,7 @@ def _measure(
         f"{ours * 1000:,.0f} ({pass_split}); a full listing {listing_server:,.0f} of {base * 1000:,.0f} "
         f"({listing_split}). {server.how_sync_works}; with a token the pass skips the CTag "
         "PROPFIND (on Radicale it reads the whole collection a second time).",
-        "A pass that only updated our copies keeps its sync token (feeds.sync._after_push) and "
+        "A pass that only updated our copies keeps its sync token (push_pass.finish_pushes) and "
         "stores the ETags of its writes, so the next sync sees them in the REPORT and loads "
         f"nothing ({_summary(quiet_requests[-1])}); it runs after every round, outside the ratio, "
         "and is the 'next sync' row: the floor of any pass on this server.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import webcolors
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema
 from pydantic_core import PydanticCustomError
 from sqlalchemy.orm import Session
 
@@ -34,7 +34,13 @@ def _css3_colour(value: Any, info: ValidationInfo) -> Any:
     )
 
 
-CssColour = Annotated[str | None, BeforeValidator(_css3_colour)]
+# The OpenAPI document lists the names, so schema-driven clients send only what is accepted.
+CssColour = Annotated[
+    str | None,
+    BeforeValidator(_css3_colour),
+    WithJsonSchema({"anyOf": [{"type": "string", "enum": [*sorted(CSS3_COLOUR_NAMES), ""]},
+                              {"type": "null"}]}),
+]
 
 
 class CompanySettings(BaseModel):

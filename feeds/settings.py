@@ -130,6 +130,22 @@ class Settings(BaseModel):
         default="https://accounts.google.com/o/oauth2/v2/auth",
         description="CALSYNC_GOOGLE_AUTH_URL: Google's consent screen (change only for tests).",
     )
+    # Microsoft Graph (issue 12, foundation): the same for Microsoft 365 / Outlook.com
+    # (tests/fakes/microsoft_graph.py). The tenant is part of the identity platform's addresses.
+    microsoft_graph_base_url: str = Field(
+        default="https://graph.microsoft.com/v1.0",
+        description="CALSYNC_MICROSOFT_GRAPH_BASE_URL: Microsoft Graph v1.0 root (change only for tests).",
+    )
+    microsoft_login_base_url: str = Field(
+        default="https://login.microsoftonline.com",
+        description=("CALSYNC_MICROSOFT_LOGIN_BASE_URL: the Microsoft identity platform; the token and "
+                     "sign-in endpoints are <this>/<tenant>/oauth2/v2.0/... (change only for tests)."),
+    )
+    microsoft_tenant: str = Field(
+        default="common", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9.-]+$",
+        description=("CALSYNC_MICROSOFT_TENANT: `common` (work and personal accounts), `organizations`, "
+                     "`consumers`, or your Entra tenant's id or domain for a single-tenant app."),
+    )
     max_occurrences: int = Field(
         default=10_000, ge=100, le=1_000_000,
         description="CALSYNC_MAX_OCCURRENCES: busy blocks read from one connection per sync window.",

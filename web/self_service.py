@@ -55,7 +55,7 @@ from calsync.web.calendar_forms import (
     kept_values,
     sync_now,
 )
-from calsync.web.views_common import feed_rows, wants_json
+from calsync.web.views_common import feed_rows, two_way_for, wants_json
 
 bp = Blueprint("staff", __name__, url_prefix="/connect")
 SESSION_KEY = "connect_link"
@@ -135,6 +135,7 @@ def _render(status: int = 200, **extra: object) -> tuple[str, int]:
         alerts=open_alerts(s, company),
         kinds=calendar_setup.allowed_kinds(company),
         calendar_apps=calendar_apps,
+        two_way=two_way_for(company, staff),
         **extra,
     ), status
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from flask import request
 
+from calsync.feeds.company_settings import get_company_settings
 from calsync.feeds.publishing import tokens
-from calsync.models import FeedToken
+from calsync.models import Company, FeedToken, Staff
 from calsync.web import db
 
 
@@ -26,3 +27,10 @@ def feed_rows(rows: list[FeedToken]) -> list[tuple[FeedToken, tokens.FeedLinks |
                                   name=tokens.feed_name(db.session(), row)) if plain else None
         out.append((row, links))
     return out
+
+
+def two_way_for(company: Company, staff: Staff) -> bool:
+    """Whether moves and deletions in this staff member's linked calendar change bookings: the
+    company has two-way sync on and the staff member did not opt out (feeds/calendars/twoway.py
+    two_way_enabled asks the same of one connection)."""
+    return get_company_settings(company).bidirectional_sync and not staff.bidirectional_opt_out

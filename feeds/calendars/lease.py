@@ -9,7 +9,7 @@ writes (feeds/calendars/sync.py takes and releases it).
   stopped VM, a long GC, a database that took minutes to answer) must not write over the
   results of the worker that took the connection over. Its final transaction opens with
   `fence`, a conditional UPDATE on owner and expiry, and writes nothing when that fails; its
-  writes into a linked calendar check `holds_lease` before each request.
+  writes into a linked calendar check `holds_lease` before each PUT or DELETE.
 - Fair share: a scheduled sync takes the lease only while its company holds fewer than its
   share of the worker process's leases, or no other company's connection is waiting.
 """

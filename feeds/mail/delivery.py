@@ -127,8 +127,10 @@ def _record_sent(ctx: MailContext, leased: _Leased, message: bytes, now: datetim
     with ctx.sessions.begin() as session:
         session.execute(
             update(OutboxEmail).where(OutboxEmail.id == leased.id)
+            # The successful attempt counts too: "2 attempts" on a sent email means it failed
+            # once and then went out, as in a mail client's delivery report.
             .values(status=OutboxStatus.SENT, sent_at=now, lease_until=None, next_attempt_at=None,
-                    last_error=None, **done)
+                    last_error=None, attempts=OutboxEmail.attempts + 1, **done)
             .execution_options(synchronize_session=False)
         )
 

@@ -88,8 +88,8 @@ def staff_feed_links(session: Session, company: Company, staff: Staff, keys: Inv
         if plain:
             return tokens.feed_links(keys.base_url, plain, name=staff.name)
     raise ValidationError(
-        f"{staff.name} has no feed link to send. Create one under Feeds on the Calendar sync "
-        "page, then send the invitation.",
+        f"{staff.name} has no feed link to send. Create a link under Calendar sync (New link "
+        f"next to {staff.name}), then send the invitation.",
         "feed",
     )
 

@@ -86,8 +86,8 @@ def check_slot(
         work = merge(list(working_intervals(staff.working_hours, staff.timezone, start, end)))
         if not any(a <= start and end <= b for a, b in work):
             raise SchedulingError(
-                f"{staff.name} does not work at that time; choose a slot within their "
-                "working hours (see the availability endpoint)."
+                f"{staff.name} does not work at that time; choose a time within their "
+                "working hours."
             )
     blocker = calendar_blocker(session, staff)
     if blocker:

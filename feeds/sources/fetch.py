@@ -341,8 +341,10 @@ def _read(response: Any, url: str, limits: FetchLimits, deadline: float) -> Fetc
         return Fetched(url=url, not_modified=True, status=304, etag=hdrs.get("etag"),
                        last_modified=hdrs.get("last-modified"), headers=hdrs)
     if status in (401, 403):
-        raise FetchError("auth", "The calendar server refused access: the address or the password "
-                                 "is wrong, or the calendar is no longer shared.")
+        # fetch_url reads ICS addresses, which carry no login: the secret is in the address.
+        raise FetchError("auth", "The calendar server refused access: the address is wrong or was "
+                                 "reset, or the calendar is no longer shared. Copy the calendar's "
+                                 "current address again.")
     if status == 404 or status == 410:
         raise FetchError("not_found", "The calendar was not found at that address (it may have "
                                       "been deleted or its secret address reset).")

@@ -50,6 +50,23 @@
     input.addEventListener("focus", function () { input.select(); });
   });
 
+  /* Settings: an option that needs another switched on follows that switch; the page already
+     renders it disabled when the switch is off, so this only keeps it in step with clicks. */
+  each("[data-depends-on]", function (control) {
+    var toggle = document.getElementById(control.getAttribute("data-depends-on"));
+    if (!toggle) return;
+    toggle.addEventListener("change", function () { control.disabled = !toggle.checked; });
+  });
+
+  /* "1 day", "2 days": a unit agrees with the number typed beside it. */
+  each("[data-unit-of]", function (unit) {
+    var input = document.getElementById(unit.getAttribute("data-unit-of"));
+    if (!input) return;
+    input.addEventListener("input", function () {
+      unit.textContent = unit.getAttribute(Number(input.value) === 1 ? "data-one" : "data-many");
+    });
+  });
+
   /* Destructive actions ask first. */
   each("form[data-confirm]", function (form) {
     form.addEventListener("submit", function (event) {

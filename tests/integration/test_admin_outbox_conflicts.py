@@ -206,7 +206,10 @@ class TestWithAMailServer:
         sent = row_of(html, f"email-{states['sent']}")
         assert 'badge-ok" data-field="status">Sent<' in sent
         assert ">just now</time>" in sent.split('data-field="sent"', 1)[1]
-        assert ">Retry</button>" not in sent and "never sent twice" in sent
+        assert ">Retry</button>" not in sent and 'data-field="sent-note">Sent<' in sent
+        assert "never sent twice" not in sent
+        # Retried (a fresh count), then delivered: the successful attempt counts.
+        assert 'data-field="attempts">1 attempt<' in sent
         waiting = row_of(html, f"email-{states['pending']}")
         assert 'badge-pending" data-field="status">Waiting<' in waiting and ">Retry</button>" in waiting
         # A mail server is configured: no warning, the server named without its login.

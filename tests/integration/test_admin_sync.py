@@ -15,6 +15,7 @@ from calsync.feeds.accounts.admins import get_or_create_company
 from calsync.feeds.company_settings import CompanySettings
 from calsync.feeds.publishing.tokens import issue_feed_token
 from calsync.models import Company, FeedToken
+from calsync.web.admin.settings_form import HELP
 from tests.admin_helpers import Browser, text_of
 from tests.conftest import Api
 
@@ -89,6 +90,21 @@ def test_pages_have_no_inline_script_or_style(admin: Browser, staff: dict[str, A
         assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), path
         assert "<style" not in html and " style=" not in html, path
         assert not re.search(r"\son[a-z]+=", html), path
+
+
+def test_new_links_default_to_limited_with_a_note_on_full(admin: Browser, staff: dict[str, Any]) -> None:
+    html = text_of(admin.get("/"))
+    form = html.split('action="/tokens"', 1)[1].split("</form>", 1)[0]
+    assert re.findall(r'<option value="(\w+)" selected>', form) == ["limited"]
+    assert "“full” shows customers’ names, email addresses, phone numbers and notes" in form
+    # A public base URL (https://cal.example.test in the tests): no warning about reachability.
+    assert 'data-field="base-url-warning"' not in html
+
+
+def test_a_form_without_privacy_makes_a_limited_link(app: Flask, admin: Browser,
+                                                     staff: dict[str, Any]) -> None:
+    assert admin.post("/tokens", {"scope": "staff", "scope_id": staff["id"]}).status_code == 302
+    assert tokens_of(app, "staff")[-1].privacy == "limited"
 
 
 def test_new_token_with_privacy_and_name(app: Flask, admin: Browser, api: Api, staff: dict[str, Any]) -> None:
@@ -204,7 +220,7 @@ def settings_form(html: str) -> dict[str, Any]:
     for name, value in re.findall(r'type="text" id="[^"]+" name="([^"]+)" value="([^"]*)"', part):
         form[name] = value
     for name, options in re.findall(r'<select id="[^"]+" name="([^"]+)"[^>]*>(.*?)</select>', part, re.S):
-        form[name] = re.search(r'value="([^"]+)" selected', options).group(1)  # type: ignore[union-attr]
+        form[name] = re.search(r'value="([^"]*)" selected', options).group(1)  # type: ignore[union-attr]
     return form
 
 
@@ -213,7 +229,23 @@ def test_every_setting_is_on_the_page_with_its_description(admin: Browser) -> No
     for name, field in CompanySettings.model_fields.items():
         assert f'name="fields" value="{name}"' in html, name
         assert f'id="set-{name}"' in html, name
-        assert field.description and field.description.replace("'", "&#39;") in html, name
+        shown = HELP.get(name, field.description)  # plain words where the model names an RFC property
+        assert shown and shown.replace("'", "&#39;") in html, name
+
+
+def test_settings_speak_plainly(admin: Browser) -> None:
+    """No RFC property names or raw option values on the page, units agree with their number,
+    and an option that needs two-way sync is disabled while it is off."""
+    html = text_of(admin.get("/"))
+    settings_part = html[html.index('id="settings"'):]
+    for jargon in ("REFRESH-INTERVAL", "X-PUBLISHED-TTL", "STATUS:CANCELLED", "RFC 7986", ">realtime<",
+                   ">interval<", ">manual<", ">keep<", ">block<", ">cancel<", ">restore<"):
+        assert jargon not in settings_part, jargon
+    assert '<option value="block" >Stop bookings until it syncs again</option>' in settings_part
+    assert re.search(r'name="sync_window_past_days" value="1".*?<span class="unit"[^>]*>day</span>',
+                     settings_part, re.S)
+    assert re.search(r'<select id="set-calendar_delete_action"[^>]*data-depends-on="set-bidirectional_sync" '
+                     r'disabled>', settings_part)
 
 
 def test_limits_come_from_the_model(admin: Browser) -> None:
@@ -293,5 +325,5 @@ def test_a_new_setting_appears_by_itself(admin: Browser, monkeypatch: pytest.Mon
     html = text_of(admin.get("/"))
     assert 'id="set-reminder_minutes"' in html and "Minutes before an appointment" in html
     assert re.search(r'name="reminder_minutes" value="15" required\s+min="0" max="600"', html)
-    assert ">Reminder</label>" in html and '<span class="unit">minutes</span>' in html
+    assert ">Reminder</label>" in html and re.search(r'<span class="unit"[^>]*>minutes</span>', html)
     assert 'id="set-weekend_mode"' in html and "Open on weekends." in html

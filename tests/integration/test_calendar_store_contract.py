@@ -1,7 +1,7 @@
 """One contract for every calendar store (feeds.calendars.store): the memory store and the
-CalDAV store on Radicale and on Xandikos (and the Google store, on the contract fake of
-tests/fakes) must answer the same way, so sync and two-way sync, tested fast on the memory
-store, hold on real servers too."""
+CalDAV store on Radicale and on Xandikos (and the Google and Microsoft Graph stores, on the
+contract fakes of tests/fakes) must answer the same way, so sync and two-way sync, tested fast
+on the memory store, hold on real servers too."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from calsync.feeds.calendars.store import (
 )
 from calsync.feeds.sources.fetch import FetchLimits
 from tests.fakes.google_calendar import open_fake_store, serve_google_fake
+from tests.fakes.microsoft_graph import open_fake_graph_store, serve_graph_fake
 from tests.servers import CalDAVServer
 
 
@@ -32,7 +33,7 @@ def event(uid: str, hour: int = 9, summary: str = "Haircut") -> bytes:
     ).encode()
 
 
-@pytest.fixture(params=["memory", "radicale", "xandikos", "google"])
+@pytest.fixture(params=["memory", "radicale", "xandikos", "google", "microsoft"])
 def opened(request: pytest.FixtureRequest) -> Iterator[CalendarStore]:
     """A fresh, empty calendar as a store, kept open for the test (one conversation)."""
     if request.param == "memory":
@@ -41,6 +42,10 @@ def opened(request: pytest.FixtureRequest) -> Iterator[CalendarStore]:
     if request.param == "google":
         with serve_google_fake() as served, open_fake_store(served) as google:
             yield google
+        return
+    if request.param == "microsoft":
+        with serve_graph_fake() as graph, open_fake_graph_store(graph) as microsoft:
+            yield microsoft
         return
     server: CalDAVServer = request.getfixturevalue(request.param)
     server.calendar("contract", "Contract")

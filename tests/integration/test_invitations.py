@@ -280,7 +280,7 @@ def test_no_feed_link_to_send_is_a_sentence(app: Flask, admin: Browser, zoe: dic
     for action in (preview, send):
         resp = action(admin, zoe["id"])
         assert resp.status_code == 422
-        assert "Zoë Müller has no feed link to send. Create one" in text_of(resp)
+        assert "Zoë Müller has no feed link to send. Create a link under Calendar sync" in text_of(resp)
     # The failed send wrote nothing: the invitation row went with the rolled-back transaction.
     assert invitations(app) == [] and outbox(app) == []
 

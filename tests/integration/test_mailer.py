@@ -131,6 +131,8 @@ def test_mail_server_down_then_back_each_email_arrives_exactly_once(
         "c0@example.com", "c1@example.com", "c2@example.com"]
     assert [(e.status, e.last_error) for e in outbox(app)] == [("sent", None)] * 3
     assert all(e.sent_at is not None for e in outbox(app))
+    # Two failed attempts and the one that went through.
+    assert [e.attempts for e in outbox(app)] == [3, 3, 3]
 
 
 def test_after_the_last_attempt_an_email_fails_and_can_be_retried(

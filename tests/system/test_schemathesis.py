@@ -1,7 +1,8 @@
 """The JSON API against its own OpenAPI document, with Schemathesis: for every operation,
 generated valid and invalid requests (bodies, query strings, path ids, with the API key) must
 get no 5xx, only documented status codes, the documented content type and bodies that match
-the documented schemas — and invalid input must be refused.
+the documented schemas — invalid input must be refused, and valid input accepted (where the
+document can state what is valid, below). A stateful run follows the document's links.
 
 The app runs in process (WSGI) on a database with one of everything, so that ids 1 exist and
 requests reach the code behind the validation. Names do not resolve (a fake resolver): a
@@ -157,7 +158,7 @@ def excluded_checks(case: Any) -> list[Any]:
 def test_schemathesis_follows_the_links_to_what_was_created(app: Flask, world: Api) -> None:
     """The stateful phase: sequences of calls that follow the document's links (POST /staff →
     GET /staff/{staff_id} with the id the response gave), checked like single calls. At least
-    one link must have been followed to a created row (not the fixtures' id 1)."""
+    one link must have been followed with success, to a row a POST of the same sequence made."""
     load_all_checks()
     schema.app = app
     followed: list[tuple[str, int]] = []

@@ -252,7 +252,7 @@ def test_the_wiring_check_sees_handlers_and_exemptions() -> None:
 CITED_DOC = re.compile(r"(?<![\w/.])(?:docs/)?[\w-]+\.md\b")
 DOC_SOURCES = sorted(
     path for folder in (*FOLDERS, "tests", "docs") for path in (ROOT / folder).rglob("*")
-    if path.suffix in {".py", ".md", ".html", ".txt"} and "corpus" not in path.parts
+    if path.suffix in {".py", ".md", ".html", ".txt"} and not {"corpus", "node_modules"} & set(path.parts)
 ) + [ROOT / "README.md"]
 
 

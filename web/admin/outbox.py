@@ -1,6 +1,6 @@
 """Outbox: the company's emails and how their delivery went, filtered by status, a page at a
 time, with "Retry" for a failed or waiting one (feeds.outbox.retry_email, the same call as
-POST /api/v1/emails/{id}/retry). A sent email is never sent again."""
+POST /api/v1/emails/{id}/retry). A sent email is never sent again, so it has no Retry."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ KIND_LABELS = {
     "booked": "Booking confirmation",
     "rescheduled": "Booking moved",
     "cancelled": "Cancellation",
-    "alert": "Admin alert",
+    # Alerts go to whoever should fix a calendar, staff as well as admins (feeds/mail/notifications.py).
+    "alert": "Calendar alert",
     "conflict": "Conflict notice",
     "invitation": "Staff invitation",
 }

@@ -30,7 +30,7 @@ LABELS = {
     "alert_after_failures": "Alert after",
     "stale_after_hours": "Stale after",
     "stale_policy": "Stale calendars",
-    "bidirectional_sync": "Bidirectional synchronisation",
+    "bidirectional_sync": "Two-way sync",
     "calendar_delete_action": "Deletion in a staff calendar",
     "cancelled_in_calendar": "Cancelled appointments in staff calendars",
 }
@@ -43,7 +43,59 @@ SECTIONS = [
 OTHER_SECTION = "More settings"
 UNITS = {"days": "days", "minutes": "minutes", "hours": "hours", "seconds": "seconds",
          "failures": "failed syncs"}
+UNIT_ONE = {"days": "day", "minutes": "minute", "hours": "hour", "seconds": "second",
+            "failures": "failed sync"}
 WORDS = {"ics": "ICS", "caldav": "CalDAV", "url": "URL"}
+# The page speaks to an admin, the model's descriptions to API clients: where a description
+# names an RFC property or a raw option value, the page says the same thing in plain words.
+HELP = {
+    "feed_refresh_minutes": (
+        "How often calendar apps are asked to check a feed for changes. Google and Outlook.com "
+        "check on their own schedule whatever this says."
+    ),
+    "show_cancelled": (
+        "Keep cancelled appointments in feeds, shown as cancelled. Off by default because "
+        "Outlook shows cancelled events as if they were still on."
+    ),
+    "feed_color": "Optional colour for this calendar in the apps that show one.",
+    "default_sync_mode": "How often a newly connected calendar is read, unless it is set otherwise.",
+    "default_interval_minutes": "Time between two reads of a calendar that is read on a schedule.",
+    "stale_policy": (
+        "What happens while a calendar has not synced for longer than the time above: keep "
+        "using its last known busy times, or stop bookings of that staff member until it syncs."
+    ),
+    "bidirectional_sync": (
+        "Moves and deletions that staff make in their linked calendar change the booking, and "
+        "the customer is emailed. Off: the booked time wins and the calendar is put back."
+    ),
+    "calendar_delete_action": (
+        "When a staff member deletes a booking from their linked calendar. Needs two-way sync."
+    ),
+    "cancelled_in_calendar": "What a cancelled appointment becomes in staff members' calendars.",
+}
+# Option values are API words; the page shows what each one does.
+CHOICE_LABELS = {
+    "feed_color": {"": "None"},
+    "default_sync_mode": {
+        "realtime": "As soon as it changes, where the server supports it",
+        "interval": "On a schedule (every few minutes)",
+        "manual": "Only when someone presses Sync now",
+    },
+    "stale_policy": {
+        "keep": "Keep the last known busy times",
+        "block": "Stop bookings until it syncs again",
+    },
+    "calendar_delete_action": {
+        "cancel": "Cancel the appointment and email the customer",
+        "restore": "Put the booking back in the calendar",
+    },
+    "cancelled_in_calendar": {
+        "delete": "Remove it from the calendar",
+        "mark": "Keep it, marked as cancelled",
+    },
+}
+# A setting that only means something while another (on/off) one is on: shown disabled then.
+DEPENDS_ON = {"calendar_delete_action": "bidirectional_sync"}
 
 
 @dataclass
@@ -59,6 +111,15 @@ class SettingField:
     pattern: str | None = None
     optional: bool = False
     unit: str | None = None
+    unit_one: str | None = None
+    choice_labels: dict[str, str] = field(default_factory=dict)
+    depends_on: str | None = None
+    disabled: bool = False
+
+    @property
+    def unit_text(self) -> str | None:
+        """'1 day', '2 days': the unit agrees with the number shown."""
+        return self.unit_one if self.unit_one and self.value == 1 else self.unit
 
 
 def _label(name: str) -> str:
@@ -76,6 +137,10 @@ def _unit(name: str) -> str | None:
     return UNITS.get(last) if "_" in name else None
 
 
+def _unit_key(name: str) -> str:
+    return name.rsplit("_", 1)[-1]
+
+
 def _section(name: str) -> str:
     for title, prefixes in SECTIONS:
         if name.startswith(prefixes):
@@ -89,6 +154,7 @@ def setting_fields(current: CompanySettings) -> list[tuple[str, list[SettingFiel
     sections: dict[str, list[SettingField]] = {title: [] for title, _ in SECTIONS}
     sections[OTHER_SECTION] = []
     for name, info in properties.items():
+        unit = _unit(name)
         spec = dict(info)
         optional = False
         if "anyOf" in spec:  # X | None
@@ -96,14 +162,27 @@ def setting_fields(current: CompanySettings) -> list[tuple[str, list[SettingFiel
             optional = len(options) < len(spec["anyOf"])
             spec.update(options[0] if len(options) == 1 else {})
         kind = {"boolean": "bool", "integer": "int", "number": "number"}.get(spec.get("type", ""), "text")
-        if "enum" in spec:
+        choices = [str(c) for c in spec.get("enum", [])]
+        value = getattr(current, name, spec.get("default"))
+        if choices:
             kind = "choice"
+            if optional:
+                # An optional choice offers "none" first, selected while the value is unset.
+                choices = ["", *(c for c in choices if c != "")]
+                value = "" if value is None else value
+        numeric = kind in ("int", "number")
         sections[_section(name)].append(SettingField(
-            name=name, label=_label(name), help=spec.get("description", ""), kind=kind,
-            value=getattr(current, name, spec.get("default")), choices=[str(c) for c in spec.get("enum", [])],
+            name=name, label=_label(name), help=HELP.get(name) or spec.get("description") or "", kind=kind,
+            value=value, choices=choices,
             minimum=spec.get("minimum"), maximum=spec.get("maximum"), pattern=spec.get("pattern"),
-            optional=optional, unit=_unit(name) if kind in ("int", "number") else None,
+            optional=optional, unit=unit if numeric else None,
+            unit_one=UNIT_ONE.get(_unit_key(name)) if numeric and unit else None,
+            choice_labels=CHOICE_LABELS.get(name, {}), depends_on=DEPENDS_ON.get(name),
         ))
+    values = {f.name: f.value for fields in sections.values() for f in fields}
+    for fields in sections.values():
+        for f in fields:
+            f.disabled = bool(f.depends_on) and not values.get(f.depends_on or "")
     return [(title, fields) for title, fields in sections.items() if fields]
 
 
@@ -119,6 +198,10 @@ def parse_settings_form(form: MultiDict[str, str]) -> tuple[dict[str, Any], list
     for _title, fields in setting_fields(CompanySettings()):
         for f in fields:
             if f.name not in shown:
+                continue
+            if f.kind != "bool" and f.name not in form:
+                # A disabled control (a two-way option while two-way sync is off) is not
+                # submitted (HTML: disabled controls are not successful): keep its value.
                 continue
             raw = form.get(f.name, "").strip()
             if f.kind == "bool":

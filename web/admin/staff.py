@@ -37,7 +37,7 @@ from calsync.web.calendar_forms import (
     kept_values,
     sync_now,
 )
-from calsync.web.views_common import feed_rows, wants_json
+from calsync.web.views_common import feed_rows, two_way_for, wants_json
 
 DAY_NAMES = dict(
     zip(DAYS, ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"), strict=True)
@@ -91,6 +91,7 @@ def _render(staff: Staff, status: int = 200, **extra: Any) -> tuple[str, int]:
         hours=[(day, DAY_NAMES[day], hours_text(staff.working_hours.get(day, []))) for day in DAYS],
         kinds=calendar_setup.allowed_kinds(company),
         link_days=LINK_DAYS,
+        two_way=two_way_for(company, staff),
         **extra,
     ), status
 

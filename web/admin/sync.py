@@ -12,6 +12,7 @@ from werkzeug.wrappers import Response
 from calsync.feeds.company_settings import get_company_settings, update_company_settings
 from calsync.feeds.errors import NotFoundError, ValidationError
 from calsync.feeds.publishing import tokens
+from calsync.feeds.publishing.reachability import unreachable_from_internet
 from calsync.feeds.scheduling import directory
 from calsync.models import FeedToken
 from calsync.web import db
@@ -53,9 +54,11 @@ def index() -> str:
     for _scope, _title, owners in tables:
         for owner in owners:
             owner.feeds = feed_rows(by_owner.get((owner.scope, owner.scope_id), []))
+    base_url = db.services().settings.base_url
     return render_template(
         "admin/index.html", company=company, tables=tables,
         privacy_levels=tokens.PRIVACY_LEVELS,
+        base_url=base_url, base_url_unreachable=unreachable_from_internet(base_url),
         settings_sections=setting_fields(get_company_settings(company)),
     )
 
@@ -68,7 +71,7 @@ def new_token() -> Response:
         scope_id = int(request.form.get("scope_id", ""))
         row, _plain = tokens.issue_feed_token(
             s, company, db.services().sealer, scope=request.form.get("scope", ""),
-            scope_id=scope_id, privacy=request.form.get("privacy", "full"),
+            scope_id=scope_id, privacy=request.form.get("privacy", "limited"),
             name=request.form.get("name", "").strip()[:200] or None,
         )
     except (ValueError, ValidationError, NotFoundError) as exc:

@@ -21,12 +21,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import random
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 from calsync.feeds.accounts.keys import Sealer
@@ -134,6 +136,31 @@ class CalendarProvider(Protocol):
 
     def revoke(self, token: str) -> None:
         """Best effort: a failure is logged by the caller, never stops a disconnect."""
+
+
+# --- slowing down when asked (shared by the providers' API clients) ---------------------------
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header (RFC 9110 §10.2.3): delay-seconds, or an HTTP date; None if absent
+    or unreadable."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def backoff_seconds(retries: int, retry_after: float | None) -> float:
+    """How long to wait before retry number `retries` + 1: the server's Retry-After if it sent
+    one, else exponential backoff with jitter, capped at 32 s (both Google's "Handle API errors"
+    and Microsoft's "throttling guidance" ask for this)."""
+    if retry_after is not None:
+        return retry_after
+    return min(32.0, 2.0 ** retries) * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not a secret
 
 
 # --- PKCE (RFC 7636) --------------------------------------------------------------------------

@@ -13,16 +13,20 @@ loopback contract fake with private networks allowed.
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from calsync.feeds.calendars.providers.base import RateLimited, ReconnectNeeded, Tokens
+from calsync.feeds.calendars.providers.base import (
+    RateLimited,
+    ReconnectNeeded,
+    Tokens,
+    backoff_seconds,
+    retry_after_seconds,
+)
 from calsync.feeds.calendars.providers.google_events import Event
 from calsync.feeds.calendars.store import InvalidSyncToken, StoreUnavailable
 from calsync.feeds.sources.fetch import FetchError, FetchLimits, GuardedResolver, GuardedSession, _explain
@@ -134,8 +138,8 @@ class GoogleApi:
             if status == 401:
                 raise ReconnectNeeded(PROVIDER)
             if status == 429 or (status == 403 and _reason(response) in RATE_LIMIT_REASONS):
-                wait = _retry_after(response.headers.get("Retry-After"))
-                delay = wait if wait is not None else min(32.0, 2.0 ** retries) * (0.5 + random.random() / 2)
+                wait = retry_after_seconds(response.headers.get("Retry-After"))
+                delay = backoff_seconds(retries, wait)
                 if retries >= MAX_RETRIES or time.monotonic() + delay >= self.session.deadline:
                     raise RateLimited(PROVIDER, wait)
                 retries += 1
@@ -177,18 +181,6 @@ def _reason(response: Any) -> str | None:
             if isinstance(item, dict) and item.get("reason"):
                 return str(item["reason"])
     return None
-
-
-def _retry_after(value: str | None) -> float | None:
-    """RFC 9110 §10.2.3: seconds, or an HTTP date."""
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value.strip())
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 def expect_status(response: Any, *statuses: int) -> None:

@@ -1,0 +1,520 @@
+"""A stateful contract fake of the Microsoft Graph v1.0 calendar endpoints calsync uses and of
+the Microsoft identity platform's token endpoint, as a small Flask app on loopback.
+
+Written from Microsoft's published reference (learn.microsoft.com/graph/api: event-delta,
+calendar-list-calendarview, event-get, user-post-events, event-update, event-delete;
+"Get incremental changes to events in a calendar view", "Microsoft Graph throttling guidance",
+"Outlook extended properties overview", "Microsoft identity platform and OAuth 2.0 authorization
+code flow"). It is a contract fake, not Microsoft: what it models is listed here, and nothing
+else should be assumed.
+
+- Events are stored as calendarView gives them: instances (singleInstance, occurrence,
+  exception — with seriesMasterId), times in UTC (`Prefer: outlook.timezone="UTC"`), an
+  `@odata.etag` W/"<changeKey>" and `changeKey` that change on every write, and the zone the
+  organiser used in originalStartTimeZone / originalEndTimeZone (Windows names or IANA).
+- calendarView/delta?startDateTime&endDateTime: pages of `Prefer: odata.maxpagesize` with
+  @odata.nextLink ($skiptoken); the last page has @odata.deltaLink ($deltatoken, which carries
+  the window). A deltaLink round answers what was written since: changed events in full,
+  deleted ones (or ones moved out of the window) as {"id", "@removed": {"reason"}}. An unknown
+  or expired $deltatoken is 410 with code syncStateNotFound.
+- GET /events/{id} ($expand of singleValueExtendedProperties: they are only returned when
+  expanded), GET /events?$filter on one single-value extended property, POST /events
+  (`transactionId`: a second POST with the same one returns the first event), PATCH and DELETE
+  with If-Match → 412 ErrorIrresolvableConflict on another etag; 404 ErrorItemNotFound.
+- Token endpoint /{tenant}/oauth2/v2.0/token: authorization_code with PKCE S256 and
+  refresh_token grants; refresh tokens rotate; `expire_refresh_tokens()` answers invalid_grant
+  with the AADSTS700082 text. Access tokens expire on the fake's clock (401
+  InvalidAuthenticationToken).
+- Faults: `fail_next(status, code, retry_after)` (429 + Retry-After, 503, 403
+  ErrorAccessDenied, ...); `refused_users` answers 403 ErrorAccessDenied for /users/{address}.
+- `latency` seconds per API request and `max_in_flight`, the most requests it served at once
+  for one mailbox (the server has 16 threads, so a cap of 4 is calsync's, not the server's).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import itertools
+import json
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+import waitress
+from flask import Flask, Response, jsonify, request
+
+from calsync.feeds.calendars.providers.base import Tokens
+from calsync.feeds.calendars.providers.microsoft import GraphCalendarStore, open_graph_store
+from calsync.feeds.calendars.providers.microsoft_api import MicrosoftClient, MicrosoftEndpoints
+from calsync.feeds.calendars.providers.microsoft_events import iana_zone
+from calsync.feeds.sources.fetch import FetchLimits
+from tests.servers import _run_until_closed
+
+Event = dict[str, Any]
+_FILTER = re.compile(r"^singleValueExtendedProperties/Any\(ep: ep/id eq '((?:[^']|'')*)' "
+                     r"and ep/value eq '((?:[^']|'')*)'\)$")
+_CALENDAR = r"(?:me|users/(?P<user>[^/]+))/(?:calendar|calendars/(?P<cal>[^/]+))"
+
+
+@dataclass
+class Fault:
+    status: int
+    code: str
+    retry_after: str | None
+
+
+@dataclass
+class FakeMailbox:
+    events: dict[str, Event] = field(default_factory=dict)
+    written_at: dict[str, int] = field(default_factory=dict)  # id → revision of the last write
+    removed_at: dict[str, int] = field(default_factory=dict)  # id → revision of the deletion
+    by_transaction: dict[str, str] = field(default_factory=dict)
+
+
+def utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.0000000")
+
+
+class MicrosoftGraphFake:
+    CLIENT_ID = "5f2c6c1e-0000-4000-8000-00000000ca15"
+    CLIENT_SECRET = "fake~client~secret"  # noqa: S105 - the fake's own
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.offset = 0.0  # the controllable clock: seconds added to the real one
+        self.mailbox = FakeMailbox()  # one calendar: the signed-in user's default one
+        self.revision = 0
+        self.oldest_token = 0
+        self._keys = itertools.count(1)
+        self.access: dict[str, float] = {}
+        self.refresh_tokens: dict[str, bool] = {}
+        self.refresh_expired = False
+        self.codes: dict[str, dict[str, str]] = {}
+        self.faults: list[Fault] = []
+        self.refused_users: set[str] = set()
+        # GET /me/calendars (calendar resources); every calendar id reaches the same events.
+        self.calendars: list[dict[str, Any]] = [
+            {"id": "AAMkAGcal-default", "name": "Calendar", "color": "auto", "hexColor": "#e74856",
+             "isDefaultCalendar": True, "canEdit": True, "canShare": True, "canViewPrivateItems": True},
+            {"id": "AAMkAGcal-holidays", "name": "Team holidays", "color": "lightGreen",
+             "hexColor": "#7bd148",
+             "isDefaultCalendar": False, "canEdit": False, "canShare": False, "canViewPrivateItems": False}]
+        self.log: list[dict[str, Any]] = []
+        self.access_seconds = 3600
+        self.latency = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    # --- test-side controls -------------------------------------------------------------------
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+    def grant(self) -> tuple[str, str]:
+        with self.lock:
+            refresh = "M.C5" + secrets.token_urlsafe(24)
+            self.refresh_tokens[refresh] = True
+            return self._new_access(), refresh
+
+    def expire_access_tokens(self) -> None:
+        with self.lock:
+            self.access.clear()
+
+    def expire_refresh_tokens(self) -> None:
+        """90 days unused (AADSTS700082), or consent revoked: every refresh is invalid_grant."""
+        with self.lock:
+            self.refresh_expired = True
+            self.access.clear()
+
+    def expire_delta_tokens(self) -> None:
+        with self.lock:
+            self.oldest_token = self.revision + 1
+
+    def fail_next(self, status: int, code: str = "", retry_after: str | None = None, times: int = 1) -> None:
+        with self.lock:
+            default = {429: "TooManyRequests", 503: "ServiceUnavailable", 403: "ErrorAccessDenied"}
+            self.faults.extend(Fault(status, code or default.get(status, "generalException"), retry_after)
+                               for _ in range(times))
+
+    def put_event(self, start: datetime, end: datetime, *, zone: str = "UTC", **more: Any) -> Event:
+        """Someone writes in Outlook directly: `zone` is the organiser's (Windows or IANA name)."""
+        with self.lock:
+            event = {"id": "AAMkAG" + secrets.token_urlsafe(30), "subject": "Dentist",
+                     "type": "singleInstance",
+                     "start": {"dateTime": utc_text(start), "timeZone": "UTC"},
+                     "end": {"dateTime": utc_text(end), "timeZone": "UTC"},
+                     "originalStartTimeZone": zone, "originalEndTimeZone": zone, "isAllDay": False,
+                     "showAs": "busy", "isCancelled": False, **copy.deepcopy(more)}
+            return self._store(event)
+
+    def patch_event(self, event_id: str, changes: Event) -> Event:
+        with self.lock:
+            return self._store({**self.mailbox.events[event_id], **copy.deepcopy(changes)})
+
+    def delete_event(self, event_id: str) -> None:
+        with self.lock:
+            self._remove(event_id)
+
+    def requests_to(self, method: str, path_part: str = "") -> list[dict[str, Any]]:
+        return [r for r in self.log if r["method"] == method and path_part in r["path"]]
+
+    # --- inside -------------------------------------------------------------------------------
+
+    def _new_access(self) -> str:
+        token = "eyJ0eXAiOiJKV1Qi." + secrets.token_urlsafe(24)
+        self.access[token] = self.now() + self.access_seconds
+        return token
+
+    def _store(self, event: Event) -> Event:
+        self.revision += 1
+        key = base64.b64encode(f"calsync-fake-{next(self._keys)}".encode()).decode()
+        stamp = datetime.fromtimestamp(self.now(), UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+        event.setdefault("createdDateTime", stamp)
+        event.setdefault("iCalUId", "040000008200E00074C5B7101A82E008" + hashlib.sha256(
+            event["id"].encode()).hexdigest()[:32].upper())
+        event.update({"@odata.etag": f'W/"{key}"', "changeKey": key, "lastModifiedDateTime": stamp})
+        self.mailbox.events[event["id"]] = event
+        self.mailbox.written_at[event["id"]] = self.revision
+        self.mailbox.removed_at.pop(event["id"], None)
+        return copy.deepcopy(event)
+
+    def _remove(self, event_id: str) -> None:
+        self.revision += 1
+        del self.mailbox.events[event_id]
+        self.mailbox.written_at.pop(event_id, None)
+        self.mailbox.removed_at[event_id] = self.revision
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    # Graph's error resource: {"error": {"code", "message", "innerError": {...}}}
+    inner = {"request-id": secrets.token_hex(8), "date": "2026-12-06T00:00:00"}
+    response = jsonify({"error": {"code": code, "message": message, "innerError": inner}})
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _in_window(event: Event, start: str, end: str) -> bool:
+    # calendarView: events that overlap [start, end); both sides are UTC texts of one shape.
+    return event["start"]["dateTime"][:19] < end[:19] and event["end"]["dateTime"][:19] > start[:19]
+
+
+def _pack(value: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _unpack(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _from_request(value: dict[str, str]) -> dict[str, str]:
+    """A dateTimeTimeZone as sent (any zone) → stored in UTC."""
+    moment = datetime.fromisoformat(value["dateTime"][:26])
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=iana_zone(value.get("timeZone")) or ZoneInfo("UTC"))
+    return {"dateTime": utc_text(moment), "timeZone": "UTC"}
+
+
+def create_app(fake: MicrosoftGraphFake) -> Flask:  # noqa: C901 - one route per documented endpoint
+    app = Flask("microsoft_graph_fake")
+
+    @app.before_request
+    def check() -> Response | None:
+        if not request.path.startswith("/v1.0/"):
+            return None
+        with fake.lock:
+            entry = {"method": request.method, "path": request.path, "params": request.args.to_dict(),
+                     "body": request.get_json(silent=True), "headers": dict(request.headers)}
+            fake.log.append(entry)
+            request.environ["fake.entry"] = entry
+            if fake.faults:
+                fault = fake.faults.pop(0)
+                headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                return _error(fault.status, fault.code, "Injected by the test.", headers)
+            token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            if fake.access.get(token, 0) <= fake.now():
+                return _error(401, "InvalidAuthenticationToken",
+                              "Lifetime validation failed, the token is expired.")
+            match = re.match(r"^/v1\.0/users/([^/]+)/", request.path)
+            if match and match.group(1).lower() in fake.refused_users:
+                return _error(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+            fake.in_flight += 1
+            fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+        if fake.latency:
+            time.sleep(fake.latency)
+        request.environ["fake.counted"] = True
+        return None
+
+    @app.after_request
+    def remember(response: Response) -> Response:
+        if request.path.startswith("/v1.0/"):
+            with fake.lock:
+                if request.environ.pop("fake.counted", False):
+                    fake.in_flight -= 1
+                entry = request.environ.get("fake.entry")
+                if entry is not None:
+                    entry["status"] = response.status_code
+        return response
+
+    # --- identity platform --------------------------------------------------------------------
+
+    @app.post("/<tenant>/oauth2/v2.0/token")
+    def token(tenant: str) -> Any:
+        form = request.form
+        if form.get("client_id") != fake.CLIENT_ID or form.get("client_secret") != fake.CLIENT_SECRET:
+            return jsonify(error="invalid_client", error_codes=[7000215],
+                           error_description="AADSTS7000215: Invalid client secret provided."), 401
+        with fake.lock:
+            if form.get("grant_type") == "authorization_code":
+                issued = fake.codes.pop(form.get("code", ""), None)
+                digest = hashlib.sha256(form.get("code_verifier", "").encode()).digest()
+                challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+                if issued is None or issued["challenge"] != challenge \
+                        or issued["redirect_uri"] != form.get("redirect_uri"):
+                    return jsonify(error="invalid_grant", error_codes=[70008],
+                                   error_description="AADSTS70008: The provided authorization code or "
+                                                     "refresh token has expired due to inactivity."), 400
+                access, refresh = fake.grant()
+                return jsonify(token_type="Bearer", access_token=access, refresh_token=refresh,
+                               expires_in=fake.access_seconds, scope=form.get("scope", ""))
+            if form.get("grant_type") == "refresh_token":
+                old = form.get("refresh_token", "")
+                if fake.refresh_expired or not fake.refresh_tokens.get(old):
+                    return jsonify(error="invalid_grant", error_codes=[700082],
+                                   error_description="AADSTS700082: The refresh token has expired due to "
+                                                     "inactivity. The token was issued on 2026-09-01 and was "
+                                                     "inactive for 90.00:00:00."), 400
+                access, refresh = fake.grant()  # refresh tokens rotate
+                return jsonify(token_type="Bearer", access_token=access, refresh_token=refresh,
+                               expires_in=fake.access_seconds, scope=form.get("scope", ""))
+        return jsonify(error="unsupported_grant_type"), 400
+
+    @app.get("/<tenant>/oauth2/v2.0/authorize")
+    def authorize(tenant: str) -> Any:
+        """The sign-in, approved at once (response_mode=query)."""
+        code = secrets.token_urlsafe(16)
+        with fake.lock:
+            fake.codes[code] = {"challenge": request.args["code_challenge"],
+                                "redirect_uri": request.args["redirect_uri"]}
+        query = urlencode({"code": code, "state": request.args.get("state", "")})
+        return Response(status=302, headers={"Location": request.args["redirect_uri"] + "?" + query})
+
+    # --- Graph --------------------------------------------------------------------------------
+
+    def not_found() -> Response:
+        return _error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+
+    def answer_event(event: Event) -> Event:
+        out = copy.deepcopy(event)
+        if "singleValueExtendedProperties" not in request.args.get("$expand", ""):
+            out.pop("singleValueExtendedProperties", None)  # only returned when expanded
+        return out
+
+    @app.get("/v1.0/<path:rest>")
+    def read(rest: str) -> Any:
+        if rest == "me/calendars":
+            return jsonify({"@odata.context": "fake", "value": copy.deepcopy(fake.calendars)})
+        delta = re.fullmatch(_CALENDAR + r"/calendarView/delta", rest)
+        if delta:
+            return calendar_view_delta()
+        one = re.fullmatch(_CALENDAR + r"/events/(?P<id>[^/]+)", rest)
+        if one:
+            with fake.lock:
+                event = fake.mailbox.events.get(one.group("id"))
+                if event is None:
+                    return not_found()
+                return jsonify(answer_event(event))
+        if re.fullmatch(_CALENDAR + r"/events", rest):
+            match = _FILTER.match(request.args.get("$filter", ""))
+            if match is None:
+                return _error(400, "BadRequest", "The fake filters on one extended property only.")
+            prop, value = (g.replace("''", "'") for g in match.groups())
+            with fake.lock:
+                found = [{"id": e["id"]} for e in fake.mailbox.events.values()
+                         if any(p["id"] == prop and p["value"] == value
+                                for p in e.get("singleValueExtendedProperties") or [])]
+            return jsonify({"@odata.context": "fake", "value": found})
+        return _error(404, "ResourceNotFound", "Resource not found for the segment.")
+
+    def calendar_view_delta() -> Any:
+        args = request.args
+        size = 10
+        prefer = request.headers.get("Prefer", "")
+        wanted = re.search(r"odata\.maxpagesize=(\d+)", prefer)
+        if wanted:
+            size = int(wanted.group(1))
+        with fake.lock:
+            state: dict[str, Any] | None
+            if "$deltatoken" in args:
+                state = _unpack(args["$deltatoken"])
+                if state is None or not fake.oldest_token <= int(state.get("r", -1)) <= fake.revision:
+                    return _error(410, "syncStateNotFound", "The sync state generation is not found.")
+                state = {**state, "since": state["r"], "at": 0, "r": fake.revision}
+            elif "$skiptoken" in args:
+                state = _unpack(args["$skiptoken"])
+                if state is None:
+                    return _error(400, "syncStateInvalid", "The skip token is not valid.")
+            elif "startDateTime" in args and "endDateTime" in args:
+                state = {"s": args["startDateTime"], "e": args["endDateTime"], "since": None, "at": 0,
+                         "r": fake.revision}
+            else:
+                return _error(400, "ErrorInvalidParameter", "startDateTime and endDateTime are required.")
+            box = fake.mailbox
+            items: list[Event] = []
+            if state["since"] is None:
+                ids = sorted((i for i, e in box.events.items() if _in_window(e, state["s"], state["e"])),
+                             key=lambda i: box.written_at[i])
+                items = [answer_event(box.events[i]) for i in ids]
+            else:
+                touched = [(rev, i) for i, rev in {**box.written_at, **box.removed_at}.items()
+                           if state["since"] < rev]
+                for _rev, event_id in sorted(touched):
+                    event = box.events.get(event_id)
+                    if event is not None and _in_window(event, state["s"], state["e"]):
+                        items.append(answer_event(event))
+                    else:
+                        reason = "deleted" if event is None else "changed"
+                        items.append({"@odata.type": "#microsoft.graph.event", "id": event_id,
+                                      "@removed": {"reason": reason}})
+            page = items[state["at"]:state["at"] + size]
+            base = request.base_url
+            answer: dict[str, Any] = {"@odata.context": "fake", "value": page}
+            if state["at"] + size < len(items):
+                answer["@odata.nextLink"] = base + "?" + urlencode({"$skiptoken": _pack(
+                    {**state, "at": state["at"] + size})}, safe="$")
+            else:
+                answer["@odata.deltaLink"] = base + "?" + urlencode({"$deltatoken": _pack(
+                    {"s": state["s"], "e": state["e"], "r": state["r"]})}, safe="$")
+            return jsonify(answer)
+
+    @app.post("/v1.0/<path:rest>")
+    def create(rest: str) -> Any:
+        if not re.fullmatch(_CALENDAR + r"/events", rest):
+            return _error(404, "ResourceNotFound", "Resource not found for the segment.")
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or "start" not in body or "end" not in body:
+            return _error(400, "ErrorInvalidRequest",
+                          "Your request can't be completed. Start and end are required.")
+        with fake.lock:
+            earlier = fake.mailbox.by_transaction.get(str(body.get("transactionId")))
+            if earlier is not None and earlier in fake.mailbox.events:
+                response = jsonify(answer_event(fake.mailbox.events[earlier]))  # the retried POST
+                response.status_code = 201
+                return response
+            event = {**body, "id": "AAMkAG" + secrets.token_urlsafe(30), "type": "singleInstance",
+                     "start": _from_request(body["start"]), "end": _from_request(body["end"]),
+                     "originalStartTimeZone": body["start"].get("timeZone", "UTC"),
+                     "originalEndTimeZone": body["end"].get("timeZone", "UTC"), "isCancelled": False}
+            stored = fake._store(event)
+            if body.get("transactionId"):
+                fake.mailbox.by_transaction[str(body["transactionId"])] = stored["id"]
+            response = jsonify(answer_event(stored))
+            response.status_code = 201
+            return response
+
+    def conditional(rest: str) -> tuple[str | None, Response | None]:
+        match = re.fullmatch(_CALENDAR + r"/events/(?P<id>[^/]+)", rest)
+        event_id = match.group("id") if match else ""
+        if event_id not in fake.mailbox.events:
+            return None, not_found()
+        if_match = request.headers.get("If-Match")
+        if if_match and if_match != fake.mailbox.events[event_id]["@odata.etag"]:
+            return None, _error(412, "ErrorIrresolvableConflict", "The send or update operation could not be "
+                                "performed because the change key passed in the request does not match the "
+                                "current change key for the item.")
+        return event_id, None
+
+    @app.patch("/v1.0/<path:rest>")
+    def update(rest: str) -> Any:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return _error(400, "BadRequest", "Unable to read JSON request payload.")
+        with fake.lock:
+            event_id, refused = conditional(rest)
+            if refused is not None:
+                return refused
+            assert event_id is not None
+            new = {**fake.mailbox.events[event_id], **body}
+            for key in ("start", "end"):
+                if key in body:
+                    new[key] = _from_request(body[key])
+                    new["original" + key.title() + "TimeZone"] = body[key].get("timeZone", "UTC")
+            if "singleValueExtendedProperties" in body:  # merged by id, as Graph does
+                old = fake.mailbox.events[event_id].get("singleValueExtendedProperties") or []
+                props = {p["id"]: p for p in old}
+                props.update({p["id"]: p for p in body["singleValueExtendedProperties"]})
+                new["singleValueExtendedProperties"] = list(props.values())
+            return jsonify(answer_event(fake._store(new)))
+
+    @app.delete("/v1.0/<path:rest>")
+    def delete(rest: str) -> Any:
+        with fake.lock:
+            event_id, refused = conditional(rest)
+            if refused is not None:
+                return refused
+            assert event_id is not None
+            fake._remove(event_id)
+            return "", 204
+
+    return app
+
+
+@dataclass
+class ServedGraph:
+    fake: MicrosoftGraphFake
+    url: str  # the fake's root: Graph at url/v1.0, the identity platform at url/<tenant>/oauth2/v2.0
+
+    def endpoints(self) -> MicrosoftEndpoints:
+        return MicrosoftEndpoints(graph_base=self.url + "/v1.0", login_base=self.url, tenant="common")
+
+
+@contextmanager
+def serve_graph_fake() -> Iterator[ServedGraph]:
+    """A fresh fake on loopback for one test; 16 threads, so that the fake never caps
+    concurrency itself."""
+    fake = MicrosoftGraphFake()
+    server = waitress.create_server(create_app(fake), host="127.0.0.1", port=0, threads=16)
+    thread = threading.Thread(target=_run_until_closed, args=(server,), daemon=True)
+    thread.start()
+    try:
+        yield ServedGraph(fake, f"http://127.0.0.1:{server.effective_port}")
+    finally:
+        server.close()
+
+
+CLIENT = MicrosoftClient(MicrosoftGraphFake.CLIENT_ID, MicrosoftGraphFake.CLIENT_SECRET)
+
+
+@contextmanager
+def open_fake_graph_store(served: ServedGraph, calendar_id: str = "primary", *, tokens: Tokens | None = None,
+                          mailbox: str | None = None, user: str | None = None,
+                          sleep: Callable[[float], None] | None = None,
+                          window: tuple[datetime, datetime] | None = None,
+                          limits: FetchLimits | None = None) -> Iterator[GraphCalendarStore]:
+    """The store calsync opens on the fake, with tokens fresh from a sign-in unless given."""
+    if tokens is None:
+        access, refresh = served.fake.grant()
+        tokens = Tokens(access, refresh, time.time() + 3600)
+    with open_graph_store(served.endpoints(), CLIENT, tokens, calendar_id,
+                          mailbox=mailbox or f"{served.url} zoe", user=user, allow_private=True,
+                          limits=limits or FetchLimits(), window=window,
+                          sleep=sleep or (lambda _s: None)) as store:
+        yield store
