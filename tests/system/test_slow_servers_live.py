@@ -40,8 +40,10 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def dripping() -> Iterator[DripHeadersServer]:
+def dripping(serve: str) -> Iterator[DripHeadersServer]:
     # Long enough that, without a deadline, every click would still be held when the test ends.
+    # It depends on `serve` so that it closes first: the server then stops at once instead of
+    # waiting out the syncs it had queued against this one.
     server = DripHeadersServer(drip_seconds=0.5, give_up_seconds=90)
     yield server
     server.close()
