@@ -29,7 +29,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from calsync.feeds.accounts.keys import Sealer
 from calsync.feeds.calendars.store import CalendarStore, StoreUnavailable
@@ -82,6 +82,23 @@ class Tokens:
     refresh_token: str | None  # only on the first exchange (and only with offline access)
     expires_at: float  # time.time() value
     scope: str = ""
+
+
+def tokens_from_answer(provider: str, status: int, answer: dict[str, Any], form: dict[str, str], *,
+                       reconnect_statuses: tuple[int, ...] = (400,),
+                       reconnect_errors: frozenset[str] = frozenset({"invalid_grant"}),
+                       hint: str) -> Tokens:
+    """An OAuth token endpoint's answer (RFC 6749 §5.1, §5.2) as Tokens: consent that is gone
+    means ReconnectNeeded; any other refusal is a sentence naming what the operator checks.
+    A refresh that brings no new refresh token keeps the one sent (Google never rotates it;
+    Microsoft's identity platform may)."""
+    if status in reconnect_statuses and answer.get("error") in reconnect_errors:
+        raise ReconnectNeeded(provider)
+    if status != 200 or "access_token" not in answer:
+        raise StoreUnavailable("auth", f"{provider} refused calsync's sign-in "
+                                       f"({answer.get('error', status)}); {hint}")
+    return Tokens(str(answer["access_token"]), answer.get("refresh_token") or form.get("refresh_token"),
+                  time.time() + float(answer.get("expires_in", 3600)), str(answer.get("scope", "")))
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from calsync.feeds.calendars.providers.base import (
     Tokens,
     backoff_seconds,
     retry_after_seconds,
+    tokens_from_answer,
 )
 from calsync.feeds.calendars.providers.google_events import Event
 from calsync.feeds.calendars.store import InvalidSyncToken, StoreUnavailable
@@ -93,15 +94,8 @@ class GoogleApi:
         form = {**form, "client_id": self.client.client_id, "client_secret": self.client.client_secret}
         response = self.send("POST", self.endpoints.token_url, data=form,
                              headers={"Accept": "application/json"})
-        answer = json_of(response)
-        if response.status_code == 400 and answer.get("error") == "invalid_grant":
-            raise ReconnectNeeded(PROVIDER)
-        if response.status_code != 200 or "access_token" not in answer:
-            raise StoreUnavailable("auth", f"{PROVIDER} refused calsync's sign-in "
-                                           f"({answer.get('error', response.status_code)}); "
-                                           "check the OAuth client id and secret in the settings.")
-        return Tokens(str(answer["access_token"]), answer.get("refresh_token") or form.get("refresh_token"),
-                      time.time() + float(answer.get("expires_in", 3600)), str(answer.get("scope", "")))
+        return tokens_from_answer(PROVIDER, response.status_code, json_of(response), form,
+                                  hint="check the OAuth client id and secret in the settings.")
 
     def refresh(self) -> None:
         if self.tokens is None or not self.tokens.refresh_token:

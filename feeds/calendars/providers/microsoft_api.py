@@ -38,6 +38,7 @@ from calsync.feeds.calendars.providers.base import (
     Tokens,
     backoff_seconds,
     retry_after_seconds,
+    tokens_from_answer,
 )
 from calsync.feeds.calendars.store import InvalidSyncToken, StoreUnavailable
 from calsync.feeds.sources.fetch import FetchError, FetchLimits, GuardedResolver, GuardedSession, _explain
@@ -50,7 +51,7 @@ SCOPES = ("https://graph.microsoft.com/Calendars.ReadWrite", "offline_access",
 MAX_RETRIES = 3
 # The token endpoint's answers only the person can fix by signing in again (AADSTS700082:
 # refresh token expired after 90 days unused; AADSTS50173/50076: password changed, MFA needed).
-RECONNECT_ERRORS = {"invalid_grant", "interaction_required"}
+RECONNECT_ERRORS = frozenset({"invalid_grant", "interaction_required"})
 MAILBOX_CONCURRENCY = 4
 # Codes Graph gives a delta token it no longer has (410 Gone; also seen as 400).
 SYNC_STATE_CODES = {"syncStateNotFound", "syncStateInvalid", "resyncRequired"}
@@ -141,16 +142,11 @@ class GraphApi:
                 "scope": " ".join(SCOPES)}
         response = self.send("POST", self.endpoints.token_url, data=form,
                              headers={"Accept": "application/json"})
-        answer = json_of(response)
-        if response.status_code in (400, 401) and answer.get("error") in RECONNECT_ERRORS:
-            raise ReconnectNeeded(PROVIDER)
-        if response.status_code != 200 or "access_token" not in answer:
-            raise StoreUnavailable("auth", f"{PROVIDER} refused calsync's sign-in "
-                                           f"({answer.get('error', response.status_code)}); check the "
-                                           "application (client) id, secret and tenant in the settings.")
-        # The identity platform rotates refresh tokens: keep the new one when it sends one.
-        return Tokens(str(answer["access_token"]), answer.get("refresh_token") or form.get("refresh_token"),
-                      time.time() + float(answer.get("expires_in", 3600)), str(answer.get("scope", "")))
+        # The identity platform rotates refresh tokens: the new one is kept when it sends one.
+        return tokens_from_answer(
+            PROVIDER, response.status_code, json_of(response), form,
+            reconnect_statuses=(400, 401), reconnect_errors=RECONNECT_ERRORS,
+            hint="check the application (client) id, secret and tenant in the settings.")
 
     def refresh(self) -> None:
         if self.tokens is None or not self.tokens.refresh_token:
