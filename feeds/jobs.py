@@ -21,6 +21,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from huey import Huey, RedisHuey, SqliteHuey, crontab
 from sqlalchemy import func, or_, select
 
+from calsync.feeds.calendars.channel_messages import claim_channel_sync
+from calsync.feeds.calendars.channels import (
+    ChannelContext,
+    connections_to_check,
+    ensure_channel,
+    handle_lifecycle,
+)
 from calsync.feeds.calendars.health import mark_stale
 from calsync.feeds.calendars.lease import FairShare, process_owner_prefix
 from calsync.feeds.calendars.sync import SyncContext, SyncOutcome, sync_connection
@@ -76,10 +83,12 @@ class Jobs:
     """The queue and its tasks, bound to one SyncContext."""
 
     def __init__(self, huey: Huey, context: Callable[[], SyncContext],
-                 mail: Callable[[], MailContext] | None = None) -> None:
+                 mail: Callable[[], MailContext] | None = None,
+                 channels: Callable[[], ChannelContext | None] | None = None) -> None:
         self.huey = huey
         self._context = context
         self._mail = mail
+        self._channels = channels
         self.threads = 0  # worker threads of this process's consumer (set by consumer())
         # Retries are the sync's own business (backoff recorded in the connection's health);
         # a job that fails outright is simply picked up again by the next schedule run. So is a
@@ -93,6 +102,18 @@ class Jobs:
         # Also the feeds.mailer's business: leases keep two deliver jobs from sending the same
         # email, and failed attempts are rescheduled in the outbox row, found by the schedule.
         self.deliver_task = huey.task(name="deliver_outbox")(self._deliver)
+        # Change channels of google/microsoft connections (feeds/calendars/channels.py): a
+        # notification queues channel_sync; every minute the channels that are missing, expire
+        # within a day or are no longer wanted are queued for ensure_channel; Graph's lifecycle
+        # notifications each have a task.
+        self.channel_sync_task = huey.task(name="channel_sync")(self._channel_sync)
+        self.ensure_channel_task = huey.task(name="ensure_channel")(self._ensure_channel)
+        self.channels_task = huey.periodic_task(crontab(minute="*"), name="check_channels")(
+            self._check_channels)
+        self.lifecycle_tasks = {
+            name: huey.task(name=name)(lambda row_id, _event=event: self._lifecycle(row_id, _event))
+            for name, event in (("channel_reauthorize", "reauthorizationRequired"),
+                                ("channel_recreate", "subscriptionRemoved"), ("channel_missed", "missed"))}
 
     def _sync(self, connection_id: int, scheduled: bool = False) -> dict[str, Any]:
         outcome: SyncOutcome = sync_connection(self._context(), connection_id, due_only=scheduled,
@@ -135,6 +156,41 @@ class Jobs:
         if mail is not None and mail.smtp is not None and due_email_ids(mail, now, limit=1):
             self.deliver_task()
 
+    def _channel_sync(self, channel_row_id: int) -> dict[str, Any]:
+        """The sync a change notification asked for. When another sync holds the connection
+        (its lease), the change may have come after that sync read the calendar: the connection
+        is made due, so the next schedule run reads it again."""
+        ctx = self._context()
+        with ctx.sessions.begin() as session:
+            connection_id = claim_channel_sync(session, channel_row_id)
+        if connection_id is None:
+            return {"status": "missing"}
+        outcome = sync_connection(ctx, connection_id)
+        if outcome.status == "skipped":
+            with ctx.sessions.begin() as session:
+                conn = session.get(Connection, connection_id)
+                if conn is not None:
+                    conn.next_sync_at = utcnow()
+        return asdict(outcome)
+
+    def _ensure_channel(self, connection_id: int) -> str:
+        channels = self._channels() if self._channels else None
+        return ensure_channel(channels, connection_id) if channels is not None else "none"
+
+    def _check_channels(self) -> int:
+        channels = self._channels() if self._channels else None
+        if channels is None:
+            return 0
+        with channels.sessions() as session:
+            ids = connections_to_check(session, channels.base_url, utcnow(), channels.renew_before)
+        for connection_id in ids:
+            self.ensure_channel_task(connection_id)
+        return len(ids)
+
+    def _lifecycle(self, channel_row_id: int, event: str) -> str:
+        channels = self._channels() if self._channels else None
+        return handle_lifecycle(channels, channel_row_id, event) if channels is not None else "none"
+
     def enqueue_delivery(self) -> None:
         self.deliver_task()
 
@@ -143,7 +199,8 @@ class Jobs:
 
     def enqueue(self, task: str, argument: int) -> None:
         """Enqueue a task requested with change_effects.request_job."""
-        tasks = {"sync_connection": self.sync_task}
+        tasks = {"sync_connection": self.sync_task, "channel_sync": self.channel_sync_task,
+                 "ensure_channel": self.ensure_channel_task, **self.lifecycle_tasks}
         tasks[task](argument)
 
     def start_in_background(self, workers: int = 2, periodic: bool = True) -> Any:

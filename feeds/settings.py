@@ -146,6 +146,24 @@ class Settings(BaseModel):
         description=("CALSYNC_MICROSOFT_TENANT: `common` (work and personal accounts), `organizations`, "
                      "`consumers`, or your Entra tenant's id or domain for a single-tenant app."),
     )
+    # The operator's OAuth clients (README "Google Calendar and Microsoft 365"). Unset: the
+    # "Connect" buttons say "not set up" with the reason, never a broken button.
+    google_client_id: str | None = Field(
+        default=None, min_length=1, max_length=300,
+        description="CALSYNC_GOOGLE_CLIENT_ID: the OAuth client id from your Google Cloud project.",
+    )
+    google_client_secret: SecretStr | None = Field(
+        default=None,
+        description="CALSYNC_GOOGLE_CLIENT_SECRET: that OAuth client's secret.",
+    )
+    microsoft_client_id: str | None = Field(
+        default=None, min_length=1, max_length=300,
+        description="CALSYNC_MICROSOFT_CLIENT_ID: the application (client) id of your Microsoft Entra app.",
+    )
+    microsoft_client_secret: SecretStr | None = Field(
+        default=None,
+        description="CALSYNC_MICROSOFT_CLIENT_SECRET: a client secret of that app.",
+    )
     max_occurrences: int = Field(
         default=10_000, ge=100, le=1_000_000,
         description="CALSYNC_MAX_OCCURRENCES: busy blocks read from one connection per sync window.",

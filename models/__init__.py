@@ -3,7 +3,9 @@
 from calsync.models.appointment import STATUS_CANCELLED, STATUS_CONFIRMED, Appointment, Customer
 from calsync.models.auth import AdminUser, ApiKey, LoginThrottle
 from calsync.models.base import MAX_KEY, Base, UTCDateTime, utcnow
+from calsync.models.channel import ProviderChannel
 from calsync.models.company import Company
+from calsync.models.company_account import CompanyAccount, CompanyAccountMember
 from calsync.models.connection import Alert, BusyBlock, Connection, SyncItem
 from calsync.models.enums import (
     WRITE_ROLES,
@@ -12,6 +14,8 @@ from calsync.models.enums import (
     AppointmentStatus,
     ChangeAction,
     ChangeSource,
+    ChannelProvider,
+    CompanyAccountStatus,
     ConflictResolution,
     ConflictStatus,
     ConnectionKind,
@@ -20,14 +24,17 @@ from calsync.models.enums import (
     InvitationState,
     ItipMethod,
     LinkedItemState,
+    OAuthPurpose,
     OutboxKind,
     OutboxStatus,
     PrivacyLevel,
+    ProviderKind,
     Role,
     SyncMode,
 )
 from calsync.models.feed import FeedFragment, FeedSegment, FeedToken
 from calsync.models.invitation import Invitation
+from calsync.models.oauth_state import OAuthStateRecord
 from calsync.models.session import make_engine, make_session_factory
 from calsync.models.staff import Group, Staff, group_member
 from calsync.models.twoway import AppointmentChange, Conflict, LinkedItem, OutboxEmail
@@ -38,6 +45,7 @@ __all__ = [
     "AllDayPolicy",
     "AppointmentStatus",
     "ChangeAction",
+    "ChannelProvider",
     "ChangeSource",
     "ConflictResolution",
     "ConflictStatus",
@@ -59,6 +67,10 @@ __all__ = [
     "Alert",
     "BusyBlock",
     "Connection",
+    "OAuthPurpose",
+    "OAuthStateRecord",
+    "ProviderKind",
+    "ProviderChannel",
     "SyncItem",
     "STATUS_CANCELLED",
     "STATUS_CONFIRMED",
@@ -68,6 +80,9 @@ __all__ = [
     "Base",
     "MAX_KEY",
     "Company",
+    "CompanyAccount",
+    "CompanyAccountMember",
+    "CompanyAccountStatus",
     "Customer",
     "FeedFragment",
     "FeedSegment",

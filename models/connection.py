@@ -34,6 +34,20 @@ class Connection(Base):
     url_display: Mapped[str] = mapped_column(String(300))
     username: Mapped[str | None] = mapped_column(String(320))
     password_sealed: Mapped[str | None] = mapped_column(Text)
+    # Google / Microsoft (feeds.calendars.provider_access): the OAuth tokens as one JSON
+    # document sealed with the credentials key like a CalDAV password (rotated with it); the
+    # account that consented and the calendar's id at the provider. The provider's change
+    # token (syncToken / deltaLink) lives in sync_token like a CalDAV one.
+    tokens_sealed: Mapped[str | None] = mapped_column(Text)
+    account_email: Mapped[str | None] = mapped_column(String(320))
+    remote_calendar_id: Mapped[str | None] = mapped_column(String(1000))
+    colour: Mapped[str | None] = mapped_column(String(16))
+    access_role: Mapped[str | None] = mapped_column(String(32))  # owner | writer | reader | ...
+    # Reached through the company-wide account (models.company_account) instead of the staff
+    # member's own consent: no tokens of its own; account_email is the address acted as.
+    company_account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("company_account.id", ondelete="CASCADE"), index=True
+    )
     roles: Mapped[list[str]] = mapped_column(JSON, default=list)  # models.enums.Role values
     sync_mode: Mapped[SyncMode] = mapped_column(
         state_column(SyncMode, 16, "sync_mode"), default=SyncMode.INTERVAL

@@ -18,13 +18,36 @@ class AppointmentStatus(StrEnum):
 
 
 class ConnectionKind(StrEnum):
-    """How a staff member's calendar is reached. GOOGLE and MICROSOFT are reserved for the
-    providers' own APIs (OAuth); no code path creates them yet."""
+    """How a staff member's calendar is reached. GOOGLE and MICROSOFT: the providers' own APIs,
+    connected through OAuth (feeds.calendars.provider_access)."""
 
     ICS = "ics"
     CALDAV = "caldav"
     GOOGLE = "google"
     MICROSOFT = "microsoft"
+
+
+class ProviderKind(StrEnum):
+    """The calendar providers connected through OAuth (a subset of ConnectionKind)."""
+
+    GOOGLE = "google"
+    MICROSOFT = "microsoft"
+
+
+class CompanyAccountStatus(StrEnum):
+    """A company-wide provider account (models.company_account): UNCHECKED until its first
+    check, ERROR when the provider refused the account itself (not one staff member)."""
+
+    UNCHECKED = "unchecked"
+    OK = "ok"
+    ERROR = "error"
+
+
+class OAuthPurpose(StrEnum):
+    """Where an OAuth consent was started, and so where its callback returns."""
+
+    SELF_SERVICE = "self_service"
+    ADMIN = "admin"
 
 
 class ConnectionStatus(StrEnum):
@@ -54,6 +77,13 @@ class SyncMode(StrEnum):
     REALTIME = "realtime"
     INTERVAL = "interval"
     MANUAL = "manual"
+
+
+class ChannelProvider(StrEnum):
+    """Whose change notifications a provider channel receives (models.channel)."""
+
+    GOOGLE = "google"
+    MICROSOFT = "microsoft"
 
 
 class AllDayPolicy(StrEnum):
@@ -123,6 +153,8 @@ class ChangeSource(StrEnum):
     CALENDAR = "calendar"
     CONFLICT = "conflict"
     DEMO = "demo"
+    GOOGLE = "google"  # a move or deletion in a linked Google calendar
+    MICROSOFT = "microsoft"  # the same in a linked Microsoft 365 / Outlook.com calendar
 
 
 class OutboxKind(StrEnum):

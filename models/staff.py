@@ -35,6 +35,8 @@ class Staff(Base):
     feed_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Per-staff opt-out of bidirectional sync (the company toggle turns it on for everyone).
     bidirectional_opt_out: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # When they opted out (self-service page), shown to the admin; None while two-way applies.
+    bidirectional_opt_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Part of every self-service connect link (feeds.connect_links); a new value revokes them all.
     connect_nonce: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -35,6 +35,13 @@ CORPUS = Path(__file__).resolve().parent / "corpus" / "icalendar"
 TEST_DATABASE_URL = "TEST_CALSYNC_DATABASE_URL"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked slow (browsers, subprocess fleets, the load run) go first, keeping their
+    order otherwise. With pytest-xdist (`-n auto` in pyproject) the longest tests then start
+    at once on their own workers instead of arriving last and leaving the other cores idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 # --- network guard ----------------------------------------------------------------------------
 
 _real_connect = socket.socket.connect

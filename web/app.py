@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from calsync.feeds.accounts.credentials import Vault, load_or_create_keys
 from calsync.feeds.accounts.keys import Sealer
 from calsync.feeds.calendars.caldav_store import open_caldav_store
+from calsync.feeds.calendars.channels import ChannelContext, provider_channels, push_possible
+from calsync.feeds.calendars.provider_access import ProviderSetup
 from calsync.feeds.calendars.sync import SyncContext
 from calsync.feeds.errors import ConfigurationError
 from calsync.feeds.jobs import Jobs, make_huey
@@ -48,15 +50,17 @@ class Services:
         self.sealer = Sealer(settings.secret_key, TOKEN_PURPOSE)
         self.feed_cache = FeedCache(settings.feed_cache_bytes)
         self.vault = Vault(load_or_create_keys(settings.credentials_key, settings.data_dir))
+        limits = FetchLimits(
+            max_bytes=settings.fetch_max_bytes, total_seconds=settings.fetch_timeout_seconds,
+            ports=frozenset({80, 443, *settings.fetch_allowed_ports}),
+        )
         self.sync = SyncContext(
             sessions=self.sessions,
             vault=self.vault,
             stores=open_caldav_store,
             allow_private=settings.allow_private_networks,
-            limits=FetchLimits(
-                max_bytes=settings.fetch_max_bytes, total_seconds=settings.fetch_timeout_seconds,
-                ports=frozenset({80, 443, *settings.fetch_allowed_ports}),
-            ),
+            limits=limits,
+            providers=ProviderSetup.of(settings, limits),  # Google / Microsoft connections
             max_occurrences=settings.max_occurrences,
             lease_seconds=settings.sync_lease_seconds,
         )
@@ -94,11 +98,18 @@ class Services:
                     type(exc).__name__)
 
     @property
+    def channels(self) -> ChannelContext:
+        """Change channels of Google/Microsoft connections (feeds/calendars/channels.py); the
+        webhook addresses are CALSYNC_BASE_URL + /hooks/..., used only when it is https."""
+        return ChannelContext(self.sessions, self.settings.base_url,
+                              provider_channels(self.sessions, self.vault, self.sync.providers))
+
+    @property
     def jobs(self) -> Jobs:
         """The task queue, built on first use (the API enqueues; serve/worker consume)."""
         if self._jobs is None:
             huey = make_huey(self.settings.queue_url, self.settings.data_dir)
-            self._jobs = Jobs(huey, lambda: self.sync, lambda: self.mail)
+            self._jobs = Jobs(huey, lambda: self.sync, lambda: self.mail, lambda: self.channels)
         return self._jobs
 
 
@@ -128,7 +139,7 @@ def _engine(settings: Settings) -> Engine:
 
 
 # The blueprints whose forms browsers post, guarded by Fetch Metadata and CSRF tokens.
-BROWSER_BLUEPRINTS = ("admin", "staff")
+BROWSER_BLUEPRINTS = ("admin", "staff", "oauth")
 
 
 def _refuse_ids_beyond_the_key_range() -> None:
@@ -158,7 +169,7 @@ def _reject_cross_site() -> Response | None:
 def _wire(app: Flask, services: Services) -> None:
     """Blueprints, CSRF and error handlers: the app-wide wiring, here and in web/errors.py only
     (tests/unit/test_architecture.py), so no blueprint reaches into the others."""
-    from calsync.web import admin, api, public_feeds, self_service
+    from calsync.web import admin, api, oauth, public_feeds, self_service, webhooks
 
     admin.init_login(app)
     app.config.setdefault("WTF_CSRF_SSL_STRICT", False)  # see _reject_cross_site
@@ -166,9 +177,12 @@ def _wire(app: Flask, services: Services) -> None:
     # Machines, not browsers, call these: the API uses bearer keys, feeds use secret URLs.
     csrf.exempt(api.bp)
     csrf.exempt(public_feeds.bp)
+    csrf.exempt(webhooks.bp)  # Google and Microsoft deliver notifications; the channel secret guards it
     app.before_request(_reject_cross_site)
     register_filters(app)
-    for blueprint in (public_feeds.bp, api.bp, admin.bp, self_service.bp):
+    # Whether Google/Microsoft can deliver change notifications here (connection pages say so).
+    app.jinja_env.globals["PUSH_POSSIBLE"] = push_possible(services.settings.base_url)
+    for blueprint in (public_feeds.bp, api.bp, admin.bp, self_service.bp, webhooks.bp, oauth.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app, services.engine)
 

@@ -277,8 +277,43 @@ def sync(connection_id: int | None, sync_all: bool) -> None:
         sys.exit(1)
 
 
+@main.command("connector-check",
+              help="With real credentials: list the calendars and do one read-only incremental sync "
+                   "(Google or Microsoft), to confirm against the real service.")
+@click.argument("provider", type=click.Choice(["google", "microsoft"]))
+@click.option("--connection", "connection_id", type=int,
+              help="A staff member's google/microsoft connection (its id on the Sync health page).")
+@click.option("--company-as", "address", metavar="EMAIL",
+              help="The company-wide account, acting as this staff member's address.")
+@click.option("--company-id", type=int, help="Whose company-wide account, when several companies have one.")
+def connector_check(provider: str, connection_id: int | None, address: str | None,
+                    company_id: int | None) -> None:
+    from calsync.feeds.calendars.company_accounts import CompanyAccess
+    from calsync.feeds.calendars.connector_check import check_company_account, check_connection
+
+    if (connection_id is None) == (address is None):
+        _fail("Give either --connection ID or --company-as EMAIL.")
+    app = _app()
+    services = app.extensions["calsync"]
+    try:
+        if connection_id is not None:
+            report = check_connection(services.sessions, services.vault, services.sync.providers, provider,
+                                      connection_id)
+        else:
+            with services.sessions() as session:
+                access = CompanyAccess.of_setup(services.sync.providers)
+                report = check_company_account(session, services.vault, access, provider, address or "",
+                                               company_id)
+    except CalsyncError as exc:  # refusals, unreachable providers, unknown ids: a sentence each
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    for line in report.lines():
+        click.echo(line)
+
+
 @main.command("rotate-credentials-key",
-              help="Seal every stored calendar password and address with a new key.")
+              help="Seal every stored calendar password, address, token and company account key "
+                   "with a new key.")
 @click.option("--print-new-key", is_flag=True,
               help="Only print a new key (to put first in CALSYNC_CREDENTIALS_KEY).")
 def rotate_credentials_key(print_new_key: bool) -> None:
@@ -299,8 +334,8 @@ def rotate_credentials_key(print_new_key: bool) -> None:
         vault = Vault(keys)
         with _session(app) as session:
             count = rotate_all(session, vault)
-        click.echo(f"Re-sealed {count} connection(s) and waiting email(s) with the first key; you "
-                   "can now remove the other keys from CALSYNC_CREDENTIALS_KEY.")
+        click.echo(f"Re-sealed {count} connection(s), company account(s) and waiting email(s) with the "
+                   "first key; you can now remove the other keys from CALSYNC_CREDENTIALS_KEY.")
         return
     # The key lives in the data dir: put a new one first, re-seal, then drop the old ones.
     key_file = settings.data_dir / KEY_FILE
@@ -312,7 +347,8 @@ def rotate_credentials_key(print_new_key: bool) -> None:
         # Written before the commit: if writing fails, nothing was re-sealed.
         key_file.write_text(",".join([fresh, *old]) + "\n")
     key_file.write_text(fresh + "\n")
-    click.echo(f"Re-sealed {count} connection(s) and waiting email(s) with a new key in {key_file}.")
+    click.echo(f"Re-sealed {count} connection(s), company account(s) and waiting email(s) with a new key "
+               f"in {key_file}.")
 
 
 @main.group(help="Benchmarks; each prints ratios against a baseline measured in the same run.")
@@ -325,10 +361,12 @@ def bench() -> None:
               help="Size of the company feed to measure.")
 @click.option("--rounds", default=30, show_default=True, type=click.IntRange(3, 10000),
               help="Requests per measurement; the median is reported.")
-def bench_feeds(appointments: int, rounds: int) -> None:
+@click.option("--issue17-only", is_flag=True,
+              help="Only issue 17's table (gunicorn and waitress, PATCH, availability, demo-data).")
+def bench_feeds(appointments: int, rounds: int, issue17_only: bool) -> None:
     from calsync.bench.feeds import run
 
-    run(appointments=appointments, rounds=rounds)
+    run(appointments=appointments, rounds=rounds, issue17_only=issue17_only)
 
 
 @bench.command("sync", help="Calendar sync: full sync, unchanged sync, queue throughput, memory.")
@@ -376,8 +414,11 @@ def bench_twoway(appointments: int, rounds: int, server_name: str) -> None:
               help="Load-generating client processes, one keep-alive connection each.")
 @click.option("--connections", default=300, show_default=True, type=click.IntRange(10, 100_000),
               help="ICS connections synced by one worker process for the throughput figure.")
+@click.option("--issue17-only", is_flag=True,
+              help="Only issue 17's table on PostgreSQL: feed rows under gunicorn and waitress, "
+                   "availability, demo-data, and the reschedule PATCH at --small vs --large.")
 def bench_scale(database_url: str, redis_url: str, small: int, large: int, rounds: int, requests: int,
-                clients: int, connections: int) -> None:
+                clients: int, connections: int, issue17_only: bool) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from calsync.bench.scale import run
@@ -386,7 +427,7 @@ def bench_scale(database_url: str, redis_url: str, small: int, large: int, round
         _fail("The scale benchmark runs on PostgreSQL: give --database-url postgresql+psycopg://...")
     try:
         run(database_url=database_url, small=small, large=large, rounds=rounds, requests=requests,
-            clients=clients, connections=connections, redis_url=redis_url)
+            clients=clients, connections=connections, redis_url=redis_url, issue17_only=issue17_only)
     except SQLAlchemyError as exc:
         _fail(f"PostgreSQL at --database-url could not be used: {getattr(exc, 'orig', exc)}")
     except RuntimeError as exc:  # a missing Redis, a sanity check that failed

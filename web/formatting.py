@@ -54,7 +54,20 @@ def local(moment: datetime | None, tz: str = "UTC", fmt: str = "%a %d %b %Y, %H:
     return moment.astimezone(ZoneInfo(tz)).strftime(fmt)
 
 
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """'1 day', '2 days', '0 days': the noun agrees with the number."""
+    return f"{count} {one if count == 1 else (many or one + 's')}"
+
+
+def general_flash(category: str) -> bool:
+    """A flash for the message area at the top of the page; "success@settings" is shown by the
+    section it names instead (templates/admin/_macros.html flash_here), beside the form used."""
+    return "@" not in category
+
+
 def register_filters(app: Flask) -> None:
+    app.add_template_filter(plural, "plural")
+    app.add_template_test(general_flash, "general_flash")
     app.add_template_filter(ago, "ago")
     app.add_template_filter(time_ago, "time_ago")
     app.add_template_filter(local, "local")

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
-from calsync.feeds.calendars.sync import sync_connection
+from calsync.feeds.calendars.sync import SyncOutcome, sync_connection
 from calsync.feeds.errors import ValidationError
 from calsync.feeds.sources.fetch import FetchLimits, interactive
 from calsync.web import db
@@ -52,14 +52,13 @@ def limits(field: str = "url") -> Iterator[FetchLimits]:
         yield interactive(db.services().sync.limits)
 
 
-def sync_or_queue(connection_id: int) -> bool:
+def sync_or_queue(connection_id: int) -> SyncOutcome | None:
     """Sync the connection on this thread within the interactive budget, or, with every slot
-    taken, queue it for the background workers. True when it was queued."""
+    taken, queue it for the background workers: what the sync did, or None when it was queued."""
     services = db.services()
     with slot() as taken:
         if taken:
             ctx = services.sync
-            sync_connection(replace(ctx, limits=interactive(ctx.limits)), connection_id)
-            return False
+            return sync_connection(replace(ctx, limits=interactive(ctx.limits)), connection_id)
     services.jobs.enqueue_sync(connection_id)
-    return True
+    return None

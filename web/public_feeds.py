@@ -8,16 +8,22 @@ the version is read on a plain connection, and an ORM session is opened only to 
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
 
 from flask import Blueprint, Response, request
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import SQLAlchemyError
 
-from calsync.feeds.publishing.feed import PublishedFeed, feed_body, open_feed
+from calsync.feeds.publishing.cache import Recipe
+from calsync.feeds.publishing.feed import PublishedFeed, feed_body, read_feed
+from calsync.feeds.publishing.segments import Later
 from calsync.feeds.publishing.tokens import touch_feed_token
 from calsync.web import db
 
 bp = Blueprint("public_feeds", __name__)
+log = logging.getLogger("calsync.feeds")
 
 TOKEN_MAX = 100
 NOT_FOUND = b"Not found\n"
@@ -28,6 +34,9 @@ def _not_found() -> Response:
 
 
 def _client_has_it(feed: PublishedFeed, etags: tuple[str, str]) -> bool:
+    sent = request.headers.get("If-None-Match")
+    if sent in etags:
+        return True  # what calendar apps send back: our own tag, verbatim; no parsing needed
     if request.if_none_match:
         # Weak comparison (RFC 9110 §13.1.2): a W/ prefix some proxies add still matches, and
         # the identity and gzip forms are the same content. Werkzeug keeps tags unquoted.
@@ -42,13 +51,20 @@ def published_feed(token: str) -> Response:
         return _not_found()
     services = db.services()
     now = datetime.now(UTC)
-    with services.engine.connect() as conn:
-        feed = open_feed(conn, token, now)
-        if feed is None:
-            return _not_found()
-        if touch_feed_token(conn, feed.token_id, feed.last_used_at,
-                            timedelta(seconds=services.settings.token_touch_seconds)):
-            conn.commit()
+    engine = services.engine
+    # A pooled DBAPI connection, not engine.connect(): the lookup is one prebuilt statement,
+    # and the Connection wrapper cost more than the query (docs/scale.md).
+    pooled = engine.raw_connection()
+    try:
+        feed = read_feed(pooled.dbapi_connection, engine.dialect, token, now)
+    finally:
+        pooled.close()
+    if feed is None:
+        return _not_found()
+    every = timedelta(seconds=services.settings.token_touch_seconds)
+    if feed.last_used_at is None or now - feed.last_used_at >= every:
+        with engine.begin() as conn:  # at most once per `every` and token
+            touch_feed_token(conn, feed.token_id, feed.last_used_at, every)
     gzip_ok = "gzip" in request.headers.get("Accept-Encoding", "").lower()
     # A different content coding is a different representation: it gets its own strong ETag.
     gzip_etag = feed.etag[:-1] + '-gzip"'
@@ -68,26 +84,35 @@ def published_feed(token: str) -> Response:
     ]
     cache = services.feed_cache
     body = cache.body(feed.cache_key)
+    later: Later = []
+    recipe: Recipe = []
     if body is None:
-        body = _render(feed)
+        body = _render(feed, later, recipe)
     if gzip_ok:
-        body = cache.gzipped(feed.cache_key, feed.scope_key, body)
+        body = cache.gzipped(feed.cache_key, feed.scope_key, body, recipe)
         headers.append(("Content-Encoding", "gzip"))
     # Werkzeug drops the body of a HEAD response and keeps its Content-Length.
-    return Response(body, status=200, headers=headers, content_type="text/calendar; charset=utf-8")
+    response = Response(body, status=200, headers=headers, content_type="text/calendar; charset=utf-8")
+    if later:
+        # The new fragments and segment go into the shared tables once the body is sent: they
+        # are caches keyed by versions, and writing them first made the client wait for two
+        # writes and a commit (issue 17, docs/scale.md).
+        response.call_on_close(partial(_store, services.sessions, later))
+    return response
 
 
-def _render(feed: PublishedFeed) -> bytes:
+def _render(feed: PublishedFeed, later: Later, recipe: Recipe) -> bytes:
     services = db.services()
-    for attempt in range(2):
-        with services.sessions() as session:
-            try:
-                body = feed_body(session, feed, services.feed_cache)
-                session.commit()
-                return body
-            except IntegrityError:
-                # Another process stored the same fragments first; theirs are as good as ours.
-                session.rollback()
-                if attempt:
-                    raise
-    raise AssertionError("unreachable")
+    with services.sessions() as session:  # reads only: its writes are in `later`
+        return feed_body(session, feed, services.feed_cache, later, recipe)
+
+
+def _store(sessions: Any, later: Later) -> None:
+    try:
+        with sessions.begin() as session:
+            for write in later:
+                write(session)
+    except SQLAlchemyError as exc:
+        # Another process may have stored the same pieces first; either way the next render
+        # finds them or makes them again. Never raised: the client has its answer.
+        log.warning("rendered feed pieces were not stored (%s)", type(exc).__name__)

@@ -16,6 +16,8 @@ be faked that way.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import (
     Blueprint,
     abort,
@@ -32,6 +34,8 @@ from werkzeug.wrappers import Response
 from calsync.feeds.calendars import adding as calendar_setup
 from calsync.feeds.calendars import connections as conns
 from calsync.feeds.calendars.health import open_alerts
+from calsync.feeds.calendars.twoway import set_two_way_opt_out
+from calsync.feeds.company_settings import get_company_settings
 from calsync.feeds.errors import NotFoundError, ValidationError
 from calsync.feeds.onboarding.connect_links import (
     ConnectLink,
@@ -44,17 +48,22 @@ from calsync.feeds.onboarding.connect_links import (
 from calsync.feeds.onboarding.invitation_text import calendar_apps
 from calsync.feeds.onboarding.invitations import record_opened, record_used
 from calsync.feeds.publishing import tokens
-from calsync.models import Company, Connection, Staff
+from calsync.models import Company, Connection, Staff, utcnow
 from calsync.web import db
 from calsync.web.calendar_forms import (
     add_ics,
+    added_message,
     connect_chosen,
+    connected_message,
     connection_json,
     discover,
     flash_sync_result,
+    form_error,
     kept_values,
+    staff_blocks,
     sync_now,
 )
+from calsync.web.provider_forms import disconnect_connection, is_provider, provider_options
 from calsync.web.views_common import feed_rows, two_way_for, wants_json
 
 bp = Blueprint("staff", __name__, url_prefix="/connect")
@@ -117,6 +126,28 @@ def enter(token: str) -> Response | tuple[str, int]:
     return redirect(url_for("staff.page"))
 
 
+def privacy_sentences(connections: list[Connection], two_way: bool) -> list[str]:
+    """What calsync reads from and writes to this staff member's calendars, true for the role of
+    each one (docs/architecture.md, Role): busy time only from what is read; the customer's
+    details in what bookings are written to (feeds/calendars/push.py writes them there)."""
+    out = ["From your calendars only when you are busy is read; the titles, places and notes of "
+           "your events are never stored."]
+    details = "the customer’s name, email address, phone number and any notes"
+    for conn in connections:
+        roles = set(conn.roles or [])
+        if "linked" in roles:
+            then = ("Moving or deleting a booking there moves or cancels it, and the customer is "
+                    "emailed." if two_way else
+                    "Moving or deleting a booking there does not change it: it is put back as booked.")
+            out.append(f"‘{conn.name}’ receives each of your bookings with {details}. {then}")
+        elif "additional" in roles:
+            out.append(f"‘{conn.name}’ receives a copy of each booking with {details}; changes made "
+                       "there are put back.")
+    if len(out) == 1:
+        out.append(f"A CalDAV calendar you link to receive your bookings gets {details} too.")
+    return out
+
+
 def _render(status: int = 200, **extra: object) -> tuple[str, int]:
     s = db.session()
     staff, company = _staff(), _company()
@@ -126,16 +157,22 @@ def _render(status: int = 200, **extra: object) -> tuple[str, int]:
         if row.scope == "staff" and row.scope_id == staff.id
     ]
     extra.setdefault("values", {})
+    connections = conns.list_connections(s, company, staff.id)
     return render_template(
         "staff/page.html",
         staff=staff,
         company=company,
         feeds=feed_rows(feeds),
-        connections=conns.list_connections(s, company, staff.id),
+        connections=connections,
+        # the same sentence as the admin's staff page: why they cannot be booked, and until when
+        block=staff_blocks(company, [staff.id]).get(staff.id),
+        privacy=privacy_sentences(connections, two_way_for(company, staff)),
         alerts=open_alerts(s, company),
         kinds=calendar_setup.allowed_kinds(company),
         calendar_apps=calendar_apps,
         two_way=two_way_for(company, staff),
+        company_two_way=get_company_settings(company).bidirectional_sync,
+        providers=provider_options(),
         **extra,
     ), status
 
@@ -147,15 +184,17 @@ def page() -> tuple[str, int]:
 
 @bp.post("/calendars/ics")
 def add_ics_calendar() -> Response | tuple[str, int]:
+    company, staff = _company(), _staff()
+    staff_id, name = staff.id, staff.name
     try:
-        conn = add_ics(_company(), _staff().id, request.form)
+        conn, outcome = add_ics(company, staff_id, request.form)
     except ValidationError as exc:
         db.session().rollback()
-        flash(str(exc), "error")
-        return _render(422, values=kept_values(request.form), open_form="ics")
+        return _render(422, values=kept_values(request.form), open_form="ics",
+                       error=form_error("ics", exc, company, name))
     _record_use()
     db.session().commit()
-    flash(f"Calendar '{conn.name}' added. Use Sync now to read it at once.", "success")
+    flash(added_message(company, name, conn, outcome), "success" if conn.status != "error" else "error")
     return redirect(url_for("staff.page", _anchor=f"connection-{conn.id}"))
 
 
@@ -164,8 +203,14 @@ def discover_calendars() -> tuple[str, int]:
     try:
         found, sealed = discover(_company(), _staff().id, request.form)
     except ValidationError as exc:
-        flash(str(exc), "error")
-        return _render(422, values=kept_values(request.form), open_form="caldav")
+        return _render(422, values=kept_values(request.form), open_form="caldav",
+                       error=form_error("caldav", exc, _company(), _staff().name))
+    return _choose(found, sealed)
+
+
+def _choose(found: list[Any], sealed: str, status: int = 200, error: str | None = None,
+            form: Any = None) -> tuple[str, int]:
+    s = db.session()
     return render_template(
         "admin/choose_calendars.html",
         staff=_staff(),
@@ -175,20 +220,29 @@ def discover_calendars() -> tuple[str, int]:
         back=url_for("staff.page"),
         read_only_reason=calendar_setup.READ_ONLY_REASON,
         standalone=True,
-    ), 200
+        linked_now=calendar_setup.linked_calendar(s, _company(), _staff().id),
+        upcoming=calendar_setup.upcoming_bookings(s, _staff().id),
+        error=error,
+        form=form,
+    ), status
 
 
 @bp.post("/calendars/caldav")
 def connect_calendars() -> Response | tuple[str, int]:
     try:
-        made = connect_chosen(_company(), _staff().id, request.form)
+        made, already, outcomes = connect_chosen(_company(), _staff().id, request.form)
     except ValidationError as exc:
         db.session().rollback()
-        flash(str(exc), "error")
-        return _render(422, open_form="caldav")
-    _record_use()
-    db.session().commit()
-    flash(f"Connected: {', '.join(c.name for c in made)}. Use Sync now to read them at once.", "success")
+        kept = calendar_setup.reopen_discovery(db.services().vault, request.form.get("discovery", ""),
+                                               _staff().id, clock=db.services().clock)
+        if kept is None:  # too old to keep: back to the form
+            return _render(422, open_form="caldav",
+                           error=form_error("caldav", exc, _company(), _staff().name))
+        return _choose(kept, request.form.get("discovery", ""), 422, str(exc), request.form)
+    if made:
+        _record_use()
+        db.session().commit()
+    flash(connected_message(made, already, outcomes), "success")
     return redirect(url_for("staff.page", _anchor="connections"))
 
 
@@ -206,18 +260,40 @@ def _own_connection(connection_id: int) -> Connection:
 @bp.post("/connections/<int:connection_id>/sync")
 def sync_connection_now(connection_id: int) -> Response:
     _own_connection(connection_id)
-    conn, queued = sync_now(_company(), connection_id)
+    conn, outcome = sync_now(_company(), connection_id)
     if wants_json():
-        return connection_json(conn, queued)
-    flash_sync_result(conn, queued)
+        return connection_json(conn, outcome)
+    flash_sync_result(conn, outcome)
     return redirect(url_for("staff.page", _anchor=f"connection-{conn.id}"))
 
 
 @bp.post("/connections/<int:connection_id>/delete")
 def delete_connection(connection_id: int) -> Response:
     conn = _own_connection(connection_id)
+    if is_provider(conn):  # Google / Microsoft: revoke, and remove our events if asked
+        disconnect_connection(conn, request.form)
+        return redirect(url_for("staff.page", _anchor="connections"))
     name = conn.name
     conns.delete_connection(db.session(), _company(), conn.id)
     db.session().commit()
     flash(f"Calendar '{name}' removed.", "success")
     return redirect(url_for("staff.page", _anchor="connections"))
+
+
+@bp.post("/two-way")
+def choose_two_way() -> Response:
+    """The staff member opts out of two-way sync, or back in (feeds.calendars.twoway)."""
+    choice = request.form.get("two_way", "")
+    if choice not in ("on", "off"):
+        flash("Choose whether changes in your calendar should change bookings.", "error@two-way")
+        return redirect(url_for("staff.page", _anchor="two-way"))
+    staff = _staff()
+    set_two_way_opt_out(staff, choice == "off", utcnow())
+    db.session().commit()
+    if choice == "off":
+        flash("Two-way sync is off for you: moving or deleting a booking in your calendar no longer "
+              "changes it; the booking is put back at its booked time.", "success@two-way")
+    else:
+        flash("Two-way sync is on for you: moving or deleting a booking in your linked calendar "
+              "changes it and emails the customer.", "success@two-way")
+    return redirect(url_for("staff.page", _anchor="two-way"))

@@ -1,4 +1,4 @@
-"""Stored secrets of connections (CalDAV passwords, secret calendar URLs), sealed with
+"""Stored secrets of connections (CalDAV passwords, secret calendar URLs, OAuth tokens), sealed with
 authenticated encryption under a key that is not in the database.
 
 MultiFernet: the first key seals, every key opens, so a key can be rotated in: put the new key
@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from calsync.feeds.errors import ConfigurationError
 from calsync.feeds.settings import private_dir, write_secret_file
-from calsync.models import Connection, OutboxEmail
+from calsync.models import CompanyAccount, Connection, OutboxEmail
 
 KEY_FILE = "credentials_key"
 
@@ -74,6 +74,12 @@ def rotate_all(session: Session, vault: Vault) -> int:
         conn.url_sealed = vault.reseal(conn.url_sealed)
         if conn.password_sealed:
             conn.password_sealed = vault.reseal(conn.password_sealed)
+        if conn.tokens_sealed:  # Google / Microsoft OAuth tokens (feeds.calendars.provider_access)
+            conn.tokens_sealed = vault.reseal(conn.tokens_sealed)
+        count += 1
+    # Company-wide provider accounts: a service-account key, an app's client secret.
+    for account in session.scalars(select(CompanyAccount)):
+        account.credentials_sealed = vault.reseal(account.credentials_sealed)
         count += 1
     # Emails waiting in the outbox with secret links are sealed with the same keys
     # (feeds.mail.outbox); once delivered they hold nothing sealed.

@@ -62,3 +62,11 @@ def _loaded(store: CalendarStore, changes: ChangeSet, known: dict[str, str], loa
     if wanted:
         changes.data = {href: item.body for href, item in store.get_many(wanted).items()}
     return changes
+
+
+def item_uid(body: bytes) -> str | None:
+    """The UID of a calendar item, read from its first UID line (enough to match our bookings)."""
+    for line in body.splitlines():
+        if line.upper().startswith(b"UID:"):
+            return line[4:].strip().decode("utf-8", "replace")[:500]
+    return None

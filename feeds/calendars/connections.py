@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from calsync.feeds.accounts.credentials import Vault
@@ -24,20 +25,24 @@ from calsync.feeds.sources.addresses import address_problem, normalise_calendar_
 from calsync.feeds.sources.caldav_source import calendar_writable
 from calsync.feeds.sources.fetch import FetchError, FetchLimits
 from calsync.models import (
+    STATUS_CONFIRMED,
     WRITE_ROLES,
     AllDayPolicy,
+    Appointment,
     BusyBlock,
     Company,
     Connection,
     ConnectionKind,
     ConnectionStatus,
+    LinkedItem,
     Role,
     SyncMode,
     utcnow,
 )
 
-# What can be connected today (GOOGLE and MICROSOFT are reserved in the enum, not offered).
+# What the API and the add-calendar forms connect (Google and Microsoft: their OAuth flow).
 KINDS = (ConnectionKind.ICS, ConnectionKind.CALDAV)
+PROVIDER_KINDS = (ConnectionKind.GOOGLE, ConnectionKind.MICROSOFT)  # connected through OAuth only
 ROLES = tuple(Role)
 SYNC_MODES = tuple(SyncMode)
 ALL_DAY = tuple(AllDayPolicy)
@@ -83,8 +88,10 @@ def check_host(url: str, allow_private: bool, ports: frozenset[int] = FetchLimit
             "calendar's address without a port number.", "url", "address")
 
 
-def _validate(data: ConnectionInput) -> None:
-    if data.kind not in KINDS:
+def _validate(data: ConnectionInput, *, existing: bool = False) -> None:
+    """`existing`: a change of a connection already made, which may be a Google or Microsoft
+    one (those are only made through their OAuth flow, feeds.calendars.provider_connect)."""
+    if data.kind not in KINDS and not (existing and data.kind in PROVIDER_KINDS):
         raise ValidationError("kind must be 'ics' (a calendar address) or 'caldav'.", "kind")
     roles = set(data.roles)
     if not roles or not roles <= set(ROLES):
@@ -105,6 +112,16 @@ def _validate(data: ConnectionInput) -> None:
                               "(for iCloud and Fastmail an app-specific password).", "password")
 
 
+def checked_address(
+    data: ConnectionInput, allow_private: bool, ports: frozenset[int] = FetchLimits.ports
+) -> str:
+    """The new connection's input checked without reading the calendar; its normalised URL."""
+    _validate(data)
+    url = normalise_calendar_url(data.url)
+    check_host(url, allow_private, ports)
+    return url
+
+
 def create_connection(
     session: Session, company: Company, vault: Vault, staff_id: int, data: ConnectionInput, *,
     allow_private: bool, limits: FetchLimits | None = None,
@@ -112,9 +129,7 @@ def create_connection(
     """`limits`: the operator's fetch limits (CALSYNC_FETCH_*), for the writability check."""
     limits = limits or FetchLimits()
     staff = get_staff(session, company, staff_id)
-    _validate(data)
-    url = normalise_calendar_url(data.url)
-    check_host(url, allow_private, limits.ports)
+    url = checked_address(data, allow_private, limits.ports)
     roles = sorted(set(data.roles), key=ROLES.index)
     writable: bool | None = None
     if data.kind == "caldav":
@@ -152,6 +167,45 @@ def create_connection(
     return conn
 
 
+def same_calendar(
+    session: Session, vault: Vault, company: Company, staff_id: int, url: str
+) -> Connection | None:
+    """The staff member's connection to this very calendar, if there is one (a form sent twice)."""
+    wanted = normalise_calendar_url(url)
+    for conn in list_connections(session, company, staff_id):
+        if vault.open(conn.url_sealed) == wanted:
+            return conn
+    return None
+
+
+def uncopied_bookings(session: Session, conn: Connection, now: datetime) -> int:
+    """Upcoming bookings of the staff member not (yet) in this writable calendar: what "copy
+    existing bookings" would write. 0 for a calendar bookings are not written to."""
+    if not (set(conn.roles or []) & WRITE_ROLES and conn.writable):
+        return 0
+    return session.scalar(
+        select(func.count()).select_from(Appointment).where(
+            Appointment.staff_id == conn.staff_id, Appointment.status == STATUS_CONFIRMED,
+            Appointment.end_at > now,
+            ~exists().where(LinkedItem.connection_id == conn.id,
+                            LinkedItem.appointment_id == Appointment.id))
+    ) or 0
+
+
+def copy_existing_bookings(session: Session, company: Company, connection_id: int, now: datetime) -> int:
+    """Queue copies of the upcoming bookings into a linked (or copy) calendar — the API's
+    push_existing — and make its sync due now; how many were queued."""
+    conn = get_connection(session, company, connection_id)
+    if not (set(conn.roles or []) & WRITE_ROLES and conn.writable):
+        raise ValidationError("Bookings are not written to this calendar, so none can be copied "
+                              "into it.", "roles")
+    count = queue_existing(session, conn, now)
+    if count:
+        conn.next_sync_at = now
+    session.flush()
+    return count
+
+
 def get_connection(session: Session, company: Company, connection_id: int) -> Connection:
     return get_owned(session, Connection, connection_id, company, "calendar connection")
 
@@ -178,8 +232,8 @@ def update_connection(
         all_day=changes.get("all_day", conn.all_day),
         treat_all_busy=changes.get("treat_all_busy", conn.treat_all_busy),
     )
-    _validate(merged)
-    if set(merged.roles) & WRITE_ROLES and conn.kind == "caldav" and not conn.writable:
+    _validate(merged, existing=True)
+    if set(merged.roles) & WRITE_ROLES and conn.kind != "ics" and not conn.writable:
         raise ValidationError("This calendar is read-only for us; it can only have the role 'conflict'.",
                               "roles")
     conn.name = (merged.name or conn.name).strip()

@@ -28,7 +28,7 @@ from calsync.feeds.calendars.push import (
     plan_pushes,
     record_push,
 )
-from calsync.feeds.calendars.store import CalendarStore, ItemNotFound, StoreAddress
+from calsync.feeds.calendars.store import CalendarStore, ItemNotFound
 from calsync.feeds.calendars.twoway import reconcile_item
 from calsync.models import Appointment, Connection, LinkedItem, LinkedItemState, SyncItem, utcnow
 
@@ -63,8 +63,7 @@ def push_pending(ctx: SyncContext, job: _Job) -> PushSummary:
     summary = PushSummary()
     if not plans:
         return summary
-    address = StoreAddress(job.url, job.username, job.password)
-    with ctx.stores(address, allow_private=ctx.allow_private, limits=ctx.limits) as store:
+    with ctx.open_store(job) as store:
         for plan in plans:
             if not holds_lease(ctx.sessions, job.id, job.lease):
                 log.warning("push pass of connection %s stopped: its lease was lost", job.id)
@@ -126,7 +125,14 @@ def finish_pushes(session: Session, conn: Connection, pushes: PushSummary) -> st
 def _push_one(ctx: SyncContext, store: CalendarStore, uid: str, plan: PushJob) -> PushResult:
     try:
         result = execute_push(store, uid, plan)
-        if result.precondition_failed and plan.href is not None:
+        if result.precondition_failed and plan.href is None and result.href:
+            # 412 on a create: our copy is already there (an earlier push whose answer we never
+            # recorded, or a calendar linked again). We hold no version of it, so no change made
+            # there can be told from ours: the appointment is the truth, written over it.
+            retry = _adopt(store, uid, plan, result.href)
+            if retry is not None:
+                result = execute_push(store, uid, retry)
+        elif result.precondition_failed and plan.href is not None:
             # 412: the item changed since we last saw it. Re-read it and decide again —
             # never overwrite blindly (docs/protocol.md "CalDAV").
             retry = _redecide(ctx, store, plan)
@@ -139,6 +145,19 @@ def _push_one(ctx: SyncContext, store: CalendarStore, uid: str, plan: PushJob) -
     with ctx.sessions.begin() as session:
         record_push(session, result)
     return result
+
+
+def _adopt(store: CalendarStore, uid: str, plan: PushJob, href: str) -> PushJob | None:
+    """The plan to overwrite the item a create ran into, when it carries our UID (its name is
+    made from the UID, so anything else there is not ours and is left alone)."""
+    try:
+        current = store.get(href)
+    except ItemNotFound:
+        return None  # gone since: the next pass creates it
+    if f"UID:{uid}".encode() not in current.body.replace(b"\r\n ", b""):
+        return None
+    plan.href, plan.etag = href, current.etag
+    return plan
 
 
 def _redecide(ctx: SyncContext, store: CalendarStore, plan: PushJob) -> PushJob | None:

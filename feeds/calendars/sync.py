@@ -24,14 +24,16 @@ import hashlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass, replace
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from calsync.feeds.accounts.credentials import Vault
-from calsync.feeds.calendars.changes import read_changes
+from calsync.feeds.calendars.busy_blocks import replace_blocks
+from calsync.feeds.calendars.changes import item_uid, read_changes
 from calsync.feeds.calendars.health import record_failure, record_success
 from calsync.feeds.calendars.lease import (
     LOST_LEASE,
@@ -43,9 +45,11 @@ from calsync.feeds.calendars.lease import (
     release,
     within_share,
 )
+from calsync.feeds.calendars.provider_access import PROVIDER_KINDS, ProviderSetup, open_provider_store
+from calsync.feeds.calendars.providers.base import RateLimited, ReconnectNeeded
 from calsync.feeds.calendars.push_pass import PushSummary, finish_pushes, push_pending
-from calsync.feeds.calendars.store import StoreAddress, StoreOpener
-from calsync.feeds.calendars.twoway import reconcile, unapplied_warning
+from calsync.feeds.calendars.store import CalendarStore, StoreAddress, StoreOpener
+from calsync.feeds.calendars.twoway import ReconcileReport, reconcile, unapplied_warning
 from calsync.feeds.company_settings import get_company_settings
 from calsync.feeds.errors import CalsyncError
 from calsync.feeds.sources.busy_time import (
@@ -79,6 +83,16 @@ class SyncContext:
     limits: FetchLimits = FetchLimits()
     max_occurrences: int = 10_000
     lease_seconds: int = 300
+    # Google / Microsoft connections (feeds.calendars.provider_access): clients and base URLs.
+    providers: ProviderSetup = field(default_factory=ProviderSetup)
+
+    def open_store(self, job: _Job) -> AbstractContextManager[CalendarStore]:
+        """A CalDAV, Google or Microsoft connection's store, for one conversation."""
+        if job.kind in PROVIDER_KINDS:
+            return open_provider_store(self.sessions, self.vault, self.providers, job.id, limits=self.limits,
+                                       window=(job.options.window_start, job.options.window_end))
+        return self.stores(StoreAddress(job.url, job.username, job.password),
+                           allow_private=self.allow_private, limits=self.limits)
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,10 @@ class SyncOutcome:
     status: str  # ok | unchanged | error | skipped | missing
     busy_count: int = 0
     error: str | None = None
+    # What a sync of a writable calendar did, for "Sync now": bookings written, changes applied
+    written: int = 0
+    applied: int = 0
+    conflicts: int = 0
 
 
 @dataclass(frozen=True)
@@ -182,10 +200,10 @@ def _acquire(
             writes=bool(WRITE_ROLES & set(conn.roles or [])) and bool(conn.writable),
             ours=frozenset(h for h in session.scalars(select(LinkedItem.href).where(
                 LinkedItem.connection_id == conn.id, LinkedItem.href.is_not(None))) if h),
-            # Only two-way CalDAV sync compares UIDs; an ICS sync need not read the staff
-            # member's whole booking history every time.
+            # Only store-based sync (CalDAV, Google, Microsoft) compares UIDs; an ICS sync need
+            # not read the staff member's whole booking history every time.
             our_uids=frozenset(session.scalars(select(Appointment.uid).where(
-                Appointment.staff_id == conn.staff_id))) if conn.kind == "caldav" else frozenset(),
+                Appointment.staff_id == conn.staff_id))) if conn.kind != "ics" else frozenset(),
         )
 
 
@@ -209,10 +227,13 @@ def sync_connection(
     try:
         if job.kind == "ics":
             return _sync_ics(ctx, job)
-        return _sync_caldav(ctx, job)
+        return _sync_store(ctx, job)  # CalDAV, Google, Microsoft: the calendar-store interface
     except (FetchError, CalendarDataError, CalsyncError) as exc:
         kind = getattr(exc, "kind", "error")
-        return _fail(ctx, job, kind, str(exc))
+        # Consent gone: only the staff member can fix it, so alert at once (an open alert is
+        # not raised again). Throttled: read again after its Retry-After, with jitter.
+        return _fail(ctx, job, kind, str(exc), alert_now=isinstance(exc, ReconnectNeeded),
+                     retry_after=exc.retry_after if isinstance(exc, RateLimited) else None)
     except Exception:  # a bug must not leave the lease held or the worker dead
         log.exception("sync of connection %s failed unexpectedly", job.id)
         return _fail(ctx, job, "internal",
@@ -227,13 +248,14 @@ def _lost(ctx: SyncContext, job: _Job) -> SyncOutcome:
     return SyncOutcome(job.id, "lost", error=LOST_LEASE)
 
 
-def _fail(ctx: SyncContext, job: _Job, kind: str, message: str) -> SyncOutcome:
+def _fail(ctx: SyncContext, job: _Job, kind: str, message: str, *, alert_now: bool = False,
+          retry_after: float | None = None) -> SyncOutcome:
     log.info("sync of connection %s failed: %s", job.id, kind)  # no URL, no body: secrets
     with ctx.sessions.begin() as session:
         conn = fence(session, job.id, job.lease)
         if conn is None:
             return _lost(ctx, job)
-        record_failure(session, conn, kind, message, utcnow())
+        record_failure(session, conn, kind, message, utcnow(), alert_now=alert_now, retry_after=retry_after)
         release(conn)
         return SyncOutcome(job.id, "error", conn.busy_count, message)
 
@@ -270,7 +292,7 @@ def _sync_ics(ctx: SyncContext, job: _Job) -> SyncOutcome:
         if conn is None:
             return _lost(ctx, job)
         if intervals is not None:
-            _replace_blocks(session, conn, intervals, hrefs=None)
+            replace_blocks(session, conn, intervals, hrefs=None)
         conn.http_etag = fetched.etag or (None if not fetched.not_modified else conn.http_etag)
         conn.http_last_modified = fetched.last_modified or conn.http_last_modified
         conn.content_hash = digest
@@ -280,16 +302,15 @@ def _sync_ics(ctx: SyncContext, job: _Job) -> SyncOutcome:
         return SyncOutcome(job.id, "unchanged" if unchanged else "ok", conn.busy_count)
 
 
-def _sync_caldav(ctx: SyncContext, job: _Job) -> SyncOutcome:
-    # All of this sync's CalDAV requests (reading, then writing) end by the network share of
-    # the lease (sync_connection sets ctx.limits.deadline), so a slow or hostile server can
-    # never make the lease expire under a live worker.
-    address = StoreAddress(job.url, job.username, job.password)
-    with ctx.stores(address, allow_private=ctx.allow_private, limits=ctx.limits) as store:
+def _sync_store(ctx: SyncContext, job: _Job) -> SyncOutcome:
+    # All of this sync's requests (reading, then writing) end by the network share of the
+    # lease (sync_connection sets ctx.limits.deadline), so a slow or hostile server can never
+    # make the lease expire under a live worker. A provider's change token it no longer knows
+    # (410) is InvalidSyncToken: read_changes lists in full, compared by ETag (no duplicates).
+    with ctx.open_store(job) as store:
         listing = read_changes(store, sync_token=None if job.window_moved else job.sync_token,
                                ctag=job.ctag, known=job.known, load_all=job.window_moved)
-    pushes = PushSummary()
-    warning = None
+    pushes, report, warning = PushSummary(), ReconcileReport(), None
     if job.writes:
         # Calendar-side changes first (they may cancel or move bookings), then our pending
         # writes; all under this connection's lease, before the sync token moves on. Neither
@@ -314,7 +335,7 @@ def _sync_caldav(ctx: SyncContext, job: _Job) -> SyncOutcome:
             error = finish_pushes(session, conn, pushes)
             # Nothing changed in the calendar; if we wrote into it, this sync still did work.
             status = "error" if error else "ok" if pushes.written else "unchanged"
-            return SyncOutcome(job.id, status, conn.busy_count, error)
+            return _outcome(job.id, status, conn.busy_count, error, pushes, report)
     if listing.full and not listing.etags and set(job.known) - job.ours:
         # vdirsyncer's guard: an empty listing where we knew items is more likely a server
         # glitch than a staff member deleting everything at once. (Our own bookings have the
@@ -325,7 +346,7 @@ def _sync_caldav(ctx: SyncContext, job: _Job) -> SyncOutcome:
     per_item: list[tuple[str | None, datetime, datetime]] = []
     hashes: dict[str, tuple[str, str | None]] = {}
     for href, body in listing.data.items():
-        uid = _uid(body)
+        uid = item_uid(body)
         hashes[href] = (hashlib.sha256(body).hexdigest(), uid)
         if href in job.ours or uid in job.our_uids:
             continue  # our own booking: it must never block its own appointment
@@ -344,7 +365,7 @@ def _sync_caldav(ctx: SyncContext, job: _Job) -> SyncOutcome:
         gone = set(listing.deleted)
         if job.window_moved:
             session.execute(delete(BusyBlock).where(BusyBlock.connection_id == conn.id))
-        _replace_blocks(session, conn, per_item, hrefs=set(listing.data) | gone)
+        replace_blocks(session, conn, per_item, hrefs=set(listing.data) | gone)
         if gone:
             session.execute(delete(SyncItem).where(SyncItem.connection_id == conn.id,
                                                    SyncItem.href.in_(gone)))
@@ -361,35 +382,10 @@ def _sync_caldav(ctx: SyncContext, job: _Job) -> SyncOutcome:
             conn.last_error, conn.last_error_kind = warning, "not_applied"
         release(conn)
         error = finish_pushes(session, conn, pushes)
-        return SyncOutcome(job.id, "error" if error else "ok", conn.busy_count, error)
+        return _outcome(job.id, "error" if error else "ok", conn.busy_count, error, pushes, report)
 
 
-def _uid(body: bytes) -> str | None:
-    for line in body.splitlines():
-        if line.upper().startswith(b"UID:"):
-            return line[4:].strip().decode("utf-8", "replace")[:500]
-    return None
-
-
-def _replace_blocks(
-    session: Session, conn: Connection, intervals: list[tuple[str | None, datetime, datetime]],
-    hrefs: set[str] | None,
-) -> None:
-    """Replace the connection's blocks (all of them, or those of `hrefs`) in this transaction."""
-    query = delete(BusyBlock).where(BusyBlock.connection_id == conn.id)
-    if hrefs is not None:
-        if not hrefs:
-            intervals = []
-        else:
-            query = query.where(BusyBlock.item_href.in_(hrefs))
-    if hrefs is None or hrefs:
-        session.execute(query)
-    if intervals:
-        session.execute(insert(BusyBlock), [
-            {"connection_id": conn.id, "staff_id": conn.staff_id, "item_href": href,
-             "start_at": a, "end_at": b} for href, a, b in intervals
-        ])
-    session.flush()
-    conn.busy_count = session.scalar(
-        select(func.count()).select_from(BusyBlock).where(BusyBlock.connection_id == conn.id)
-    ) or 0
+def _outcome(cid: int, status: str, busy: int, error: str | None, pushes: PushSummary,
+             report: ReconcileReport) -> SyncOutcome:
+    return SyncOutcome(cid, status, busy, error, written=pushes.written, conflicts=report.conflicts,
+                       applied=report.moved + report.cancelled + report.restored)

@@ -123,6 +123,19 @@ def two_way_enabled(session: Session, conn: Connection) -> bool:
     )
 
 
+def set_two_way_opt_out(staff: Staff, opted_out: bool, now: datetime) -> bool:
+    """A staff member opts out of two-way sync (or back in); returns whether anything changed.
+
+    Opted out, two_way_enabled is false for all their calendars: a move or deletion there is put
+    back as booked at the next sync, as with two-way sync off. The time is kept for the admin.
+    """
+    if staff.bidirectional_opt_out == opted_out:
+        return False
+    staff.bidirectional_opt_out = opted_out
+    staff.bidirectional_opt_out_at = now if opted_out else None
+    return True
+
+
 def _open_conflict(
     session: Session, item: LinkedItem, appt: Appointment, reason: str, remote: RemoteEvent | None
 ) -> Conflict:
@@ -234,6 +247,12 @@ def reconcile_item(
     return report
 
 
+def _source(conn: Connection) -> str:
+    """The history's source of a change made in the calendar: the provider for Google and
+    Microsoft connections, else "calendar" (CalDAV)."""
+    return conn.kind if conn.kind in ("google", "microsoft") else "calendar"
+
+
 def _apply(
     sessions: sessionmaker[Session],
     item_id: int,
@@ -283,7 +302,7 @@ def _apply(
                     item.href, item.etag, item.state = None, None, LinkedItemState.PENDING
                     report.restored += 1
                     return
-                cancel_appointment(s, company, appt.id, source="calendar")
+                cancel_appointment(s, company, appt.id, source=_source(conn))
                 item.state, item.href, item.etag = LinkedItemState.DELETED, None, None
                 report.cancelled += 1
                 return
@@ -313,7 +332,7 @@ def _apply(
                         start=remote.start,
                         end=remote.end,
                         within_working_hours=False,
-                        source="calendar",
+                        source=_source(conn),
                     )
             except SchedulingError as exc:
                 _open_conflict(s, item, appt, f"The move in the calendar was not applied: {exc}", remote)

@@ -23,20 +23,19 @@ import json
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import Connection, and_, bindparam, case, func, select
+from sqlalchemy.orm import Session
 
 from calsync.feeds.accounts.keys import hash_token, same_hash
 from calsync.feeds.company_settings import STORED, CompanySettings
-from calsync.feeds.publishing.cache import FeedCache
-from calsync.feeds.publishing.render import FOOTER, FRAGMENT_FORMAT, Variant, render_event, render_header
+from calsync.feeds.publishing.cache import FeedCache, Recipe
+from calsync.feeds.publishing.render import FOOTER, FRAGMENT_FORMAT, Variant, render_header
+from calsync.feeds.publishing.segments import Later, build_segment
 from calsync.models import (
-    STATUS_CONFIRMED,
-    Appointment,
     Company,
-    FeedFragment,
     FeedToken,
     Group,
     Staff,
@@ -166,26 +165,34 @@ class _FeedLookup:
         self.base = dict(compiled.params)
         self.columns = [str(c.key) for c in _FEED_QUERY.selected_columns]
 
-    def run(self, conn: Connection, digest: str) -> dict[str, Any] | None:
+    def run(self, dbapi_connection: Any, digest: str) -> dict[str, Any] | None:
         values = dict(self.base, digest=digest)
         params: Any = tuple(values[k] for k in self.order) if self.positional else values
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        # psycopg opens a transaction for a SELECT: a BEGIN before it and, when the pool takes
+        # the connection back, a ROLLBACK after it — two round trips around a one-row read,
+        # more than the read itself on PostgreSQL. An idle connection reads in autocommit mode.
+        idle = (getattr(getattr(dbapi_connection, "info", None), "transaction_status", None) == 0
+                and getattr(dbapi_connection, "autocommit", True) is False)
+        if idle:
+            dbapi_connection.autocommit = True
+        cursor = dbapi_connection.cursor()
         try:
             cursor.execute(self.sql, params)
             row = cursor.fetchone()
         finally:
             cursor.close()
+            if idle:
+                dbapi_connection.autocommit = False
         return None if row is None else dict(zip(self.columns, row, strict=True))
 
 
 _lookups: dict[str, _FeedLookup] = {}
 
 
-def _lookup(conn: Connection) -> _FeedLookup:
-    name = conn.dialect.name
-    found = _lookups.get(name)
+def _lookup(dialect: Any) -> _FeedLookup:
+    found = _lookups.get(dialect.name)
     if found is None:
-        found = _lookups[name] = _FeedLookup(conn.dialect)
+        found = _lookups[dialect.name] = _FeedLookup(dialect)
     return found
 
 
@@ -217,8 +224,15 @@ def _aware(moment: Any) -> datetime | None:
 
 def open_feed(conn: Connection, token: str, now: datetime) -> PublishedFeed | None:
     """The feed behind a token with its version, without rendering anything."""
+    return read_feed(conn.connection.dbapi_connection, conn.dialect, token, now)
+
+
+def read_feed(dbapi_connection: Any, dialect: Any, token: str, now: datetime) -> PublishedFeed | None:
+    """open_feed on a pooled DBAPI connection (engine.raw_connection()): every feed request,
+    304s included, reads this one row, and SQLAlchemy's Connection around it cost more than
+    the query on SQLite (docs/scale.md)."""
     digest = hash_token(token)
-    row = _lookup(conn).run(conn, digest)
+    row = _lookup(dialect).run(dbapi_connection, digest)
     # The index lookup already matched; compare again in constant time so no code path's
     # timing depends on how much of a guessed hash matched.
     if row is None or not same_hash(row["token_hash"], digest) or row["revoked_at"] is not None:
@@ -244,85 +258,13 @@ def open_feed(conn: Connection, token: str, now: datetime) -> PublishedFeed | No
     )
 
 
-def _build_segment(
-    session: Session, staff_id: int, variant: Variant, window: tuple[datetime, datetime],
-    show_cancelled: bool,
-) -> bytes:
-    """One staff member's VEVENTs in the window, rendering only appointments that changed."""
-    start, end = window
-    query = (
-        select(Appointment.id, Appointment.revision, FeedFragment.revision_key, FeedFragment.body)
-        .outerjoin(FeedFragment, and_(FeedFragment.appointment_id == Appointment.id,
-                                      FeedFragment.variant == variant.key))
-        # (staff_id, start_at) is indexed: a range scan in the order we want, no sort. An
-        # appointment lasts at most a day (booking.MAX_DURATION), so one overlapping the window
-        # starts after start - 1 day; that lower bound keeps the scan to the window.
-        .where(Appointment.staff_id == staff_id, Appointment.start_at < end,
-               Appointment.start_at > start - timedelta(days=1), Appointment.end_at > start)
-        .order_by(Appointment.start_at, Appointment.id)
-    )
-    if not show_cancelled:
-        query = query.where(Appointment.status == STATUS_CONFIRMED)
-    rows = session.execute(query).all()
-    bodies: dict[int, str] = {}
-    stale: dict[int, str] = {}
-    for appt_id, revision, key, body in rows:
-        wanted = f"{FRAGMENT_FORMAT}.{revision}"
-        if key == wanted:
-            bodies[appt_id] = body
-        else:
-            stale[appt_id] = wanted
-    if stale:
-        bodies.update(_render_stale(session, variant, stale))
-    return "".join(bodies[row[0]] for row in rows).encode("utf-8")
+def render_feed(session: Session, feed: PublishedFeed, cache: FeedCache, later: Later | None = None,
+                recipe: Recipe | None = None) -> bytes:
+    """The whole feed: header + one (cached) segment per staff member in scope + footer.
 
-
-def _render_stale(session: Session, variant: Variant, stale: dict[int, str]) -> dict[int, str]:
-    rendered: dict[int, str] = {}
-    ids = list(stale)
-    for chunk_start in range(0, len(ids), 500):
-        chunk = ids[chunk_start : chunk_start + 500]
-        appointments = session.scalars(
-            select(Appointment)
-            .where(Appointment.id.in_(chunk))
-            .options(selectinload(Appointment.staff), selectinload(Appointment.customer))
-        ).all()
-        new_rows = []
-        for appt in appointments:
-            body = render_event(appt, variant)
-            rendered[appt.id] = body
-            new_rows.append({"appointment_id": appt.id, "variant": variant.key,
-                             "revision_key": stale[appt.id], "body": body})
-        if new_rows:
-            _store_fragments(session, new_rows)
-    return rendered
-
-
-def _store_fragments(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert or replace fragments, in appointment order. Feeds that share an appointment (its
-    staff member's, a group's, the company's) render it concurrently: a delete-then-insert
-    failed on PostgreSQL with a unique violation or a deadlock under load (tests/system/test_load.py).
-    Whichever render writes last wins; both bodies carry the revision they were made from."""
-    rows = sorted(rows, key=lambda row: row["appointment_id"])
-    dialect = session.get_bind().dialect.name
-    if dialect not in ("postgresql", "sqlite"):
-        session.execute(delete(FeedFragment).where(
-            FeedFragment.appointment_id.in_([r["appointment_id"] for r in rows]),
-            FeedFragment.variant == rows[0]["variant"]))
-        session.execute(insert(FeedFragment), rows)
-        return
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    make_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement: Any = make_insert(FeedFragment).values(rows)
-    session.execute(statement.on_conflict_do_update(
-        index_elements=[FeedFragment.appointment_id, FeedFragment.variant],
-        set_={"revision_key": statement.excluded.revision_key, "body": statement.excluded.body},
-    ))
-
-
-def render_feed(session: Session, feed: PublishedFeed, cache: FeedCache) -> bytes:
-    """The whole feed: header + one (cached) segment per staff member in scope + footer."""
+    `later`: where the writes of new fragments and segments go instead of `session`, to be
+    run after the response (the caller's choice; they are caches, keyed by versions).
+    `recipe`: filled with where each piece lies in the body (FeedCache.gzipped)."""
     variant = Variant(feed.privacy, names_staff=feed.scope != "staff")
     staff_rows = session.execute(
         select(Staff.id, Staff.feed_revision, Staff.timezone, Staff.name)
@@ -330,16 +272,20 @@ def render_feed(session: Session, feed: PublishedFeed, cache: FeedCache) -> byte
         .order_by(Staff.id)
     ).all()
     window, show_cancelled = feed.window, feed.settings.show_cancelled
-    parts = []
+    parts: list[bytes] = []
+    piece_keys: list[str | None] = []
     for staff_id, revision, _tz, _name in staff_rows:
         family = (f"{staff_id}:{variant.key}:f{FRAGMENT_FORMAT}:w{window[0]:%Y%m%d}-{window[1]:%Y%m%d}"
                   f":c{int(show_cancelled)}")
         key = f"{family}:r{revision}"
         segment = cache.segment(session, key)
         if segment is None:
-            segment = _build_segment(session, staff_id, variant, window, show_cancelled)
-            cache.keep_segment(session, key, family, staff_id, segment)
+            segment, index = build_segment(session, staff_id, variant, window, show_cancelled, later,
+                                            cache.previous_segment(family))
+            cache.keep_segment(session, key, family, staff_id, segment, later)
+            cache.indexes.put(family, key, index)
         parts.append(segment)
+        piece_keys.append(f"z:{key}")  # its gzip piece: family "z:{family}" (cache.gzipped)
     if feed.scope == "staff":
         name, tz = f"{staff_rows[0].name} · {feed.company_name}", staff_rows[0].timezone
     elif feed.scope == "group":
@@ -347,18 +293,38 @@ def render_feed(session: Session, feed: PublishedFeed, cache: FeedCache) -> byte
         name, tz = f"{group.name if group else 'Group'} · {feed.company_name}", feed.company_timezone
     else:
         name, tz = feed.company_name, feed.company_timezone
-    header = render_header(
-        name=name, timezone=tz, timezones=[r.timezone for r in staff_rows],
-        refresh=timedelta(minutes=feed.settings.feed_refresh_minutes),
-        color=feed.settings.feed_color, window=window,
-    )
-    return header.encode("utf-8") + b"".join(parts) + FOOTER_BYTES
+    header = _header_bytes(name, tz, tuple(r.timezone for r in staff_rows),
+                           feed.settings.feed_refresh_minutes, feed.settings.feed_color, window)
+    # One join: each byte of a multi-megabyte body is copied once (concatenating the header,
+    # the segments and the footer in steps copied the whole body twice).
+    parts.insert(0, header)
+    parts.append(FOOTER_BYTES)
+    if recipe is not None:
+        offset = 0
+        for piece_key, part in zip([None, *piece_keys, None], parts, strict=True):
+            recipe.append((piece_key, offset, offset + len(part)))
+            offset += len(part)
+    return b"".join(parts)
 
 
-def feed_body(session: Session, feed: PublishedFeed, cache: FeedCache) -> bytes:
-    """The feed's bytes: from the cache, or rendered and cached. The caller commits."""
+@lru_cache(maxsize=512)
+def _header_bytes(name: str, tz: str, timezones: tuple[str, ...], refresh_minutes: int,
+                  color: str | None, window: tuple[datetime, datetime]) -> bytes:
+    """The header is a function of these values only; building it with icalendar (and its
+    VTIMEZONEs) took milliseconds of every render, the first GET after a change included."""
+    return render_header(
+        name=name, timezone=tz, timezones=list(timezones), refresh=timedelta(minutes=refresh_minutes),
+        color=color, window=window,
+    ).encode("utf-8")
+
+
+def feed_body(session: Session, feed: PublishedFeed, cache: FeedCache, later: Later | None = None,
+              recipe: Recipe | None = None) -> bytes:
+    """The feed's bytes: from the cache, or rendered and cached. The caller commits (and runs
+    `later`'s writes, when given, in a session of its own: see render_feed)."""
     body = cache.body(feed.cache_key)
     if body is None:
-        body = render_feed(session, feed, cache)
-        cache.keep_body(feed.cache_key, feed.scope_key, body)
+        recipe = [] if recipe is None else recipe
+        body = render_feed(session, feed, cache, later, recipe)
+        cache.keep_body(feed.cache_key, feed.scope_key, body, recipe)
     return body

@@ -1,7 +1,8 @@
 """Availability: working hours minus appointments minus busy blocks from staff calendars.
 
 A staff member whose calendar connection has never synced is *pending*: we do not know when they
-are busy, so they cannot be booked (and have no free slots) until it has.
+are busy, so they cannot be booked (and have no free slots) until it has — for at most the
+company's stale_after_hours; then the stale policy decides (feeds.scheduling.calendar_block).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import DateTime, select, type_coerce
+from sqlalchemy import DateTime, String, select, type_coerce
 from sqlalchemy.orm import Session
 
-from calsync.feeds.company_settings import get_company_settings
 from calsync.feeds.errors import ValidationError
+from calsync.feeds.scheduling.calendar_block import calendar_block
 from calsync.feeds.scheduling.working_hours import (
     Interval,
     merge,
@@ -27,13 +28,13 @@ from calsync.models import (
     STATUS_CONFIRMED,
     Appointment,
     BusyBlock,
-    Company,
-    Connection,
-    ConnectionStatus,
     Staff,
 )
 
 MAX_RANGE = timedelta(days=366)
+# Booking refuses longer appointments (booking.check_slot). It bounds the appointment query
+# from below too: one that overlaps [start, end) starts after start - MAX_DURATION.
+MAX_DURATION = timedelta(days=1)
 
 
 class Busy(NamedTuple):
@@ -71,14 +72,22 @@ def busy_times(
     """Everything that blocks booking this staff member in [start, end), in start order."""
     db = session.connection()
     # On PostgreSQL (sessions in UTC, models.session) the driver's aware UTC datetimes are
-    # final: reading the columns as plain timestamps skips a per-value conversion call.
-    when = _plain if db.dialect.name == "postgresql" else _as_stored
+    # final: reading the columns as plain timestamps skips a per-value conversion call. SQLite
+    # stores UTC text: read with "+00:00" appended, datetime.fromisoformat (C) makes the aware
+    # value at once, instead of SQLAlchemy's parser plus UTCDateTime's replace per value.
+    postgresql = db.dialect.name == "postgresql"
+    when = _plain if postgresql else _utc_text
+    read = _same if postgresql else _from_text
     query = (
         select(when(Appointment.start_at), when(Appointment.end_at))
         .where(
             Appointment.staff_id == staff_id,
             Appointment.status == STATUS_CONFIRMED,
             Appointment.start_at < end,
+            # A range scan of ix_appointment_staff_start bounded on both sides: with end_at alone
+            # the scan read every later appointment of the staff member, so a reschedule's check
+            # cost grew with their bookings ahead (issue 17; docs/scale.md).
+            Appointment.start_at > start - MAX_DURATION,
             Appointment.end_at > start,
         )
         .order_by(Appointment.start_at, Appointment.end_at)
@@ -88,14 +97,14 @@ def busy_times(
     # Core rows (session.connection()), not ORM results: plain column tuples need none of the
     # ORM's machinery, and there may be thousands.
     # .all(): one fetchall instead of a fetch per row when iterating the result.
-    found = [Busy(a, b, "appointment") for a, b in db.execute(query).all()]
+    found = [Busy(read(a), read(b), "appointment") for a, b in db.execute(query).all()]
     # Busy blocks carry no title: only that the time is taken (staff privacy).
     blocks = db.execute(
         select(when(BusyBlock.start_at), when(BusyBlock.end_at))
         .where(BusyBlock.staff_id == staff_id, BusyBlock.start_at < end, BusyBlock.end_at > start)
         .order_by(BusyBlock.start_at, BusyBlock.end_at)
     ).all()
-    found.extend([Busy(a, b, "calendar") for a, b in blocks])
+    found.extend([Busy(read(a), read(b), "calendar") for a, b in blocks])
     found.sort()  # two sorted runs: Timsort merges them in linear time
     return found
 
@@ -104,34 +113,22 @@ def _plain(column: Any) -> Any:
     return type_coerce(column, DateTime(timezone=True))
 
 
-def _as_stored(column: Any) -> Any:
-    return column
+def _utc_text(column: Any) -> Any:
+    return type_coerce(column, String).concat("+00:00")
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+_from_text = datetime.fromisoformat
 
 
 def calendar_blocker(session: Session, staff: Staff) -> str | None:
-    """Why this staff member cannot be booked because of their calendar connections, or None.
-
-    Pending (a connection never synced) always blocks; a stale connection blocks only when the
-    company's stale_policy says so.
-    """
-    rows = session.execute(
-        select(Connection.name, Connection.last_success_at, Connection.status)
-        .where(Connection.staff_id == staff.id)
-    ).all()
-    for name, last_success, _status in rows:
-        if last_success is None:
-            return (
-                f"{staff.name}'s calendar connection '{name}' has not synced yet, so their busy "
-                "time is unknown; try again in a minute or use 'Sync now'."
-            )
-    if any(status == ConnectionStatus.STALE for _n, _l, status in rows):
-        company = session.get(Company, staff.company_id)
-        if company is not None and get_company_settings(company).stale_policy == "block":
-            return (
-                f"{staff.name}'s calendar has not synced for too long, so their busy time may be "
-                "out of date; fix the connection (see Sync health) before booking."
-            )
-    return None
+    """Why this staff member cannot be booked because of their calendar connections, or None:
+    the rule and its sentence are feeds.scheduling.calendar_block's."""
+    block = calendar_block(session, staff)
+    return block.sentence() if block else None
 
 
 def find_availability(
@@ -153,9 +150,33 @@ def find_availability(
         return Availability(slots=[], busy=busy, blocked=blocked)
     free = subtract(
         merge(list(working_intervals(staff.working_hours, staff.timezone, start, end))),
-        merge([b[:2] for b in busy]),  # (start, end), already sorted: merge's sort is linear
+        _merged(busy),
     )
-    tz = parse_timezone(staff.timezone)
+    return Availability(slots=slots_within(free, duration, step, parse_timezone(staff.timezone)),
+                        busy=busy)
+
+
+def _merged(busy: list[Busy]) -> list[Interval]:
+    """working_hours.merge for busy times that are already sorted: no copy and no (start, end)
+    tuple per period first (thousands of allocations per request, and the garbage collector
+    passes they set off)."""
+    out: list[Interval] = []
+    last_start = last_end = None
+    for a, b, _kind in busy:
+        if last_end is not None and a <= last_end:
+            if b > last_end:
+                last_end = b
+            continue
+        if last_end is not None:
+            out.append((last_start, last_end))  # type: ignore[arg-type]
+        last_start, last_end = a, b
+    if last_end is not None:
+        out.append((last_start, last_end))  # type: ignore[arg-type]
+    return out
+
+
+def slots_within(free: list[Interval], duration: timedelta, step: timedelta, tz: object) -> list[Interval]:
+    """Slots of `duration` inside the free intervals, `step` apart, on the local clock's grid."""
     slots: list[Interval] = []
     grid = _grid(step)
     for a, b in free:
@@ -165,7 +186,7 @@ def find_availability(
         while cursor + duration <= b:
             slots.append((cursor, cursor + duration))
             cursor += step
-    return Availability(slots=slots, busy=busy)
+    return slots
 
 
 def _grid(step: timedelta) -> timedelta:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from calsync.feeds.errors import NotFoundError, SchedulingError, ValidationError
 from calsync.feeds.lookup import get_owned
-from calsync.feeds.scheduling.availability import busy_times, calendar_blocker, check_range
+from calsync.feeds.scheduling.availability import MAX_DURATION, busy_times, calendar_blocker, check_range
 from calsync.feeds.scheduling.change_effects import after_change
 from calsync.feeds.scheduling.working_hours import merge, working_intervals
 from calsync.models import (
@@ -31,8 +31,6 @@ from calsync.models import (
     Staff,
     utcnow,
 )
-
-MAX_DURATION = timedelta(days=1)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from calsync.models import (
@@ -28,7 +28,8 @@ from calsync.models import (
 
 def target_connections(session: Session, staff_id: int) -> list[Connection]:
     rows = session.scalars(
-        select(Connection).where(Connection.staff_id == staff_id, Connection.kind == ConnectionKind.CALDAV)
+        # Every kind with a calendar store: CalDAV, Google, Microsoft (an ICS address is read-only).
+        select(Connection).where(Connection.staff_id == staff_id, Connection.kind != ConnectionKind.ICS)
     )
     return [c for c in rows if WRITE_ROLES & set(c.roles or []) and c.writable]
 
@@ -67,13 +68,16 @@ def queue_pushes(session: Session, appointment: Appointment) -> list[int]:
 
 
 def queue_existing(session: Session, connection: Connection, now: datetime) -> int:
-    """Copies for the staff member's upcoming appointments, when the admin asked for it."""
+    """Copies for the staff member's upcoming appointments, when the admin asked for it; those
+    already in the calendar (or on their way) are left as they are, so asking twice is harmless."""
     count = 0
     for appt in session.scalars(
         select(Appointment).where(
             Appointment.staff_id == connection.staff_id,
             Appointment.status == STATUS_CONFIRMED,
             Appointment.end_at > now,
+            ~exists().where(LinkedItem.connection_id == connection.id,
+                            LinkedItem.appointment_id == Appointment.id),
         )
     ):
         session.add(

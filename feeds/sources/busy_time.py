@@ -151,7 +151,7 @@ def _sniff(body: bytes) -> None:
     if head.startswith((b"<!doctype", b"<html", b"<?xml", b"<")):
         raise CalendarDataError(
             "not_calendar",
-            "The address returned a web page, not a calendar: copy the calendar's iCal/ICS "
+            "This address is a web page, not a calendar: copy the calendar's iCal/ICS "
             "address (often called 'secret address in iCal format').",
         )
     if b"begin:vcalendar" not in _UNFOLD.sub(b"", body[:4096]).lower():

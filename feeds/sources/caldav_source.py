@@ -126,6 +126,7 @@ def dav_client(
     # is resolved (and checked) by our resolver, and every answer is read under the caps.
     client.session.close()
     session = GuardedSession(resolver, limits)
+    session.refuse_web_pages = True
     client.session = session
     try:
         yield client, resolver

@@ -150,6 +150,10 @@ class GuardedSession(niquests.Session):
         # a millisecond on each, so a 10 MB listing of tiny items would cost most of a minute.
         self.max_items: int | None = None
         self._items_seen = 0
+        # Set by the CalDAV client: a web page in answer to a WebDAV request means the address
+        # is a website, not a calendar server, which is what the person must be told (rather
+        # than that its HTML was not valid XML).
+        self.refuse_web_pages = False
         for adapter in self.adapters.values():
             setattr(adapter, "build_response", self._guarding(getattr(adapter, "build_response")))  # noqa: B009,B010
 
@@ -232,6 +236,11 @@ class GuardedSession(niquests.Session):
             raise
         finally:
             self.cutoff.disarm()
+        if self.refuse_web_pages and _is_web_page(response, body):
+            raise self._fail(FetchError(
+                "web_page", "This address is a web page, not a CalDAV server: enter the CalDAV "
+                            "address your calendar provider gives (for iCloud "
+                            "https://caldav.icloud.com/, for Fastmail https://caldav.fastmail.com/)."))
         if _DOCTYPE.match(body[:64 * 1024]):
             raise self._fail(FetchError(
                 "unsafe", "The calendar server's answer declared XML entities (a DTD), which "
@@ -247,6 +256,16 @@ class GuardedSession(niquests.Session):
     def close(self) -> None:
         super().close()
         self.cutoff.close()
+
+
+def _is_web_page(response: Any, body: bytes) -> bool:
+    """An HTML answer to a WebDAV request that succeeded or that the server does not support
+    (405, 501): a website. An HTML 401 or 404 is left to say what it says."""
+    if not (200 <= response.status_code < 300 or response.status_code in (405, 501)):
+        return False
+    kind = response.headers.get("content-type", "").lower()
+    head = body[:512].lstrip().lower()
+    return "text/html" in kind or head.startswith((b"<!doctype html", b"<html"))
 
 
 def _mb(size: int) -> int:

@@ -15,8 +15,13 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    # When a staff member opted out of two-way sync (from their self-service page), so the admin
+    # sees since when their calendar's moves no longer change bookings. NULL: not opted out, or
+    # opted out before this column existed (bidirectional_opt_out, from 0004, is the switch).
+    with op.batch_alter_table('staff', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('bidirectional_opt_out_at', sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table('staff', schema=None) as batch_op:
+        batch_op.drop_column('bidirectional_opt_out_at')

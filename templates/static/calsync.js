@@ -67,6 +67,34 @@
     });
   });
 
+  /* A message shown beside the form that was just sent (flash_here in _macros.html): focused, so
+     the page scrolls to it and a screen reader reads it. */
+  var placed = document.querySelector("[data-flash-here]");
+  if (placed) {
+    placed.focus();
+    /* Scrolling to the address's #fragment happens after this script and takes the focus
+       back in Chromium: focus again once the page has loaded. */
+    window.addEventListener("load", function () {
+      window.setTimeout(function () { if (document.activeElement !== placed) placed.focus(); }, 0);
+    });
+  }
+
+  /* Actions with consequences worth reading ask in a page dialog (<dialog>, showModal keeps the
+     focus inside it and Escape closes it): the form names the dialog, whose "confirm" button
+     sends the form. Without script the form is sent at once, as before. */
+  each("form[data-dialog]", function (form) {
+    var dialog = document.getElementById(form.getAttribute("data-dialog"));
+    if (!dialog || typeof dialog.showModal !== "function") return;
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      dialog.returnValue = "";
+      dialog.showModal();
+    });
+    dialog.addEventListener("close", function () {
+      if (dialog.returnValue === "confirm") HTMLFormElement.prototype.submit.call(form);
+    });
+  });
+
   /* Destructive actions ask first. */
   each("form[data-confirm]", function (form) {
     form.addEventListener("submit", function (event) {

@@ -20,6 +20,16 @@ listed here, and nothing else should be assumed.
   that error (403 rateLimitExceeded, 429, 500, 503, ...).
 - events.watch / channels.stop with expirations on the fake's clock (notification delivery
   comes with the webhook, next session).
+- The company-wide connection ("Using OAuth 2.0 for Server to Server Applications", RFC 7523):
+  `add_service_account()` makes a service account with an RSA key (the JSON key file as the
+  Cloud console hands it out) and the scopes its domain-wide delegation grants;
+  `add_workspace_user(email, delegated=..., calendar=...)` a user of the domain. The token
+  endpoint's jwt-bearer grant verifies the assertion's RS256 signature against the account's
+  public key, its iss/aud/iat/exp (at most an hour, on the fake's clock) and scope: a scope
+  outside the delegation, or a subject outside it, is 401 `unauthorized_client`; an unknown
+  subject 400 `invalid_grant` ("Invalid email or User ID"); a bad signature 400 `invalid_grant`
+  ("Invalid JWT Signature."). Its access tokens act as the subject: `primary` (or the subject's
+  address) is the subject's calendar, notFound when the user has none.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import base64
 import copy
 import hashlib
 import itertools
+import json
 import re
 import secrets
 import threading
@@ -39,6 +50,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from flask import Flask, Response, jsonify, redirect, request
 
 from calsync.feeds.calendars.providers.base import Tokens
@@ -48,6 +62,7 @@ from calsync.feeds.calendars.providers.google import (
     GoogleEndpoints,
     open_google_store,
 )
+from calsync.feeds.calendars.providers.google_api import SCOPES
 from calsync.feeds.sources.fetch import FetchLimits
 from tests.servers import _serve_wsgi
 
@@ -89,7 +104,11 @@ class GoogleCalendarFake:
         self.faults: list[Fault] = []
         self.log: list[dict[str, Any]] = []  # every API request and its answer
         self.access_seconds = 3600
+        self.service_accounts: dict[str, dict[str, Any]] = {}  # client_email → key, delegated scopes
+        self.workspace_users: dict[str, bool] = {}  # address → inside the domain-wide delegation
+        self.subjects: dict[str, str] = {}  # access token (jwt-bearer grant) → impersonated address
         self.add_calendar("primary", "Zoe")
+        self.consent_screen = False  # True: the consent page waits for a click (browser tests)
 
     # --- test-side controls -------------------------------------------------------------------
 
@@ -149,6 +168,32 @@ class GoogleCalendarFake:
     def requests_to(self, method: str, path_part: str = "") -> list[dict[str, Any]]:
         return [r for r in self.log if r["method"] == method and path_part in r["path"]]
 
+    def add_service_account(self, token_uri: str, scopes: tuple[str, ...] = SCOPES) -> dict[str, str]:
+        """A service account with a new key and domain-wide delegation of `scopes`; returns
+        its JSON key file's content (the fields a Cloud console download has)."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+        number = str(100000000000000000000 + len(self.service_accounts))
+        email = f"calsync-sync{len(self.service_accounts)}@salon-project.iam.gserviceaccount.com"
+        info = {"type": "service_account", "project_id": "salon-project",
+                "private_key_id": secrets.token_hex(20), "private_key": pem,
+                "client_email": email, "client_id": number,
+                "auth_uri": "https://accounts.google.com/o/oauth2/auth", "token_uri": token_uri,
+                "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+                "client_x509_cert_url": f"https://www.googleapis.com/robot/v1/metadata/x509/{email}",
+                "universe_domain": "googleapis.com"}
+        with self.lock:
+            self.service_accounts[email] = {"public_key": key.public_key(), "scopes": set(scopes)}
+        return info
+
+    def add_workspace_user(self, email: str, name: str = "", *, delegated: bool = True,
+                           calendar: bool = True) -> None:
+        with self.lock:
+            self.workspace_users[email.lower()] = delegated
+            if calendar:
+                self.add_calendar(email.lower(), name or email)
+
     # --- inside -------------------------------------------------------------------------------
 
     def _new_access(self) -> str:
@@ -192,6 +237,75 @@ def _error(status: int, reason: str, message: str, headers: dict[str, str] | Non
     return response
 
 
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"  # RFC 7523 §2.1
+
+
+def _b64(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def _jwt_bearer(fake: GoogleCalendarFake, assertion: str, token_url: str) -> Any:
+    """Google's answer to a service account's signed assertion (RFC 7523 §3 and Google's
+    "Preparing to make an authorized API call": iss, scope, aud, exp, iat, sub), checked here
+    with cryptography directly, not with the library calsync signs with."""
+    def refused(error: str, description: str, status: int = 400) -> Any:
+        return jsonify(error=error, error_description=description), status
+
+    try:
+        head_text, claims_text, signature_text = assertion.split(".")
+        header, claims = json.loads(_b64(head_text)), json.loads(_b64(claims_text))
+        signature = _b64(signature_text)
+    except ValueError:
+        return refused("invalid_grant", "Invalid JWT: the assertion is not a JWT.")
+    with fake.lock:
+        account = fake.service_accounts.get(str(claims.get("iss")))
+        if header.get("alg") != "RS256" or account is None:
+            return refused("invalid_grant", "Invalid JWT Signature.")
+        try:
+            account["public_key"].verify(signature, f"{head_text}.{claims_text}".encode(),
+                                         padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature:
+            return refused("invalid_grant", "Invalid JWT Signature.")
+        now = fake.now()
+        if claims.get("aud") != token_url:
+            return refused("invalid_grant", "Invalid JWT: Invalid audience.")
+        iat, exp = float(claims.get("iat", 0)), float(claims.get("exp", 0))
+        if not (iat - 300 <= now < exp and exp - iat <= 3600):
+            return refused("invalid_grant", "Invalid JWT: Token must be a short-lived token (60 minutes) "
+                                            "and in a reasonable timeframe. Check your iat and exp values.")
+        scopes = set(str(claims.get("scope", "")).split())
+        if not scopes or not scopes <= account["scopes"]:
+            return refused("unauthorized_client", "Client is unauthorized to retrieve access tokens using "
+                           "this method, or client not authorized for any of the scopes requested.", 401)
+        subject = str(claims.get("sub", "")).lower()
+        if subject not in fake.workspace_users:
+            return refused("invalid_grant", "Invalid email or User ID")
+        if not fake.workspace_users[subject]:
+            return refused("unauthorized_client", "Client is unauthorized to retrieve access tokens using "
+                           "this method, or client not authorized for any of the scopes requested.", 401)
+        access = fake._new_access()
+        fake.subjects[access] = subject
+        return jsonify(access_token=access, expires_in=fake.access_seconds, token_type="Bearer")
+
+
+def _consent_page(provider: str, heading: str, scopes: list[str], args: Any) -> Response:
+    """A tiny consent page in the provider's place: what is asked, and two buttons that send
+    the same query back with a decision (shared with tests/fakes/microsoft_graph.py)."""
+    from html import escape
+
+    hidden = "".join(f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">'
+                     for k, v in args.items(multi=True) if k != "decision")
+    asked = "".join(f"<li>{escape(s)}</li>" for s in scopes)
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign in - {provider} '
+            f'(contract fake)</title></head><body><main><h1>{escape(heading)}</h1>'
+            f"<p>This is the contract fake of {provider}'s consent screen, not {provider}.</p>"
+            f"<p>calsync asks for:</p><ul>{asked}</ul><form method=\"get\">{hidden}"
+            '<button type="submit" name="decision" value="allow">Allow</button> '
+            '<button type="submit" name="decision" value="cancel">Cancel</button></form>'
+            "</main></body></html>")
+    return Response(page, mimetype="text/html")
+
+
 def create_app(fake: GoogleCalendarFake) -> Flask:
     app = Flask("google_calendar_fake")
 
@@ -227,7 +341,15 @@ def create_app(fake: GoogleCalendarFake) -> Flask:
 
     @app.get("/o/oauth2/v2/auth")
     def consent() -> Any:
-        """The consent screen, approved at once (a browser test clicks nothing here)."""
+        """The consent screen: approved at once, or with `fake.consent_screen` a page with
+        "Allow" and "Cancel" for a browser test to click (Cancel answers access_denied, RFC 6749
+        §4.1.2.1)."""
+        if fake.consent_screen and request.args.get("decision") is None:
+            return _consent_page("Google", "calsync wants to access your Google Account",
+                                 request.args.get("scope", "").split(), request.args)
+        if request.args.get("decision") == "cancel":
+            query = urlencode({"error": "access_denied", "state": request.args.get("state", "")})
+            return redirect(request.args["redirect_uri"] + "?" + query)
         code = secrets.token_urlsafe(16)
         with fake.lock:
             fake.codes[code] = {"challenge": request.args["code_challenge"],
@@ -240,6 +362,8 @@ def create_app(fake: GoogleCalendarFake) -> Flask:
     @app.post("/token")
     def token() -> Any:
         form = request.form
+        if form.get("grant_type") == JWT_BEARER:
+            return _jwt_bearer(fake, form.get("assertion", ""), request.url_root + "token")
         if form.get("client_id") != fake.CLIENT_ID or form.get("client_secret") != fake.CLIENT_SECRET:
             return jsonify(error="invalid_client", error_description="The OAuth client was not found."), 401
         with fake.lock:
@@ -278,12 +402,17 @@ def create_app(fake: GoogleCalendarFake) -> Flask:
     @app.get("/calendar/v3/users/me/calendarList")
     def calendar_list() -> Any:
         with fake.lock:
+            subject = fake.subjects.get(request.headers.get("Authorization", "").removeprefix("Bearer "))
+            mine = [c for c in fake.calendars.values() if subject is None or c.id == subject]
             items = [{"kind": "calendar#calendarListEntry", "etag": '"1"', "id": c.id, "summary": c.summary,
-                      "backgroundColor": "#9fe1e7", "accessRole": c.access_role, "primary": c.id == "primary",
-                      "timeZone": "Europe/Berlin"} for c in fake.calendars.values()]
+                      "backgroundColor": "#9fe1e7", "accessRole": c.access_role,
+                      "primary": c.id in ("primary", subject), "timeZone": "Europe/Berlin"} for c in mine]
             return jsonify(kind="calendar#calendarList", etag='"1"', items=items, nextSyncToken=fake._token())
 
     def calendar(cal_id: str) -> FakeCalendar | None:
+        subject = fake.subjects.get(request.headers.get("Authorization", "").removeprefix("Bearer "))
+        if subject is not None and cal_id in ("primary", subject):
+            return fake.calendars.get(subject)  # the impersonated user's own calendar
         return fake.calendars.get(cal_id)
 
     def not_found() -> Response:

@@ -27,6 +27,13 @@ else should be assumed.
   InvalidAuthenticationToken).
 - Faults: `fail_next(status, code, retry_after)` (429 + Retry-After, 503, 403
   ErrorAccessDenied, ...); `refused_users` answers 403 ErrorAccessDenied for /users/{address}.
+- The company-wide connection ("Microsoft identity platform and the OAuth 2.0 client
+  credentials flow"): `register_app(tenant)` gives an app's client id and secret in that
+  tenant; the client_credentials grant asks for `https://graph.microsoft.com/.default` and gets
+  an app-only token (no refresh token). App-only tokens reach `/users/{address}/...` only
+  (`/me` is 400, as Graph answers it); an address in `refused_users` (outside the tenant's
+  application access policy / RBAC for Applications scope) is 403 ErrorAccessDenied, one in
+  `unknown_users` 404 ErrorInvalidUser. Every mailbox reaches the one calendar the fake keeps.
 - `latency` seconds per API request and `max_in_flight`, the most requests it served at once
   for one mailbox (the server has 16 threads, so a cap of 4 is calsync's, not the server's).
 """
@@ -42,6 +49,7 @@ import re
 import secrets
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,6 +66,7 @@ from calsync.feeds.calendars.providers.microsoft import GraphCalendarStore, open
 from calsync.feeds.calendars.providers.microsoft_api import MicrosoftClient, MicrosoftEndpoints
 from calsync.feeds.calendars.providers.microsoft_events import iana_zone
 from calsync.feeds.sources.fetch import FetchLimits
+from tests.fakes.google_calendar import _consent_page
 from tests.servers import _run_until_closed
 
 Event = dict[str, Any]
@@ -102,6 +111,9 @@ class MicrosoftGraphFake:
         self.codes: dict[str, dict[str, str]] = {}
         self.faults: list[Fault] = []
         self.refused_users: set[str] = set()
+        self.unknown_users: set[str] = set()
+        self.apps: dict[str, tuple[str, str]] = {}  # client id → (secret, tenant): client credentials
+        self.app_tokens: set[str] = set()  # access tokens without a signed-in user
         # GET /me/calendars (calendar resources); every calendar id reaches the same events.
         self.calendars: list[dict[str, Any]] = [
             {"id": "AAMkAGcal-default", "name": "Calendar", "color": "auto", "hexColor": "#e74856",
@@ -110,6 +122,8 @@ class MicrosoftGraphFake:
              "hexColor": "#7bd148",
              "isDefaultCalendar": False, "canEdit": False, "canShare": False, "canViewPrivateItems": False}]
         self.log: list[dict[str, Any]] = []
+        self.address = "zoe@contoso.example"  # the signed-in account (GET /me)
+        self.sign_in_screen = False  # True: the sign-in page waits for a click (browser tests)
         self.access_seconds = 3600
         self.latency = 0.0
         self.in_flight = 0
@@ -170,6 +184,13 @@ class MicrosoftGraphFake:
 
     def requests_to(self, method: str, path_part: str = "") -> list[dict[str, Any]]:
         return [r for r in self.log if r["method"] == method and path_part in r["path"]]
+
+    def register_app(self, tenant: str) -> tuple[str, str]:
+        """An app registration in `tenant` with a client secret and application permissions."""
+        client_id, secret = str(uuid.uuid4()), "Q~" + secrets.token_urlsafe(30)
+        with self.lock:
+            self.apps[client_id] = (secret, tenant)
+        return client_id, secret
 
     # --- inside -------------------------------------------------------------------------------
 
@@ -253,9 +274,14 @@ def create_app(fake: MicrosoftGraphFake) -> Flask:  # noqa: C901 - one route per
             if fake.access.get(token, 0) <= fake.now():
                 return _error(401, "InvalidAuthenticationToken",
                               "Lifetime validation failed, the token is expired.")
+            if token in fake.app_tokens and request.path.startswith("/v1.0/me"):
+                return _error(400, "BadRequest",
+                              "/me request is only valid with delegated authentication flow.")
             match = re.match(r"^/v1\.0/users/([^/]+)/", request.path)
             if match and match.group(1).lower() in fake.refused_users:
                 return _error(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+            if match and match.group(1).lower() in fake.unknown_users:
+                return _error(404, "ErrorInvalidUser", f"The requested user '{match.group(1)}' is invalid.")
             fake.in_flight += 1
             fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
         if fake.latency:
@@ -279,6 +305,8 @@ def create_app(fake: MicrosoftGraphFake) -> Flask:  # noqa: C901 - one route per
     @app.post("/<tenant>/oauth2/v2.0/token")
     def token(tenant: str) -> Any:
         form = request.form
+        if form.get("grant_type") == "client_credentials":
+            return client_credentials(tenant, form)
         if form.get("client_id") != fake.CLIENT_ID or form.get("client_secret") != fake.CLIENT_SECRET:
             return jsonify(error="invalid_client", error_codes=[7000215],
                            error_description="AADSTS7000215: Invalid client secret provided."), 401
@@ -307,9 +335,37 @@ def create_app(fake: MicrosoftGraphFake) -> Flask:  # noqa: C901 - one route per
                                expires_in=fake.access_seconds, scope=form.get("scope", ""))
         return jsonify(error="unsupported_grant_type"), 400
 
+    def client_credentials(tenant: str, form: Any) -> Any:
+        with fake.lock:
+            app_entry = fake.apps.get(form.get("client_id", ""))
+            if app_entry is None or app_entry[1] != tenant:
+                return jsonify(error="unauthorized_client", error_codes=[700016],
+                               error_description=f"AADSTS700016: Application with identifier "
+                                                 f"'{form.get('client_id', '')}' was not found in the "
+                                                 f"directory '{tenant}'."), 400
+            if form.get("client_secret") != app_entry[0]:
+                return jsonify(error="invalid_client", error_codes=[7000215],
+                               error_description="AADSTS7000215: Invalid client secret provided."), 401
+            if form.get("scope") != "https://graph.microsoft.com/.default":
+                return jsonify(error="invalid_scope", error_codes=[1002012],
+                               error_description="AADSTS1002012: The provided value for scope is not "
+                                                 "valid. Client credential flows must have a scope value "
+                                                 "with /.default suffixed to the resource identifier."), 400
+            access = fake._new_access()
+            fake.app_tokens.add(access)
+            return jsonify(token_type="Bearer", access_token=access, expires_in=fake.access_seconds,
+                           ext_expires_in=fake.access_seconds)
+
     @app.get("/<tenant>/oauth2/v2.0/authorize")
     def authorize(tenant: str) -> Any:
-        """The sign-in, approved at once (response_mode=query)."""
+        """The sign-in, approved at once (response_mode=query), or with `fake.sign_in_screen`
+        a page with "Allow" and "Cancel" for a browser test (Cancel: access_denied)."""
+        if fake.sign_in_screen and request.args.get("decision") is None:
+            return _consent_page("Microsoft", "Let calsync access your info?",
+                                 request.args.get("scope", "").split(), request.args)
+        if request.args.get("decision") == "cancel":
+            query = urlencode({"error": "access_denied", "state": request.args.get("state", "")})
+            return Response(status=302, headers={"Location": request.args["redirect_uri"] + "?" + query})
         code = secrets.token_urlsafe(16)
         with fake.lock:
             fake.codes[code] = {"challenge": request.args["code_challenge"],
@@ -330,8 +386,14 @@ def create_app(fake: MicrosoftGraphFake) -> Flask:  # noqa: C901 - one route per
 
     @app.get("/v1.0/<path:rest>")
     def read(rest: str) -> Any:
-        if rest == "me/calendars":
+        if rest == "me":  # user: get (User.Read), the signed-in account's addresses
+            return jsonify({"@odata.context": "fake", "id": "6e7b768e-07e2-4810-8459-485f84f8f204",
+                            "displayName": "Zoe Miller", "mail": fake.address,
+                            "userPrincipalName": fake.address})
+        if rest == "me/calendars" or re.fullmatch(r"users/[^/]+/calendars", rest):
             return jsonify({"@odata.context": "fake", "value": copy.deepcopy(fake.calendars)})
+        if re.fullmatch(_CALENDAR, rest):  # the calendar resource itself (calendar-get)
+            return jsonify({"@odata.context": "fake", **copy.deepcopy(fake.calendars[0])})
         delta = re.fullmatch(_CALENDAR + r"/calendarView/delta", rest)
         if delta:
             return calendar_view_delta()

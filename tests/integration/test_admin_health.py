@@ -116,7 +116,7 @@ def test_sync_now_from_the_health_page_comes_back_to_it(app: Flask, admin: Brows
     resp = admin.post(f"/connections/{three['Broken']}/sync", {"back": "health"}, page="/health")
     assert resp.headers["Location"] == "/health"
     html = text_of(admin.get("/health"))
-    assert "&#39;Broken&#39; synced: 1 busy time(s)." in html
+    assert "&#39;Broken&#39; synced: 1 busy time read." in html
     with app.extensions["calsync"].sessions() as session:
         # The success closed the alert episode.
         assert session.scalars(select(Alert.resolved_at)).all()[0] is not None

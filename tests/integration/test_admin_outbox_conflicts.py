@@ -261,7 +261,7 @@ class TestWithAMailServer:
         assert resp.status_code == 302
         html = text_of(admin.get("/outbox"))
         assert flashes(html) == [
-            "That email was already sent, so it is not sent again: calsync never sends the same email twice."
+            "That email was already sent, so it is not sent again."
         ]
         assert 'class="flash flash-error" role="alert"' in html
         email = next(e for e in emails(app) if e.id == states["sent"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from html import unescape
 from typing import Any
 
 import pytest
@@ -54,7 +55,7 @@ def test_working_hours_are_saved(admin: Browser, api: Api, staff: dict[str, Any]
     form = {f"hours-{d}": "" for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
     form.update({"hours-mon": "8:00-12:00, 13:00–17:30", "hours-sat": "10:00 - 14:00"})
     resp = admin.post(f"/staff/{staff['id']}/hours", form)
-    assert resp.headers["Location"] == f"/staff/{staff['id']}#hours"
+    assert resp.headers["Location"] == f"/staff/{staff['id']}#hours-saved"
     hours = api.get(f"/staff/{staff['id']}").get_json()["working_hours"]
     assert hours["mon"] == [["08:00", "12:00"], ["13:00", "17:30"]]
     assert hours["sat"] == [["10:00", "14:00"]] and hours.get("tue", []) == []
@@ -69,8 +70,15 @@ def test_working_hours_are_saved(admin: Browser, api: Api, staff: dict[str, Any]
 ])
 def test_invalid_working_hours_say_what_is_wrong(admin: Browser, api: Api, staff: dict[str, Any],
                                                  text: str, message: str) -> None:
-    admin.post(f"/staff/{staff['id']}/hours", {"hours-mon": text})
-    assert message in text_of(admin.get(f"/staff/{staff['id']}"))
+    resp = admin.post(f"/staff/{staff['id']}/hours", {"hours-mon": text, "hours-tue": "10:00-11:00"})
+    # The page comes back at once: the typed text in the field, the error beside it, the other
+    # days as typed too; nothing saved.
+    assert resp.status_code == 422
+    html = text_of(resp)
+    error = re.search(r'<p class="field-error" id="hours-mon-error">([^<]*)</p>', html)
+    assert error and message in error.group(1)
+    assert f'name="hours-mon" value="{text}"' in html and 'aria-invalid="true"' in html
+    assert 'name="hours-tue" value="10:00-11:00"' in html
     assert api.get(f"/staff/{staff['id']}").get_json()["working_hours"]["mon"] == [["09:00", "17:00"]]
 
 
@@ -80,15 +88,18 @@ def test_add_an_ics_calendar_and_sync_it_now(app: Flask, admin: Browser, staff: 
     resp = add_ics(admin, staff["id"], url)
     conn = connections(app)[0]
     assert resp.headers["Location"] == f"/staff/{staff['id']}#connection-{conn.id}"
+    # Read once when added, then synced at once: no "not synced yet" card.
     html = text_of(admin.get(f"/staff/{staff['id']}"))
-    assert "Personal" in html and "Not synced yet" in html and "private-abcdef0123456789" not in html
+    assert "Calendar 'Personal' added. 'Personal' synced: 3 busy times read." in unescape(html)
+    assert "Not synced yet" not in html and "private-abcdef0123456789" not in html
     # Without JavaScript: the form posts, the page comes back with the result.
+    calendar_http.add("/calendar/ical/private-abcdef0123456789/basic.ics", busy_ics(4))
     resp = admin.post(f"/connections/{conn.id}/sync")
     assert resp.headers["Location"] == f"/staff/{staff['id']}#connection-{conn.id}"
     html = text_of(admin.get(f"/staff/{staff['id']}"))
-    assert "synced: 3 busy time(s)" in html
+    assert "'Personal' synced: 4 busy times read." in unescape(html)
     assert re.search(r'data-field="last-sync"><time [^>]+>just now</time>', html)
-    assert 'data-field="busy-count">3<' in html
+    assert 'data-field="busy-count">4<' in html
 
 
 def test_sync_now_as_json_for_the_script(app: Flask, admin: Browser, staff: dict[str, Any],
@@ -101,7 +112,7 @@ def test_sync_now_as_json_for_the_script(app: Flask, admin: Browser, staff: dict
     assert body | {"last_success_at": None} == {
         "id": conn.id, "status": "ok", "status_label": "OK", "last_sync": "just now",
         "last_success_at": None, "busy_count": 2, "last_error": None,
-        "message": "'Personal' synced: 2 busy time(s).",
+        "message": "'Personal' synced: nothing changed since the last sync (2 busy times).",
     }
     # A failing calendar answers with its error sentence, still as JSON.
     calendar_http.routes.pop("/c.ics")
@@ -113,10 +124,10 @@ def test_sync_now_as_json_for_the_script(app: Flask, admin: Browser, staff: dict
 def test_sync_now_without_the_csrf_header_is_refused(app: Flask, admin: Browser, staff: dict[str, Any],
                                                      calendar_http: CalendarHTTPServer) -> None:
     add_ics(admin, staff["id"], calendar_http.add("/c.ics", busy_ics(2)))
-    conn = connections(app)[0]
+    conn = connections(app)[0]  # read once when it was added
     resp = admin.client.post(f"/connections/{conn.id}/sync", headers={"Accept": "application/json"})
     assert resp.status_code == 400 and "reload" in resp.get_json()["error"]
-    assert connections(app)[0].last_attempt_at is None
+    assert connections(app)[0].last_attempt_at == conn.last_attempt_at
 
 
 def test_a_blocked_address_is_refused_with_a_sentence(app: Flask, admin: Browser, staff: dict[str, Any],
@@ -216,7 +227,8 @@ def test_caldav_discovery_pick_and_connect(app: Flask, admin: Browser, staff: di
     assert made["Work Zoë"].roles == ["conflict", "linked"] and made["Work Zoë"].writable is True
     assert made["Home"].roles == ["conflict"] and made["Home"].username == "zoe"
     page = text_of(admin.get(f"/staff/{staff['id']}"))
-    assert "Connected: " in page and "CalDAV" in page and radicale.password not in page
+    assert "'Work Zoë' connected. 'Work Zoë' synced: 0 bookings written" in unescape(page)
+    assert "CalDAV" in page and radicale.password not in page
     for conn in made.values():
         assert conn.password_sealed and conn.password_sealed not in page and conn.url_sealed not in page
     body = admin.post_json(f"/connections/{made['Home'].id}/sync").get_json()
@@ -247,9 +259,10 @@ def test_read_only_calendars_cannot_be_linked_and_the_page_says_why(
     fake_discovery(monkeypatch, radicale)
     html = text_of(discover(admin, staff["id"], radicale, username="reader", password="reader-pass"))
     assert "read-only" in html and calendar_setup.READ_ONLY_REASON in html
-    assert re.search(r'name="roles-1" value="linked" id="r-1-linked" [^>]*disabled', html)
+    # "Linked" is one choice (a radio) among the calendars that can be written.
+    assert re.search(r'type="radio" name="linked" value="1" id="r-1-linked" [^>]*disabled', html)
     assert re.search(r'name="roles-1" value="additional" id="r-1-additional" [^>]*disabled', html)
-    assert not re.search(r'name="roles-0" value="linked" [^>]*disabled', html)
+    assert not re.search(r'name="linked" value="0" [^>]*disabled', html)
     token = discovery_token(html)
     # A hand-made form that asks for it anyway is refused with the same reason.
     resp = admin.post(f"/staff/{staff['id']}/calendars/caldav", {"discovery": token, "roles-1": "linked"})

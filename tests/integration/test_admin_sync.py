@@ -225,7 +225,7 @@ def settings_form(html: str) -> dict[str, Any]:
 
 
 def test_every_setting_is_on_the_page_with_its_description(admin: Browser) -> None:
-    html = text_of(admin.get("/"))
+    html = text_of(admin.get("/settings"))
     for name, field in CompanySettings.model_fields.items():
         assert f'name="fields" value="{name}"' in html, name
         assert f'id="set-{name}"' in html, name
@@ -236,7 +236,7 @@ def test_every_setting_is_on_the_page_with_its_description(admin: Browser) -> No
 def test_settings_speak_plainly(admin: Browser) -> None:
     """No RFC property names or raw option values on the page, units agree with their number,
     and an option that needs two-way sync is disabled while it is off."""
-    html = text_of(admin.get("/"))
+    html = text_of(admin.get("/settings"))
     settings_part = html[html.index('id="settings"'):]
     for jargon in ("REFRESH-INTERVAL", "X-PUBLISHED-TTL", "STATUS:CANCELLED", "RFC 7986", ">realtime<",
                    ">interval<", ">manual<", ">keep<", ">block<", ">cancel<", ">restore<"):
@@ -249,7 +249,7 @@ def test_settings_speak_plainly(admin: Browser) -> None:
 
 
 def test_limits_come_from_the_model(admin: Browser) -> None:
-    html = text_of(admin.get("/"))
+    html = text_of(admin.get("/settings"))
     assert re.search(r'name="feed_refresh_minutes" value="60" required\s+min="5" max="10080"', html)
     assert re.search(r'<select id="set-stale_policy" name="stale_policy".*?<option value="keep" selected>',
                      html, re.S)
@@ -257,26 +257,26 @@ def test_limits_come_from_the_model(admin: Browser) -> None:
 
 def test_submitting_the_form_unchanged_changes_nothing(app: Flask, admin: Browser) -> None:
     before = settings_of(app)
-    form = settings_form(text_of(admin.get("/")))
+    form = settings_form(text_of(admin.get("/settings")))
     assert set(form["fields"]) == set(CompanySettings.model_fields)
     assert admin.post("/settings", form).status_code == 302
     assert settings_of(app) == before
 
 
 def test_flip_a_toggle_and_change_numbers(app: Flask, admin: Browser) -> None:
-    form = settings_form(text_of(admin.get("/")))
+    form = settings_form(text_of(admin.get("/settings")))
     form["show_cancelled"] = "on"
     form.pop("ics_subscriptions")  # an unticked checkbox is not sent
     form["feed_refresh_minutes"] = "120"
     form["default_sync_mode"] = "manual"
     form["feed_color"] = "MidnightBlue"
     resp = admin.post("/settings", form)
-    assert resp.headers["Location"] == "/#settings"
+    assert resp.headers["Location"] == "/settings#settings-saved"
     saved = settings_of(app)
     assert saved.show_cancelled and not saved.ics_subscriptions
     changed = (saved.feed_refresh_minutes, saved.default_sync_mode, saved.feed_color)
     assert changed == (120, "manual", "midnightblue")
-    html = text_of(admin.get("/"))
+    html = text_of(admin.get("/settings"))
     assert "Settings saved" in html
     assert re.search(r'name="show_cancelled" value="on" checked', html)
     assert not re.search(r'name="ics_subscriptions" value="on" checked', html)
@@ -287,20 +287,27 @@ def test_flip_a_toggle_and_change_numbers(app: Flask, admin: Browser) -> None:
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
-    ("feed_refresh_minutes", "1", "Feed refresh interval: Input should be greater than or equal to 5"),
-    ("feed_refresh_minutes", "often", "Feed refresh interval: enter a number."),
-    ("default_sync_mode", "sometimes", "Default sync mode: Input should be"),
+    ("feed_refresh_minutes", "1", "Feed refresh interval: Enter 5 or more."),
+    ("feed_refresh_minutes", "often", "Feed refresh interval: Enter a number."),
+    ("default_sync_mode", "sometimes", "Default sync mode: Choose one of the options in the list."),
     ("feed_color", "not a colour!", "Feed colour: Give the feed colour as a CSS3 colour name"),
     ("feed_color", "#112233", "Feed colour: Give the feed colour as a CSS3 colour name"),
 ])
 def test_invalid_settings_say_what_to_fix_and_change_nothing(app: Flask, admin: Browser, field: str,
                                                             value: str, message: str) -> None:
     before = settings_of(app)
-    form = settings_form(text_of(admin.get("/")))
+    form = settings_form(text_of(admin.get("/settings")))
     form["show_cancelled"] = "on"
     form[field] = value
-    admin.post("/settings", form)
-    assert message in text_of(admin.get("/"))
+    resp = admin.post("/settings", form)
+    # Shown again at once with what was typed, the error beside the field; nothing saved.
+    assert resp.status_code == 422
+    html = text_of(resp)
+    assert message in html
+    if f'<select id="set-{field}"' not in html:  # a list can only show its own options
+        assert f'name="{field}" value="{value}"' in html
+    assert f'id="error-{field}"' in html and 'aria-invalid="true"' in html
+    assert re.search(r'name="show_cancelled" value="on" checked', html)  # the other change is kept too
     assert settings_of(app) == before
 
 
@@ -322,7 +329,7 @@ def test_a_new_setting_appears_by_itself(admin: Browser, monkeypatch: pytest.Mon
     from calsync.web.admin import settings_form as settings_form_module
 
     monkeypatch.setattr(settings_form_module, "CompanySettings", Extended)
-    html = text_of(admin.get("/"))
+    html = text_of(admin.get("/settings"))
     assert 'id="set-reminder_minutes"' in html and "Minutes before an appointment" in html
     assert re.search(r'name="reminder_minutes" value="15" required\s+min="0" max="600"', html)
     assert ">Reminder</label>" in html and re.search(r'<span class="unit"[^>]*>minutes</span>', html)

@@ -11,7 +11,7 @@ from calsync.feeds.accounts.admins import get_or_create_company
 from calsync.feeds.accounts.credentials import KEY_FILE, CredentialsError, Vault, new_key, parse_keys
 from calsync.feeds.scheduling.directory import create_staff
 from calsync.feeds.settings import Settings
-from calsync.models import Connection
+from calsync.models import CompanyAccount, Connection
 from calsync.web import create_app
 from calsync.web.cli import main
 from tests.conftest import Api
@@ -106,6 +106,15 @@ def test_rotation_with_keys_from_the_environment(settings: Settings, monkeypatch
                 extra={},
             )
         )
+        s.add(Connection(  # a Google connection: its OAuth tokens are sealed the same way
+            company_id=company.id, staff_id=staff.id, kind="google", name="g",
+            url_sealed=vault.seal("google:primary"), url_display="Google Calendar",
+            tokens_sealed=vault.seal('{"refresh_token": "1//refresh"}'), roles=["conflict"],
+            sync_mode="manual", interval_minutes=30, all_day="busy", treat_all_busy=False,
+            status="pending", consecutive_failures=0, busy_count=0, extra={}))
+        # A company-wide account: the service account's key is sealed the same way.
+        s.add(CompanyAccount(company_id=company.id, provider="google", display="sa@p.iam.gserviceaccount.com",
+                             credentials_sealed=vault.seal('{"private_key": "-----BEGIN PRIVATE KEY-----"}')))
     app.extensions["calsync"].engine.dispose()
     second = new_key()
     env = {
@@ -121,9 +130,24 @@ def test_rotation_with_keys_from_the_environment(settings: Settings, monkeypatch
     monkeypatch.setenv("CALSYNC_CREDENTIALS_KEY", f"{second},{first}")
     result = CliRunner().invoke(main, ["rotate-credentials-key"])
     assert result.exit_code == 0, result.output
-    ((url, password),) = _stored(settings)
+    (url, password), (google_url, _none) = _stored(settings)
     assert Vault([second]).open(url) == "https://dav.example/cal/"
     assert Vault([second]).open(password or "") == "app-password"
+    assert Vault([second]).open(google_url) == "google:primary"
+    engine = create_engine(settings.resolved_database_url)
+    with engine.connect() as conn:
+        (tokens,) = conn.execute(text("SELECT tokens_sealed FROM connection WHERE kind = 'google'")).one()
+    engine.dispose()
+    assert Vault([second]).open(tokens) == '{"refresh_token": "1//refresh"}'
+    with pytest.raises(CredentialsError):
+        Vault([first]).open(tokens)  # re-sealed with the new key, not merely readable with it
+    engine = create_engine(settings.resolved_database_url)
+    with engine.connect() as conn:
+        (key_file,) = conn.execute(text("SELECT credentials_sealed FROM company_account")).one()
+    engine.dispose()
+    assert Vault([second]).open(key_file) == '{"private_key": "-----BEGIN PRIVATE KEY-----"}'
+    with pytest.raises(CredentialsError):
+        Vault([first]).open(key_file)
 
 
 def test_a_bad_key_is_a_sentence(settings: Settings) -> None:

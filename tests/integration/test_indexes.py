@@ -197,3 +197,22 @@ def test_availability_reads_upcoming_appointments_not_the_history(
     scans = _appointment_scans(postgres, statements, "appointment.end_at >")
     # The next 30 days' appointments, not the thousand before them (ix_appointment_staff_end).
     assert scans and all(s["type"] != "Seq Scan" and s["rows"] <= UPCOMING + 2 for s in scans), scans
+
+
+def test_a_reschedule_reads_the_appointments_around_the_slot_only(
+    postgres: Engine, api: Api, history: dict[str, Any], statements: list[tuple[str, Any]]
+) -> None:
+    """Issue 17: the overlap check read every later appointment of the staff member (end_at
+    alone bounded the scan), so a move cost more the more bookings lay ahead."""
+    with postgres.connect() as conn:
+        moved, start = conn.execute(
+            text("SELECT id, start_at FROM appointment WHERE staff_id = :s AND start_at > now() "
+                 "ORDER BY start_at LIMIT 1"), {"s": history["staff_id"]}
+        ).one()
+    later = start + timedelta(hours=1)
+    resp = api.patch(f"/appointments/{moved}", json={
+        "start": later.isoformat(), "end": (later + timedelta(hours=1)).isoformat()})
+    assert resp.status_code == 200, resp.get_json()
+    scans = _appointment_scans(postgres, statements, "appointment.id !=")
+    # The appointments overlapping the day before the slot: one or two, not the UPCOMING ahead.
+    assert scans and all(s["type"] != "Seq Scan" and s["rows"] <= 3 for s in scans), scans

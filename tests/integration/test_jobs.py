@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +13,7 @@ from calsync.feeds.settings import Settings
 from calsync.models import Connection
 from tests.conftest import Api
 from tests.feed_helpers import ALL_DAY
+from tests.redis_queue import private_queue_url
 from tests.servers import CalendarHTTPServer
 from tests.waiting import wait_until
 
@@ -23,21 +23,11 @@ ICS = (b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nBEGIN:VEVENT\r\nUI
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-def queue_url(request: pytest.FixtureRequest) -> str | None:
+def queue_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if request.param == "sqlite":
-        return None
-    import redis
-
-    url = os.environ.get("TEST_CALSYNC_REDIS_URL", "redis://127.0.0.1:6379/15")
-    try:
-        client = redis.Redis.from_url(url)
-        client.ping()
-    except Exception as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis is required on CI ({url}): {exc}")
-        pytest.skip(f"no Redis at {url}")
-    client.flushdb()
-    return url
+        yield None
+        return
+    yield from private_queue_url("jobs", "redis://127.0.0.1:6379/15")
 
 
 @pytest.fixture

@@ -250,6 +250,15 @@ def test_alerts_are_emailed_once_per_episode(
     app: Flask, calendar_http: CalendarHTTPServer, smtp_server: SmtpSink
 ) -> None:
     cid, _ = _failing_connection(app, calendar_http)
+    # Never synced yet, the calendar is new: whoever added it saw it checked on the page, so
+    # its failures open an alert shown on the pages, but no email (issue 15).
+    _sync_times(app, cid, 7)
+    with app.extensions["calsync"].sessions() as s:
+        assert s.scalar(select(Alert.kind).where(Alert.resolved_at.is_(None))) == "failing"
+    assert outbox(app) == []
+    calendar_http.add("/cal.ics", b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nEND:VCALENDAR\r\n")
+    _sync_times(app, cid, 1)  # synced once: from now on its failures are emailed
+    calendar_http.add("/cal.ics", b"down", status=503, etag=False)
     _sync_times(app, cid, 2)
     assert outbox(app) == []  # not yet an alert (alert_after_failures = 3)
     _sync_times(app, cid, 5)
@@ -270,7 +279,7 @@ def test_alerts_are_emailed_once_per_episode(
     _sync_times(app, cid, 3)
     with app.extensions["calsync"].sessions() as s:
         assert s.scalar(select(Alert).where(Alert.resolved_at.is_(None))) is not None
-        assert len(list(s.scalars(select(Alert)))) == 2
+        assert len(list(s.scalars(select(Alert)))) == 3  # the new calendar's, and two episodes
     assert len([e for e in outbox(app) if e.kind == "alert"]) == 6
 
 

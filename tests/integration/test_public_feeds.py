@@ -192,7 +192,7 @@ def test_a_304_and_a_warm_get_never_render(api: Api, booked: dict, staff: dict, 
 
 
 def test_a_change_re_renders_only_the_changed_appointment(api: Api, staff: dict, monkeypatch) -> None:
-    from calsync.feeds.publishing import feed as publish
+    from calsync.feeds.publishing import segments as publish
 
     booked = [api.book(staff["id"], iso(soon(d)), iso(soon(d, 11))).get_json() for d in range(1, 9)]
     url = api.feed_url("staff", staff["id"])
@@ -258,3 +258,24 @@ def test_a_feed_version_moves_only_with_its_own_scope(api: Api, staff: dict) -> 
     assert api.book(member["id"], iso(soon(5)), iso(soon(5, 11))).status_code == 201
     after = etags()
     assert after[0] != before[0] and after[1] != before[1]
+
+
+def test_rendered_pieces_are_stored_once_the_answer_is_sent(api: Api, booked: dict, staff: dict, app) -> None:
+    """Issue 17: the new fragment and segment are written after the body is sent (the response's
+    close), so the first GET after a change does not wait for two writes and a commit."""
+    from sqlalchemy import func, select
+
+    from calsync.models import FeedFragment, FeedSegment
+
+    services = app.extensions["calsync"]
+
+    def stored() -> tuple[int, int]:
+        with services.sessions() as session:
+            return (session.scalar(select(func.count()).select_from(FeedFragment)) or 0,
+                    session.scalar(select(func.count()).select_from(FeedSegment)) or 0)
+
+    response = api.client.get(api.feed_url("staff", staff["id"]))
+    assert response.status_code == 200 and len(events(response.data)) == 1
+    assert stored() == (0, 0)  # answered; the server has not closed the response yet
+    response.close()
+    assert stored() == (1, 1)

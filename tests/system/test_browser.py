@@ -150,6 +150,8 @@ def test_log_in_flip_a_toggle_and_see_it_persist(tab: Page, app: Flask, api: Api
     assert page.evaluate("document.activeElement.textContent") == "Calendar sync"
     expect(page.get_by_role("heading", name="Calendar sync", level=1)).to_be_visible()
     tab.shot("02-calendar-sync")
+    # The settings have a page of their own, in the main navigation.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Settings").click()
     # The bidirectional toggle when the two-way engine has added it, else another on/off one.
     name = "bidirectional_sync" if "bidirectional_sync" in CompanySettings.model_fields else "show_cancelled"
     toggle = page.locator(f"#set-{name}")
@@ -160,6 +162,7 @@ def test_log_in_flip_a_toggle_and_see_it_persist(tab: Page, app: Flask, api: Api
     page.reload()
     assert page.locator(f"#set-{name}").is_checked()
     assert getattr(company_settings(app), name) is True
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Calendar sync").click()
     # The copy button puts the feed URL on the clipboard.
     first_url = page.locator("input.url").first
     page.get_by_role("button", name="Copy").first.click()
@@ -183,25 +186,27 @@ def test_add_an_ics_calendar_and_sync_it_without_a_reload(tab: Page, api: Api, a
     page.get_by_label("Name (optional)").first.fill("Personal")
     page.get_by_role("button", name="Add calendar").click()
     card = page.locator("article.conn", has_text="Personal")
-    assert card.locator('[data-field="status"]').inner_text() == "Not synced yet"
-    assert card.locator('[data-field="last-sync"]').inner_text() == "never"
+    # Read once when it was added, and synced at once (issue 15): no "not synced yet" card.
+    assert card.locator('[data-field="status"]').inner_text() == "OK"
+    assert card.locator('[data-field="busy-count"]').inner_text() == "3"
+    calendar_http.add("/private/basic.ics", busy_ics(4))
     page.evaluate("window.notReloaded = true")
     card.get_by_role("button", name="Sync now").click()
-    card.locator('[data-field="busy-count"]', has_text="3").wait_for()
+    card.locator('[data-field="busy-count"]', has_text="4").wait_for()
     assert card.locator('[data-field="last-sync"]').inner_text() == "just now"
     assert card.locator('[data-field="status"]').inner_text() == "OK"
-    assert "synced: 3 busy time(s)" in card.locator('[data-field="result"]').inner_text()
+    assert "synced: 4 busy times read" in card.locator('[data-field="result"]').inner_text()
     assert page.evaluate("window.notReloaded") is True  # updated in place
-    expect(page.locator("#live")).to_have_text("'Personal' synced: 3 busy time(s).")
+    expect(page.locator("#live")).to_have_text("'Personal' synced: 4 busy times read.")
     page.reload()
     card = page.locator("article.conn", has_text="Personal")
-    assert card.locator('[data-field="busy-count"]').inner_text() == "3"
+    assert card.locator('[data-field="busy-count"]').inner_text() == "4"
     tab.shot("04-staff-member")
     page.set_viewport_size(PHONE)
     tab.shot("05-staff-member-phone")
     with app.extensions["calsync"].sessions() as session:
         [conn] = session.scalars(select(Connection)).all()
-        assert (conn.staff_id, conn.status, conn.busy_count) == (staff["id"], "ok", 3)
+        assert (conn.staff_id, conn.status, conn.busy_count) == (staff["id"], "ok", 4)
 
 
 def test_a_staff_member_opens_the_connect_link_and_connects_a_calendar(
@@ -238,7 +243,7 @@ def test_a_staff_member_opens_the_connect_link_and_connects_a_calendar(
         page.get_by_role("button", name="Connect chosen calendars").click()
         page.wait_for_url(re.compile(r".*/connect/#connections$"))
         card = page.locator("article.conn", has_text="Work Zoë")
-        assert card.locator('[data-field="status"]').inner_text() == "Not synced yet"
+        assert card.locator('[data-field="status"]').inner_text() == "OK"  # synced once connected
         card.get_by_role("button", name="Sync now").click()
         card.locator('[data-field="status"]', has_text="OK").wait_for()
         assert card.locator('[data-field="last-sync"]').inner_text() == "just now"
@@ -277,18 +282,19 @@ def test_health_and_appointment_pages(tab: Page, api: Api, app: Flask,
     page.get_by_label("Staff member").select_option(label="Zoë Müller (Europe/Berlin)")
     page.get_by_label("Date").fill("2030-01-07")  # a Monday
     page.get_by_label("Start").fill("10:00")
-    page.get_by_label("End").fill("10:45")
+    page.get_by_label("End", exact=True).fill("10:45")
     page.get_by_label("Service").fill("Colour & style")
     page.get_by_label("Name", exact=True).fill("Chloé Lefèvre")
     page.get_by_role("button", name="Book").click()
-    expect(page.get_by_text("has not synced yet, so their busy time is unknown")).to_be_visible()
+    expect(page.get_by_text("Zoë Müller can't be booked: the calendar 'Old work calendar' has not "
+                            "synced since it was added")).to_be_visible()
     assert page.get_by_label("Service").input_value() == "Colour & style"
     page.get_by_label("Staff member").select_option(label="Ana Ortega (Europe/Berlin)")
     tab.shot("11-new-appointment")
     page.get_by_role("button", name="Book").click()
     expect(page.get_by_text("Booked Colour & style for Chloé Lefèvre.")).to_be_visible()
     page.get_by_label("Start").fill("14:00")
-    page.get_by_label("End").fill("14:45")
+    page.get_by_label("End", exact=True).fill("14:45")
     page.get_by_role("button", name="Move appointment").click()
     expect(page.get_by_text("Moved by an admin from")).to_be_visible()
     tab.shot("12-appointment")

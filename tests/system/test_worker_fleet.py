@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,10 +32,11 @@ from sqlalchemy import select, update
 
 from calsync.feeds.accounts.admins import get_or_create_company
 from calsync.feeds.calendars.connections import ConnectionInput, create_connection
-from calsync.feeds.jobs import due_connection_ids, split_queue_name
+from calsync.feeds.jobs import due_connection_ids
 from calsync.feeds.scheduling.directory import create_staff
 from calsync.feeds.settings import Settings
 from calsync.models import Connection, utcnow
+from tests.redis_queue import private_queue_url
 from tests.servers import serve_in_thread
 from tests.waiting import wait_until
 
@@ -217,23 +217,7 @@ def _calendar(n: int) -> bytes:
 @pytest.fixture
 def queue_url() -> Iterator[str]:
     """A queue of this test's own on the test Redis: parallel runs never share jobs."""
-    import redis
-
-    base = os.environ.get("TEST_CALSYNC_REDIS_URL", "redis://127.0.0.1:6379/14")
-    name = "fleet_" + uuid.uuid4().hex[:12]
-    try:
-        client = redis.Redis.from_url(base)
-        client.ping()
-    except Exception as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis is required on CI ({base}): {exc}")
-        pytest.skip(f"no Redis at {base}")
-    url = f"{base}{'&' if '?' in base else '?'}queue={name}"
-    assert split_queue_name(url)[0] == name
-    yield url
-    for key in client.scan_iter(match=f"huey.*.{name}*"):
-        client.delete(key)
-    client.close()
+    yield from private_queue_url("fleet", "redis://127.0.0.1:6379/14")
 
 
 @pytest.fixture

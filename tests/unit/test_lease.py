@@ -4,6 +4,7 @@ the row (feeds/calendars/lease.py; the behaviour is in tests/integration/test_sy
 from __future__ import annotations
 
 import socket
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +16,8 @@ from calsync.models import Connection
 
 @pytest.mark.parametrize("seconds", [2, 31, 300, 86_400])
 def test_every_share_of_the_work_ends_before_the_lease(seconds: int) -> None:
-    lease = Lease("w", datetime(2026, 1, 1, tzinfo=UTC), 1000.0, seconds)
+    # started is a monotonic reading taken now: a fixed number would assume the machine's uptime
+    lease = Lease("w", datetime(2026, 1, 1, tzinfo=UTC), time.monotonic(), seconds)
     assert lease.started < lease.network_deadline < lease.work_deadline < lease.started + seconds
     # The sync's clock is the lease's: the fence compares it with lease_until.
     assert lease.taken_at <= lease.now() < lease.taken_at + timedelta(days=365)

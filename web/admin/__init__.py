@@ -8,6 +8,9 @@
 - invitations: "Invite to sync" — the editable invitation email, preview, send, re-send, revoke
 - conflicts: two-way sync conflicts, both versions side by side, keep one; recently resolved
 - outbox: the company's emails and their delivery, filtered by status, Retry
+- company_accounts: the company-wide Google Workspace / Microsoft 365 connection (/company-accounts)
+- settings_page: the company-wide toggles (/settings)
+- staff_list: every staff member with feed, calendars, health, invitation and two-way state (/staff)
 
 Every view needs a logged-in admin (checked once for the whole blueprint, so a new view cannot
 forget it) and every form carries a CSRF token (Flask-WTF's CSRFProtect on every POST, set up for
@@ -80,10 +83,13 @@ def init_login(app: Flask) -> None:
 from calsync.web.admin import (  # noqa: E402,F401
     appointments,
     auth,
+    company_accounts,
     conflicts,
     health,
     invitations,
     outbox,
+    settings_page,
     staff,
+    staff_list,
     sync,
 )

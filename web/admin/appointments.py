@@ -16,11 +16,15 @@ from calsync.feeds.scheduling.history import appointment_history
 from calsync.models import Appointment, AppointmentChange, ChangeAction, ChangeSource, Staff, utcnow
 from calsync.web import db
 from calsync.web.admin import bp, current_company
+from calsync.web.admin.appointment_delivery import calendar_copies, customer_emails, reach_sentence
 from calsync.web.formatting import local
 
+PAGE_SIZE = 50  # a page of appointments stays a few screens tall, on a phone too
 SOURCE_LABELS = {ChangeSource.API: "the API", ChangeSource.ADMIN: "an admin",
                  ChangeSource.CALENDAR: "the staff calendar",
-                 ChangeSource.CONFLICT: "a conflict decision", ChangeSource.DEMO: "the demo data"}
+                 ChangeSource.CONFLICT: "a conflict decision", ChangeSource.DEMO: "the demo data",
+                 ChangeSource.GOOGLE: "the staff member's Google Calendar",
+                 ChangeSource.MICROSOFT: "the staff member's Outlook calendar"}
 
 
 def _day(value: str | None, fallback: date) -> date:
@@ -55,14 +59,17 @@ def appointments() -> str:
     if last < first:
         last = first
     staff_id = request.args.get("staff", type=int)
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    # One row more than a page: whether there is a next page, without counting them all.
     rows = booking.list_appointments(
         s, company, staff_id=staff_id,
         start=datetime.combine(first, datetime.min.time(), tzinfo=tz),
         end=datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=tz),
+        limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE,
     )
     return render_template(
-        "admin/appointments.html", rows=rows, staff=directory.list_staff(s, company),
-        staff_id=staff_id, first=first, last=last, company=company,
+        "admin/appointments.html", rows=rows[:PAGE_SIZE], more=len(rows) > PAGE_SIZE, page=page,
+        staff=directory.list_staff(s, company), staff_id=staff_id, first=first, last=last, company=company,
     )
 
 
@@ -96,7 +103,8 @@ def new_appointment() -> Response | tuple[str, int]:
             flash(str(exc), "error")
             return render_template("admin/appointment_new.html", staff=members, values=values), 422
         s.commit()
-        flash(f"Booked {appointment.service} for {appointment.customer.name}.", "success")
+        reach = reach_sentence(s, appointment, appointment.staff.timezone)
+        flash(f"Booked {appointment.service} for {appointment.customer.name}. {reach}".strip(), "success")
         return redirect(url_for("admin.appointment", appointment_id=appointment.id))
     return render_template("admin/appointment_new.html", staff=members, values=values), 200
 
@@ -145,8 +153,12 @@ def describe_change(change: AppointmentChange, tz: str) -> str:
 def appointment(appointment_id: int) -> str:
     item = _appointment(appointment_id)
     tz = item.staff.timezone
-    history = [(c, describe_change(c, tz)) for c in appointment_history(db.session(), item.id)]
-    return render_template("admin/appointment.html", item=item, history=history, tz=tz)
+    s = db.session()
+    history = [(c, describe_change(c, tz)) for c in appointment_history(s, item.id)]
+    return render_template(
+        "admin/appointment.html", item=item, history=history, tz=tz,
+        copies=calendar_copies(s, item, tz), emails=customer_emails(s, item),
+    )
 
 
 @bp.post("/appointments/<int:appointment_id>/reschedule")
@@ -162,7 +174,7 @@ def reschedule(appointment_id: int) -> Response:
         flash(str(exc), "error")
         return redirect(url_for("admin.appointment", appointment_id=appointment_id))
     s.commit()
-    flash("Appointment moved.", "success")
+    flash(f"Appointment moved. {reach_sentence(s, item, item.staff.timezone)}".strip(), "success")
     return redirect(url_for("admin.appointment", appointment_id=appointment_id))
 
 
@@ -177,5 +189,7 @@ def cancel(appointment_id: int) -> Response:
         flash(str(exc), "error")
         return redirect(url_for("admin.appointment", appointment_id=appointment_id))
     s.commit()
-    flash("Appointment cancelled.", "success")
+    told = (f" {item.customer.name} is emailed at {item.customer.email}." if item.customer.email
+            else f" {item.customer.name} has no email address: let them know yourself.")
+    flash(f"Appointment cancelled.{told}", "success")
     return redirect(url_for("admin.appointment", appointment_id=appointment_id))

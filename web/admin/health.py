@@ -12,6 +12,7 @@ from calsync.feeds.scheduling import directory
 from calsync.models import ConnectionStatus
 from calsync.web import db
 from calsync.web.admin import bp, current_company
+from calsync.web.calendar_forms import staff_blocks
 
 FILTERS = {
     "all": ("All", lambda status: True),
@@ -39,6 +40,7 @@ def health() -> str:
         "admin/health.html", rows=rows, shown=shown, filters=FILTERS, counts=counts,
         alerts=open_alerts(s, company),
         staff={m.id: m for m in directory.list_staff(s, company)},
+        blocks=staff_blocks(company),
     )
 
 

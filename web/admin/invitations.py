@@ -28,6 +28,7 @@ from calsync.feeds.scheduling import directory
 from calsync.models import Invitation, Staff
 from calsync.web import db
 from calsync.web.admin import bp, current_company
+from calsync.web.formatting import plural
 from calsync.web.security import CSP
 
 PLACEHOLDER_HELP = {
@@ -35,7 +36,7 @@ PLACEHOLDER_HELP = {
     "staff_name": "the staff member's name",
     "feed_url": "the address of their feed (https)",
     "webcal_url": "the same address as webcal://, which opens a calendar app",
-    "connect_url": f"their personal page, to connect their own calendar (valid {LINK_DAYS} days)",
+    "connect_url": f"their personal page, to connect their own calendar (valid {plural(LINK_DAYS, 'day')})",
 }
 
 

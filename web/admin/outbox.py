@@ -111,7 +111,7 @@ def retry_email(email_id: int) -> Response:
     except outbox.AlreadySentError:
         s.rollback()
         flash(
-            "That email was already sent, so it is not sent again: calsync never sends the same email twice.",
+            "That email was already sent, so it is not sent again.",
             "error",
         )
         return _back()

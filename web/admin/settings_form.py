@@ -115,6 +115,7 @@ class SettingField:
     choice_labels: dict[str, str] = field(default_factory=dict)
     depends_on: str | None = None
     disabled: bool = False
+    error: str | None = None  # what to fix, shown beside the field after a refused Save
 
     @property
     def unit_text(self) -> str | None:
@@ -186,15 +187,15 @@ def setting_fields(current: CompanySettings) -> list[tuple[str, list[SettingFiel
     return [(title, fields) for title, fields in sections.items() if fields]
 
 
-def parse_settings_form(form: MultiDict[str, str]) -> tuple[dict[str, Any], list[str]]:
-    """The changes a submitted settings form asks for, and sentences about unreadable values.
+def parse_settings_form(form: MultiDict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The changes a submitted settings form asks for, and per setting what to fix in it.
 
     Only the settings the page showed (listed in its `fields` input) are read, so a checkbox of
     a setting added after the page was loaded is not taken as switched off.
     """
     shown = set(form.getlist("fields"))
     changes: dict[str, Any] = {}
-    problems: list[str] = []
+    problems: dict[str, str] = {}
     for _title, fields in setting_fields(CompanySettings()):
         for f in fields:
             if f.name not in shown:
@@ -210,16 +211,59 @@ def parse_settings_form(form: MultiDict[str, str]) -> tuple[dict[str, Any], list
                 try:
                     changes[f.name] = int(raw) if f.kind == "int" else float(raw)
                 except ValueError:
-                    problems.append(f"{f.label}: enter a number.")
+                    problems[f.name] = "Enter a number."
             else:
                 changes[f.name] = raw if raw or not f.optional else None
     return changes, problems
 
 
-def describe_errors(exc: PydanticValidationError) -> list[str]:
-    """'Feed refresh interval: Input should be greater than or equal to 5', one per problem."""
-    out = []
+def _plain(error: Any) -> str:
+    """pydantic's message in the words of the page ("Enter 5 or more.")."""
+    kind, ctx = error.get("type", ""), error.get("ctx") or {}
+    if kind == "greater_than_equal":
+        return f"Enter {ctx.get('ge')} or more."
+    if kind == "greater_than":
+        return f"Enter more than {ctx.get('gt')}."
+    if kind == "less_than_equal":
+        return f"Enter {ctx.get('le')} or less."
+    if kind == "less_than":
+        return f"Enter less than {ctx.get('lt')}."
+    if kind in ("literal_error", "enum"):
+        return "Choose one of the options in the list."
+    message = str(error.get("msg", "")).removeprefix("Value error, ")
+    return message if message.endswith(".") else message + "."
+
+
+def describe_errors(exc: PydanticValidationError) -> dict[str, str]:
+    """{"feed_refresh_minutes": "Enter 5 or more."}: one sentence per setting to fix."""
+    out: dict[str, str] = {}
     for error in exc.errors():
         name = str(error["loc"][0]) if error["loc"] else ""
-        out.append(f"{_label(name) if name else 'Settings'}: {error['msg']}.")
+        out.setdefault(name, _plain(error))
     return out
+
+
+def refused_fields(form: MultiDict[str, str], current: CompanySettings,
+                   problems: dict[str, str]) -> list[tuple[str, list[SettingField]]]:
+    """The form after a refused Save: what was typed stays in each field, beside its error, so
+    nothing is lost (nothing was saved)."""
+    sections = setting_fields(current)
+    shown = set(form.getlist("fields"))
+    for _title, fields in sections:
+        for f in fields:
+            f.error = problems.get(f.name)
+            if f.name not in shown:
+                continue
+            if f.kind == "bool":
+                f.value = f.name in form
+            elif f.name in form:
+                f.value = form.get(f.name, "")
+    values = {f.name: f.value for _t, fields in sections for f in fields}
+    for _title, fields in sections:
+        for f in fields:
+            f.disabled = bool(f.depends_on) and not values.get(f.depends_on or "")
+    return sections
+
+
+def label_of(name: str) -> str:
+    return _label(name) if name else "Settings"

@@ -23,20 +23,28 @@ from calsync.feeds.onboarding.connect_links import (
 from calsync.feeds.onboarding.invitations import link_state, list_invitations
 from calsync.feeds.publishing import tokens
 from calsync.feeds.scheduling import directory
-from calsync.feeds.scheduling.working_hours import DAYS
+from calsync.feeds.scheduling.working_hours import DAYS, normalise_working_hours
 from calsync.models import Staff, utcnow
 from calsync.web import db
 from calsync.web.admin import bp, current_company
 from calsync.web.calendar_forms import (
     add_ics,
+    added_message,
     chosen_roles,
     connect_chosen,
+    connected_message,
     connection_json,
+    copy_bookings,
     discover,
     flash_sync_result,
+    form_error,
     kept_values,
+    staff_blocks,
+    sync_message,
     sync_now,
+    uncopied_counts,
 )
+from calsync.web.provider_forms import disconnect_connection, is_provider, provider_options
 from calsync.web.views_common import feed_rows, two_way_for, wants_json
 
 DAY_NAMES = dict(
@@ -76,6 +84,9 @@ def _render(staff: Staff, status: int = 200, **extra: Any) -> tuple[str, int]:
         if row.scope == "staff" and row.scope_id == staff.id
     ]
     extra.setdefault("values", {})
+    hours = extra.pop("hours", None) or [
+        (day, DAY_NAMES[day], hours_text(staff.working_hours.get(day, []))) for day in DAYS]
+    hours_errors = extra.pop("hours_errors", {})
     now = utcnow()
     invitations = [
         (inv, email, link_state(inv, now)) for inv, email in list_invitations(s, company, staff.id)
@@ -88,10 +99,14 @@ def _render(staff: Staff, status: int = 200, **extra: Any) -> tuple[str, int]:
         alerts=open_alerts(s, company),
         feeds=feed_rows(feeds),
         invitations=invitations,
-        hours=[(day, DAY_NAMES[day], hours_text(staff.working_hours.get(day, []))) for day in DAYS],
+        hours=hours,
+        hours_errors=hours_errors,
         kinds=calendar_setup.allowed_kinds(company),
         link_days=LINK_DAYS,
         two_way=two_way_for(company, staff),
+        block=staff_blocks(company, [staff.id]).get(staff.id),
+        uncopied=uncopied_counts(connections),
+        providers=provider_options(),
         **extra,
     ), status
 
@@ -108,33 +123,46 @@ def staff_page(staff_id: int) -> tuple[str, int]:
     return _render(_staff(staff_id))
 
 
+def check_hours(form: Any) -> tuple[dict[str, list[list[str]]], dict[str, str]]:
+    """Each day's periods, and per day what is wrong with what was typed (checked day by day,
+    so every mistake is named beside its own day, not only the first)."""
+    hours: dict[str, list[list[str]]] = {}
+    errors: dict[str, str] = {}
+    for day in DAYS:
+        try:
+            hours[day] = normalise_working_hours({day: parse_hours(form.get(f"hours-{day}", ""), day)})[day]
+        except ValidationError as exc:
+            # The message starts with the day ("mon: ..." or "Monday: ..."); the field names it.
+            errors[day] = str(exc).split(": ", 1)[-1]
+    return hours, errors
+
+
 @bp.post("/staff/<int:staff_id>/hours")
 def save_hours(staff_id: int) -> Response | tuple[str, int]:
     staff = _staff(staff_id)
     s = db.session()
-    try:
-        hours = {day: parse_hours(request.form.get(f"hours-{day}", ""), day) for day in DAYS}
-        directory.update_staff(s, current_company(), staff.id, {"working_hours": hours})
-    except ValidationError as exc:
-        s.rollback()
-        flash(str(exc), "error")
-        return redirect(url_for("admin.staff_page", staff_id=staff_id, _anchor="hours"))
+    hours, errors = check_hours(request.form)
+    if errors:
+        # Shown again with what was typed beside each error: nothing is saved, nothing is lost.
+        typed = [(day, DAY_NAMES[day], request.form.get(f"hours-{day}", "")) for day in DAYS]
+        return _render(staff, 422, hours=typed, hours_errors=errors)
+    directory.update_staff(s, current_company(), staff.id, {"working_hours": hours})
     s.commit()
-    flash("Working hours saved.", "success")
-    return redirect(url_for("admin.staff_page", staff_id=staff_id, _anchor="hours"))
+    flash("Working hours saved.", "success@hours")
+    return redirect(url_for("admin.staff_page", staff_id=staff_id, _anchor="hours-saved"))
 
 
 @bp.post("/staff/<int:staff_id>/calendars/ics")
 def add_ics_calendar(staff_id: int) -> Response | tuple[str, int]:
     staff = _staff(staff_id)
+    company, name = current_company(), staff.name
     try:
-        conn = add_ics(current_company(), staff.id, request.form)
+        conn, outcome = add_ics(company, staff.id, request.form)
     except ValidationError as exc:
         db.session().rollback()
-        flash(str(exc), "error")
-        return _render(staff, 422, values=kept_values(request.form), open_form="ics")
-    db.session().commit()
-    flash(f"Calendar '{conn.name}' added. Use Sync now to read it at once.", "success")
+        return _render(staff, 422, values=kept_values(request.form), open_form="ics",
+                       error=form_error("ics", exc, company, name))
+    flash(added_message(company, name, conn, outcome), "success" if conn.status != "error" else "error")
     return redirect(url_for("admin.staff_page", staff_id=staff_id, _anchor=f"connection-{conn.id}"))
 
 
@@ -144,8 +172,15 @@ def discover_calendars(staff_id: int) -> tuple[str, int]:
     try:
         found, sealed = discover(current_company(), staff.id, request.form)
     except ValidationError as exc:
-        flash(str(exc), "error")
-        return _render(staff, 422, values=kept_values(request.form), open_form="caldav")
+        return _render(staff, 422, values=kept_values(request.form), open_form="caldav",
+                       error=form_error("caldav", exc, current_company(), staff.name))
+    return _choose(staff, found, sealed)
+
+
+def _choose(staff: Staff, found: list[Any], sealed: str, status: int = 200, error: str | None = None,
+            form: Any = None) -> tuple[str, int]:
+    s = db.session()
+    company = current_company()
     return render_template(
         "admin/choose_calendars.html",
         staff=staff,
@@ -155,21 +190,42 @@ def discover_calendars(staff_id: int) -> tuple[str, int]:
         back=url_for("admin.staff_page", staff_id=staff.id),
         read_only_reason=calendar_setup.READ_ONLY_REASON,
         standalone=False,
-    ), 200
+        linked_now=calendar_setup.linked_calendar(s, company, staff.id),
+        upcoming=calendar_setup.upcoming_bookings(s, staff.id),
+        error=error,
+        form=form,
+    ), status
 
 
 @bp.post("/staff/<int:staff_id>/calendars/caldav")
 def connect_calendars(staff_id: int) -> Response | tuple[str, int]:
     staff = _staff(staff_id)
     try:
-        made = connect_chosen(current_company(), staff.id, request.form)
+        made, already, outcomes = connect_chosen(current_company(), staff.id, request.form)
     except ValidationError as exc:
         db.session().rollback()
-        flash(str(exc), "error")
-        return _render(staff, 422, open_form="caldav")
-    db.session().commit()
-    flash(f"Connected: {', '.join(c.name for c in made)}. Use Sync now to read them at once.", "success")
+        kept = calendar_setup.reopen_discovery(db.services().vault, request.form.get("discovery", ""),
+                                               staff.id, clock=db.services().clock)
+        if kept is None:  # too old to keep: back to the form, with the server and user typed
+            return _render(staff, 422, open_form="caldav",
+                           error=form_error("caldav", exc, current_company(), staff.name))
+        return _choose(staff, kept, request.form.get("discovery", ""), 422, str(exc), request.form)
+    flash(connected_message(made, already, outcomes), "success")
     return redirect(url_for("admin.staff_page", staff_id=staff_id, _anchor="connections"))
+
+
+@bp.post("/connections/<int:connection_id>/copy-bookings")
+def copy_bookings_now(connection_id: int) -> Response:
+    try:
+        conn, count, outcome = copy_bookings(current_company(), connection_id)
+    except NotFoundError:
+        abort(404)
+    except ValidationError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("admin.index"))
+    flash(f"{count} upcoming booking(s) queued for '{conn.name}'. {sync_message(conn, outcome)}"
+          if count else f"Every upcoming booking is already in '{conn.name}'.", "success")
+    return redirect(url_for("admin.staff_page", staff_id=conn.staff_id, _anchor=f"connection-{conn.id}"))
 
 
 @bp.route("/connections/<int:connection_id>/edit", methods=["GET", "POST"])
@@ -221,6 +277,9 @@ def delete_connection(connection_id: int) -> Response:
         flash(str(exc), "error")
         return redirect(url_for("admin.index"))
     staff_id, name = conn.staff_id, conn.name
+    if is_provider(conn):  # Google / Microsoft: revoke, and remove our events if asked
+        disconnect_connection(conn, request.form)
+        return redirect(url_for("admin.staff_page", staff_id=staff_id, _anchor="connections"))
     conns.delete_connection(s, company, connection_id)
     s.commit()
     flash(f"Calendar '{name}' removed; its busy times no longer block bookings.", "success")
@@ -230,12 +289,12 @@ def delete_connection(connection_id: int) -> Response:
 @bp.post("/connections/<int:connection_id>/sync")
 def sync_connection_now(connection_id: int) -> Response:
     try:
-        conn, queued = sync_now(current_company(), connection_id)
+        conn, outcome = sync_now(current_company(), connection_id)
     except NotFoundError:
         abort(404)
     if wants_json():
-        return connection_json(conn, queued)
-    flash_sync_result(conn, queued)
+        return connection_json(conn, outcome)
+    flash_sync_result(conn, outcome)
     back = request.form.get("back", "")
     if back == "health":
         return redirect(url_for("admin.health"))

@@ -1,15 +1,14 @@
 """The calendar-sync page at / : the feeds of staff members, groups and the company with their
-links and tokens (new, revoke, rotate), and the company-wide toggles."""
+links and tokens (new, revoke, rotate). The company-wide toggles are on their own page
+(web.admin.settings_page)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from flask import flash, redirect, render_template, request, url_for
-from pydantic import ValidationError as PydanticValidationError
 from werkzeug.wrappers import Response
 
-from calsync.feeds.company_settings import get_company_settings, update_company_settings
 from calsync.feeds.errors import NotFoundError, ValidationError
 from calsync.feeds.publishing import tokens
 from calsync.feeds.publishing.reachability import unreachable_from_internet
@@ -17,8 +16,10 @@ from calsync.feeds.scheduling import directory
 from calsync.models import FeedToken
 from calsync.web import db
 from calsync.web.admin import bp, current_company
-from calsync.web.admin.settings_form import describe_errors, parse_settings_form, setting_fields
+from calsync.web.calendar_forms import staff_blocks
 from calsync.web.views_common import feed_rows
+
+STAFF_PAGE_SIZE = 25
 
 
 @dataclass
@@ -40,10 +41,16 @@ def index() -> str:
     by_owner: dict[tuple[str, int], list[FeedToken]] = {}
     for row in tokens.list_feed_tokens(s, company):
         by_owner.setdefault((row.scope, row.scope_id), []).append(row)
+    members = directory.list_staff(s, company)
+    # A page of staff members at a time: each has a feed link with its subscribe buttons, and a
+    # company of hundreds would otherwise get a page many thousand pixels tall.
+    staff_pages = max(1, -(-len(members) // STAFF_PAGE_SIZE))
+    staff_page = min(max(1, request.args.get("staff_page", 1, type=int) or 1), staff_pages)
+    shown = members[(staff_page - 1) * STAFF_PAGE_SIZE:staff_page * STAFF_PAGE_SIZE]
     tables: list[tuple[str, str, list[FeedOwner]]] = [
         ("staff", "Staff members", [
             FeedOwner("staff", m.id, m.name, m.email, url_for("admin.staff_page", staff_id=m.id))
-            for m in directory.list_staff(s, company)
+            for m in shown
         ]),
         ("group", "Groups of staff", [
             FeedOwner("group", g.id, g.name, ", ".join(m.name for m in g.members) or "no members")
@@ -59,7 +66,8 @@ def index() -> str:
         "admin/index.html", company=company, tables=tables,
         privacy_levels=tokens.PRIVACY_LEVELS,
         base_url=base_url, base_url_unreachable=unreachable_from_internet(base_url),
-        settings_sections=setting_fields(get_company_settings(company)),
+        staff_total=len(members), staff_page=staff_page, staff_pages=staff_pages,
+        blocks=staff_blocks(company),  # who cannot be booked because of a calendar, and why
     )
 
 
@@ -107,20 +115,3 @@ def rotate_token(token_id: int) -> Response:
     flash(f"Feed link '{row.name}' replaced: the old link stopped working; share the new one.",
           "success")
     return redirect(url_for("admin.index", _anchor=f"token-{row.id}"))
-
-
-@bp.post("/settings")
-def save_settings() -> Response:
-    s = db.session()
-    changes, problems = parse_settings_form(request.form)
-    if not problems:
-        try:
-            update_company_settings(s, current_company(), changes)
-        except PydanticValidationError as exc:
-            problems = describe_errors(exc)
-    for problem in problems:
-        flash(problem, "error")
-    if not problems:
-        s.commit()
-        flash("Settings saved. Feeds show the change at their next refresh.", "success")
-    return redirect(url_for("admin.index", _anchor="settings"))

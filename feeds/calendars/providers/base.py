@@ -60,6 +60,23 @@ class RateLimited(StoreUnavailable):
         self.retry_after = retry_after
 
 
+class AccountRefused(StoreUnavailable):
+    """The provider refused a company-wide account itself (a deleted service-account key, an
+    expired client secret): no staff member can be reached until the admin fixes it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("auth", message)
+
+
+class MemberRefused(StoreUnavailable):
+    """A company-wide account works, but not for this staff member: `code` is the provider's
+    reason (unauthorized_client, notFound, ErrorAccessDenied, ErrorInvalidUser, ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__("auth", message)
+        self.code = code
+
+
 class ProviderNotConfigured(CalsyncError):
     """The operator has not registered an OAuth client for this provider."""
 
@@ -226,9 +243,8 @@ class NonceLedger(Protocol):
 
 
 class MemoryNonceLedger:
-    """Single use within one process. TODO(issue 11, next session): a table of used nonces
-    (nonce primary key, expires_at; rows deleted once expired) so that a state is single-use
-    across workers too — the callback inserts, and a duplicate key is a replay."""
+    """Single use within one process (tests). The web flow uses the oauth_state table
+    (feeds.calendars.provider_connect.DatabaseNonceLedger), single use across workers."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._used: dict[str, float] = {}
@@ -252,24 +268,33 @@ class StateSealer:
         self._sealer = Sealer(secret_key, "oauth-state")
         self._clock = clock
 
-    def issue(self, staff_id: int, provider: str, pkce: Pkce) -> str:
-        payload = {"s": staff_id, "p": provider, "n": secrets.token_urlsafe(16),
+    def issue(self, staff_id: int, provider: str, pkce: Pkce, nonce: str | None = None) -> str:
+        """`nonce`: the caller's, when it records the state (feeds.calendars.provider_connect
+        stores it in the oauth_state table); a random one otherwise."""
+        payload = {"s": staff_id, "p": provider, "n": nonce or secrets.token_urlsafe(16),
                    "v": pkce.verifier, "t": self._clock()}
         return self._sealer.seal(json.dumps(payload, separators=(",", ":")))
+
+    def peek(self, sealed: str) -> OAuthState | None:
+        """What a state says, unchecked beyond its seal (None if forged or unreadable): only to
+        find where its callback belongs. `open` decides whether it is accepted."""
+        plain = self._sealer.open(sealed)
+        if plain is None:
+            return None
+        try:
+            data = json.loads(plain)
+            return OAuthState(int(data["s"]), str(data["p"]), str(data["n"]), str(data["v"]),
+                              float(data["t"]))
+        except (ValueError, KeyError, TypeError):
+            return None
 
     def open(self, sealed: str, *, staff_id: int, provider: str, ledger: NonceLedger) -> OAuthState:
         """The state of a callback, or OAuthStateInvalid. `staff_id` is whose page the callback
         landed on (the invitation link or the admin's staff page): a state issued for another
         person is refused, so a link passed on cannot attach someone else's calendar."""
-        plain = self._sealer.open(sealed)
-        if plain is None:
+        state = self.peek(sealed)
+        if state is None:
             raise OAuthStateInvalid("the answer was not issued by this calsync")
-        try:
-            data = json.loads(plain)
-            state = OAuthState(int(data["s"]), str(data["p"]), str(data["n"]), str(data["v"]),
-                               float(data["t"]))
-        except (ValueError, KeyError, TypeError):
-            raise OAuthStateInvalid("the answer was not issued by this calsync") from None
         if state.staff_id != staff_id or state.provider != provider:
             raise OAuthStateInvalid("it was started for another person or provider")
         if not state.issued_at <= self._clock() < state.expires_at:

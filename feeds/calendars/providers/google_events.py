@@ -164,7 +164,11 @@ def _vevent(ev: Event, zone_name: str | None) -> icalendar.Event:
     status = "CANCELLED" if private.get(STATUS_KEY) == "cancelled" else \
         {"tentative": "TENTATIVE", "cancelled": "CANCELLED"}.get(str(ev.get("status")), "CONFIRMED")
     out.add("status", status)
-    out.add("transp", "TRANSPARENT" if ev.get("transparency") == "transparent" else "OPAQUE")
+    # An invitation the calendar's owner declined does not block (Google keeps it in their
+    # calendar): shown as free, so busy time read from the store's bodies skips it too, while
+    # two-way sync (which reads times and STATUS, not TRANSP) sees the event as it is.
+    free = ev.get("transparency") == "transparent" or _self_declined(ev)
+    out.add("transp", "TRANSPARENT" if free else "OPAQUE")
     out.add("sequence", int(ev.get("sequence") or 0))
     for field, prop in (("summary", "summary"), ("description", "description"), ("location", "location")):
         if ev.get(field):

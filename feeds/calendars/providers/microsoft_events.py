@@ -108,7 +108,9 @@ def _vevent(ev: Event, *, declined_is_cancelled: bool) -> icalendar.Event:
         or (declined_is_cancelled and _declined(ev))
     tentative = ev.get("showAs") == "tentative"
     out.add("status", "CANCELLED" if cancelled else "TENTATIVE" if tentative else "CONFIRMED")
-    out.add("transp", "TRANSPARENT" if ev.get("showAs") in FREE_SHOW_AS else "OPAQUE")
+    # Declined by the mailbox's owner: free for busy time (as in graph_busy_blocks), the event
+    # itself unchanged for two-way sync, which reads times and STATUS, not TRANSP.
+    out.add("transp", "TRANSPARENT" if ev.get("showAs") in FREE_SHOW_AS or _declined(ev) else "OPAQUE")
     if ev.get("subject"):
         out.add("summary", str(ev["subject"]))
     body = ev.get("body") or {}

@@ -1,0 +1,42 @@
+"""The benchmarks of issue 17 at tiny sizes, so they cannot rot: every row is printed with a
+baseline measured in the same run, under gunicorn and waitress. Nothing here is timed or
+compared with a target; that is what `calsync bench feeds` / `bench scale` are for.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from calsync.bench import ceiling, reschedule_curve
+from calsync.bench.feeds import _print_table
+
+SERVERS = ("gunicorn", "waitress")
+
+
+def test_issue17_table_prints_every_row_against_its_baseline(capsys: pytest.CaptureFixture[str]) -> None:
+    figures = ceiling.run(appointments=60, staff=3, rounds=3, demo_appointments=30, busy_blocks=40)
+    rows = figures["rows"]
+    out = capsys.readouterr().out
+    expected = ["availability, 60 days", "demo-data --staff 3 --appointments 30"]
+    for server in SERVERS:
+        expected += [f"[{server}] warm company-feed GET", f"[{server}] 304 revalidation",
+                     f"[{server}] reschedule PATCH", f"[{server}] first GET after one move ÷ warm GET",
+                     f"[{server}] first GET after a change vs icalendar build",
+                     f"[{server}] first gzip GET after one move"]
+    for start in expected:
+        (metric,) = [m for m in rows if start in m]
+        assert rows[metric]["ours_s"] > 0 and rows[metric]["base_s"] > 0, metric
+        assert metric in out
+    # The output says what the baselines include.
+    assert "its database load excluded" in out and "constant routes" in out
+
+
+def test_reschedule_curve_runs_on_postgresql() -> None:
+    url = os.environ.get("TEST_CALSYNC_DATABASE_URL", "")
+    if not url.startswith("postgresql"):
+        pytest.skip("the reschedule curve runs on PostgreSQL (TEST_CALSYNC_DATABASE_URL)")
+    rows = reschedule_curve.run(url, small=2_000, large=4_000, rounds=3)
+    assert [r.base for r in rows][1] > 0 and all(r.ours > 0 for r in rows)
+    _print_table(rows, [])
