@@ -22,11 +22,9 @@ baseline routes (bench/ceiling_setup.py); the row names the server. What each ba
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import secrets
-import socket
 import statistics
 import tempfile
 import time
@@ -48,6 +46,8 @@ from calsync.bench.feeds import (
     _naive_zones,
     _paired,
     _print_table,
+    answers,
+    free_port,
 )
 from calsync.feeds.scheduling.availability import busy_times, find_availability
 from calsync.feeds.settings import Settings
@@ -55,23 +55,6 @@ from calsync.models import Appointment, Staff, utcnow
 from calsync.web import create_app
 
 SERVERS = ("gunicorn", "waitress")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _answers(port: int) -> bool:
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        conn.request("GET", "/bench/empty")
-        ok = conn.getresponse().status == 200
-        conn.close()
-        return ok
-    except OSError:
-        return False
 
 
 class Mover:
@@ -275,7 +258,7 @@ def run(appointments: int = 9600, staff: int = 20, rounds: int = 30, servers: tu
             # serves the bytes the feed has now.
             body_file.write_bytes(app.test_client().get(f"/feeds/{data.token}.ics").data)
             services.engine.dispose()
-            server = start_server(name, env, _free_port(), _answers)
+            server = start_server(name, env, free_port(), answers)
             try:
                 server_rows, server_figures = _server_rows(
                     name, server.port, data, in_window, naive_render, rounds)

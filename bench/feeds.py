@@ -27,6 +27,7 @@ import math
 import random
 import resource
 import secrets
+import socket
 import statistics
 import tempfile
 import threading
@@ -369,6 +370,24 @@ class Bodies:
 
     plain: bytes = b""
     gzipped: bytes = b""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def answers(port: int) -> bool:
+    """Whether a server started for a benchmark answers its empty baseline route yet."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/bench/empty")
+        ok = conn.getresponse().status == 200
+        conn.close()
+        return ok
+    except OSError:
+        return False
 
 
 def _add_baseline_routes(app: Flask, bodies: Bodies) -> None:

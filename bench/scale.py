@@ -38,7 +38,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,7 +54,17 @@ from urllib.parse import quote
 from flask import Flask
 from sqlalchemy import Engine, create_engine, func, insert, select, text, update
 
-from calsync.bench.feeds import EMPTY_ETAG, Bodies, Row, _add_baseline_routes, _expect, _paired, _print_table
+from calsync.bench.feeds import (
+    EMPTY_ETAG,
+    Bodies,
+    Row,
+    _add_baseline_routes,
+    _expect,
+    _paired,
+    _print_table,
+    answers,
+    free_port,
+)
 from calsync.bench.sync import CalendarHost, make_calendar
 from calsync.feeds.company_settings import get_company_settings
 from calsync.feeds.publishing.feed import feed_window
@@ -504,12 +513,6 @@ def bench_app() -> Flask:
     return app
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _env(db: Database, role: str, data_dir: Path, secret: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CALSYNC_", "GUNICORN_"))}
     env.update(
@@ -549,7 +552,7 @@ def _children(pid: int) -> list[int]:
 def _start_gunicorn(
     db: Database, data_dir: Path, secret: str, body_file: Path, role: str = "web", **settings: str
 ) -> Server:
-    port = _free_port()
+    port = free_port()
     env = _env(
         db,
         role,
@@ -569,22 +572,11 @@ def _start_gunicorn(
     )
     server = Server(proc, port, role)
     deadline = time.monotonic() + 120
-    while len(server.children()) < WEB_WORKERS or not _answers(port):
+    while len(server.children()) < WEB_WORKERS or not answers(port):
         _expect(proc.poll() is None, f"gunicorn for the {db.label} database exited with {proc.returncode}")
         _expect(time.monotonic() < deadline, "gunicorn did not start")
         time.sleep(0.2)
     return server
-
-
-def _answers(port: int) -> bool:
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        conn.request("GET", "/bench/empty")
-        ok = conn.getresponse().status == 200
-        conn.close()
-        return ok
-    except OSError:
-        return False
 
 
 def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Flask
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from calsync.feeds.calendars.provider_access import seal_tokens
 from calsync.feeds.calendars.providers.base import Tokens
@@ -96,3 +96,17 @@ def channels_of(app: Flask, connection_id: int) -> list[ProviderChannel]:
 
 def live(app: Flask, connection_id: int) -> list[ProviderChannel]:
     return [row for row in channels_of(app, connection_id) if row.stopped_at is None]
+
+
+
+def sync_requested(app: Flask, row_id: int) -> bool:
+    with app.extensions["calsync"].sessions() as session:
+        row = session.get(ProviderChannel, row_id)
+        return row is not None and row.sync_requested_at is not None
+
+
+def clear_sync_request(app: Flask, row_id: int) -> None:
+    """What the queued sync does as it starts (feeds/jobs.py channel_sync)."""
+    with app.extensions["calsync"].sessions.begin() as session:
+        session.execute(update(ProviderChannel).where(ProviderChannel.id == row_id)
+                        .values(sync_requested_at=None))

@@ -27,7 +27,7 @@ from calsync.models import Base, make_engine
 from calsync.web import create_app
 
 pytest_plugins = ["tests.servers", "tests.admin_helpers", "tests.hostile_servers", "tests.slow_servers",
-                  "tests.icaljs"]
+                  "tests.icaljs", "tests.provider_fixtures"]
 
 # Real-world calendar files, inside the repository with their licence (tests/corpus/README.md).
 CORPUS = Path(__file__).resolve().parent / "corpus" / "icalendar"

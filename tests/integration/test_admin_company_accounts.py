@@ -6,34 +6,18 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from calsync.feeds.calendars.providers import company_google, company_microsoft
 from calsync.feeds.settings import Settings
 from calsync.models import CompanyAccount, Connection
 from tests.admin_helpers import Browser, text_of
 from tests.conftest import Api
-from tests.fakes.google_calendar import ServedFake, serve_google_fake
-from tests.fakes.microsoft_graph import ServedGraph, serve_graph_fake
-
-
-@pytest.fixture
-def google() -> Iterator[ServedFake]:
-    company_google.TOKENS.clear()
-    with serve_google_fake() as served:
-        yield served
-
-
-@pytest.fixture
-def graph() -> Iterator[ServedGraph]:
-    company_microsoft.TOKENS.clear()
-    with serve_graph_fake() as served:
-        yield served
+from tests.fakes.google_calendar import ServedFake
+from tests.fakes.microsoft_graph import ServedGraph
 
 
 @pytest.fixture

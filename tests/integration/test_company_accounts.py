@@ -43,8 +43,8 @@ from calsync.feeds.errors import ValidationError
 from calsync.feeds.scheduling.directory import create_staff
 from calsync.feeds.sources.fetch import FetchLimits
 from calsync.models import Company, CompanyAccountStatus, Connection, Staff
-from tests.fakes.google_calendar import ServedFake, endpoints, serve_google_fake
-from tests.fakes.microsoft_graph import ServedGraph, serve_graph_fake
+from tests.fakes.google_calendar import ServedFake, endpoints
+from tests.fakes.microsoft_graph import ServedGraph
 
 LIMITS = FetchLimits()
 
@@ -56,18 +56,6 @@ def _fresh_token_caches() -> Iterator[None]:
     yield
     company_google.TOKENS.clear()
     company_microsoft.TOKENS.clear()
-
-
-@pytest.fixture
-def google() -> Iterator[ServedFake]:
-    with serve_google_fake() as served:
-        yield served
-
-
-@pytest.fixture
-def graph() -> Iterator[ServedGraph]:
-    with serve_graph_fake() as served:
-        yield served
 
 
 def _access(google: ServedFake | None = None, graph: ServedGraph | None = None) -> CompanyAccess:

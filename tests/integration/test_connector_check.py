@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,28 +15,13 @@ from flask import Flask
 from calsync.feeds.accounts.admins import get_or_create_company
 from calsync.feeds.calendars.company_accounts import connect_google_account, connect_microsoft_account
 from calsync.feeds.calendars.provider_access import open_tokens, seal_tokens
-from calsync.feeds.calendars.providers import company_google, company_microsoft
 from calsync.feeds.calendars.providers.base import Tokens
 from calsync.feeds.scheduling.directory import create_staff
 from calsync.feeds.settings import Settings
 from calsync.models import Connection, utcnow
 from calsync.web.cli import main
-from tests.fakes.google_calendar import GoogleCalendarFake, ServedFake, serve_google_fake
-from tests.fakes.microsoft_graph import MicrosoftGraphFake, ServedGraph, serve_graph_fake
-
-
-@pytest.fixture
-def google() -> Iterator[ServedFake]:
-    company_google.TOKENS.clear()
-    with serve_google_fake() as served:
-        yield served
-
-
-@pytest.fixture
-def graph() -> Iterator[ServedGraph]:
-    company_microsoft.TOKENS.clear()
-    with serve_graph_fake() as served:
-        yield served
+from tests.fakes.google_calendar import GoogleCalendarFake, ServedFake
+from tests.fakes.microsoft_graph import MicrosoftGraphFake, ServedGraph
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ met the real Graph."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -24,15 +23,9 @@ from calsync.feeds.calendars.providers.microsoft_events import graph_busy_blocks
 from calsync.feeds.calendars.store import InvalidSyncToken, PreconditionFailed, StoreUnavailable
 from calsync.feeds.sources.busy_time import BusyOptions
 from calsync.feeds.sources.fetch import FetchLimits
-from tests.fakes.microsoft_graph import CLIENT, ServedGraph, open_fake_graph_store, serve_graph_fake
+from tests.fakes.microsoft_graph import CLIENT, ServedGraph, open_fake_graph_store
 
 WINDOW = (datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 12, 31, tzinfo=UTC))
-
-
-@pytest.fixture
-def graph() -> Iterator[ServedGraph]:
-    with serve_graph_fake() as served:
-        yield served
 
 
 def at(day: str, hour: int, minute: int = 0) -> datetime:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,8 +21,8 @@ from tests.admin_helpers import (
 )
 from tests.admin_helpers import text_of as raw_text
 from tests.conftest import Api
-from tests.fakes.google_calendar import ServedFake, serve_google_fake
-from tests.fakes.microsoft_graph import ServedGraph, serve_graph_fake
+from tests.fakes.google_calendar import ServedFake
+from tests.fakes.microsoft_graph import ServedGraph
 from tests.provider_helpers import (
     connect,
     connected,
@@ -37,18 +36,6 @@ from tests.provider_helpers import (
 
 def text_of(resp: Any) -> str:
     return html.unescape(raw_text(resp))
-
-
-@pytest.fixture
-def google() -> Iterator[ServedFake]:
-    with serve_google_fake() as served:
-        yield served
-
-
-@pytest.fixture
-def graph() -> Iterator[ServedGraph]:
-    with serve_graph_fake() as served:
-        yield served
 
 
 @pytest.fixture

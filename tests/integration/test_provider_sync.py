@@ -7,7 +7,6 @@ honoured, and disconnecting with revocation."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,8 +20,8 @@ from calsync.feeds.settings import Settings
 from calsync.models import Alert, Appointment, Connection, LinkedItem, OutboxEmail
 from tests.admin_helpers import Browser
 from tests.conftest import Api
-from tests.fakes.google_calendar import ServedFake, serve_google_fake
-from tests.fakes.microsoft_graph import ServedGraph, serve_graph_fake, utc_text
+from tests.fakes.google_calendar import ServedFake
+from tests.fakes.microsoft_graph import ServedGraph, utc_text
 from tests.feed_helpers import iso
 from tests.linked_helpers import WEEK_NINE_TO_FIVE, at
 from tests.provider_helpers import (
@@ -35,18 +34,6 @@ from tests.provider_helpers import (
     with_google,
     with_microsoft,
 )
-
-
-@pytest.fixture
-def google() -> Iterator[ServedFake]:
-    with serve_google_fake() as served:
-        yield served
-
-
-@pytest.fixture
-def graph() -> Iterator[ServedGraph]:
-    with serve_graph_fake() as served:
-        yield served
 
 
 @pytest.fixture

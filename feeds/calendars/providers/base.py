@@ -101,6 +101,30 @@ class Tokens:
     scope: str = ""
 
 
+class TokenCache:
+    """Access tokens of a company-wide account per key (the account and, for Google, the
+    mailbox acted as) until a minute before they expire, so a sync does not ask the token
+    endpoint each time: Google signs an assertion per mailbox, Microsoft serves every mailbox
+    of the tenant with one app-only token."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tokens: dict[tuple[str, str, str], Tokens] = {}
+
+    def get(self, key: tuple[str, str, str]) -> Tokens | None:
+        with self._lock:
+            tokens = self._tokens.get(key)
+            return tokens if tokens is not None and tokens.expires_at > time.time() + 60 else None
+
+    def put(self, key: tuple[str, str, str], tokens: Tokens) -> None:
+        with self._lock:
+            self._tokens[key] = tokens
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
+
 def tokens_from_answer(provider: str, status: int, answer: dict[str, Any], form: dict[str, str], *,
                        reconnect_statuses: tuple[int, ...] = (400,),
                        reconnect_errors: frozenset[str] = frozenset({"invalid_grant"}),

@@ -16,7 +16,6 @@ The token endpoint is the configured one (CALSYNC_GOOGLE_TOKEN_URL), never the k
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +26,12 @@ from urllib.parse import quote
 from google.auth import crypt
 from google.auth import jwt as google_jwt
 
-from calsync.feeds.calendars.providers.base import AccountRefused, MemberRefused, Tokens, tokens_from_answer
+from calsync.feeds.calendars.providers.base import (
+    AccountRefused,
+    MemberRefused,
+    TokenCache,
+    tokens_from_answer,
+)
 from calsync.feeds.calendars.providers.google import GoogleCalendarStore
 from calsync.feeds.calendars.providers.google_api import (
     PROVIDER,
@@ -110,29 +114,8 @@ def _refusal(subject: str, who: str, key: ServiceAccountKey, status: int,
                           "deleted or disabled: upload a new JSON key.")
 
 
-class _TokenCache:
-    """Access tokens per (service account key, subject) until shortly before they expire, so a
-    sync does not sign and send an assertion each time (Google allows an hour per token)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._tokens: dict[tuple[str, str, str], Tokens] = {}
-
-    def get(self, key: tuple[str, str, str]) -> Tokens | None:
-        with self._lock:
-            tokens = self._tokens.get(key)
-            return tokens if tokens is not None and tokens.expires_at > time.time() + 60 else None
-
-    def put(self, key: tuple[str, str, str], tokens: Tokens) -> None:
-        with self._lock:
-            self._tokens[key] = tokens
-
-    def clear(self) -> None:
-        with self._lock:
-            self._tokens.clear()
-
-
-TOKENS = _TokenCache()
+# per (service account key, subject): Google allows an hour per token
+TOKENS = TokenCache()
 
 
 class DelegatedGoogleApi(GoogleApi):

@@ -15,7 +15,6 @@ is the refresh. It is one form POST on the guarded session, as for the delegated
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +23,12 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from calsync.feeds.calendars.providers.base import AccountRefused, MemberRefused, Tokens, tokens_from_answer
+from calsync.feeds.calendars.providers.base import (
+    AccountRefused,
+    MemberRefused,
+    TokenCache,
+    tokens_from_answer,
+)
 from calsync.feeds.calendars.providers.microsoft import GraphCalendarStore
 from calsync.feeds.calendars.providers.microsoft_api import (
     PROVIDER,
@@ -88,29 +92,8 @@ def mailbox_refusal(address: str, response: Any, who: str | None = None) -> Memb
     return None
 
 
-class _TokenCache:
-    """App-only tokens per (tenant, client id) until shortly before they expire: one token
-    serves every mailbox of the company."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._tokens: dict[tuple[str, str, str], Tokens] = {}
-
-    def get(self, key: tuple[str, str, str]) -> Tokens | None:
-        with self._lock:
-            tokens = self._tokens.get(key)
-            return tokens if tokens is not None and tokens.expires_at > time.time() + 60 else None
-
-    def put(self, key: tuple[str, str, str], tokens: Tokens) -> None:
-        with self._lock:
-            self._tokens[key] = tokens
-
-    def clear(self) -> None:
-        with self._lock:
-            self._tokens.clear()
-
-
-TOKENS = _TokenCache()
+# per (tenant, client id): one app-only token serves every mailbox of the company
+TOKENS = TokenCache()
 
 
 def app_endpoints(endpoints: MicrosoftEndpoints, credentials: AppCredentials) -> MicrosoftEndpoints:

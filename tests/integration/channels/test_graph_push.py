@@ -14,52 +14,21 @@ from sqlalchemy import select, update
 
 from calsync.feeds.calendars.channels import ensure_channel, secret_hash
 from calsync.feeds.calendars.sync import sync_connection
-from calsync.feeds.settings import Settings
 from calsync.models import Connection, LinkedItem, OutboxEmail, ProviderChannel, utcnow
 from tests.channel_helpers import (
     BASE,
     Loopback,
     add_provider_connection,
+    clear_sync_request,
     live,
-    provider_settings,
-    pushing_google,
-    pushing_graph,
-    serve,
+    sync_requested,
 )
 from tests.conftest import Api
-from tests.fakes.google_calendar import ServedFake
 from tests.fakes.microsoft_graph import ServedGraph, utc_text
 from tests.fakes.push import PushingGraphFake
 from tests.feed_helpers import iso
 from tests.linked_helpers import WEEK_NINE_TO_FIVE, at
 from tests.waiting import wait_until
-
-
-@pytest.fixture
-def loopback() -> Loopback:
-    return Loopback()
-
-
-@pytest.fixture
-def google(loopback: Loopback) -> Iterator[ServedFake]:
-    yield from pushing_google(loopback)
-
-
-@pytest.fixture
-def graph(loopback: Loopback) -> Iterator[ServedGraph]:
-    yield from pushing_graph(loopback)
-
-
-@pytest.fixture
-def settings(settings: Settings, google: ServedFake, graph: ServedGraph) -> Settings:
-    return provider_settings(settings, google, graph)
-
-
-@pytest.fixture
-def served(app: Flask, loopback: Loopback) -> Iterator[str]:
-    server = serve(app, loopback)
-    yield loopback.url
-    server.close()
 
 
 def _fake(graph: ServedGraph) -> PushingGraphFake:
@@ -73,18 +42,6 @@ def _subscribed(app: Flask, api: Api, company_id: int, graph: ServedGraph) -> tu
     assert ensure_channel(app.extensions["calsync"].channels, conn_id) == "subscribed"
     [row] = live(app, conn_id)
     return conn_id, row
-
-
-def _requested(app: Flask, row_id: int) -> bool:
-    with app.extensions["calsync"].sessions() as session:
-        row = session.get(ProviderChannel, row_id)
-        return row is not None and row.sync_requested_at is not None
-
-
-def _clear_request(app: Flask, row_id: int) -> None:
-    with app.extensions["calsync"].sessions.begin() as session:
-        session.execute(update(ProviderChannel).where(ProviderChannel.id == row_id)
-                        .values(sync_requested_at=None))
 
 
 def test_the_subscription_is_made_after_the_validation_echo(
@@ -127,20 +84,20 @@ def test_single_batched_and_repeated_notifications_queue_one_sync(
     event = fake.put_event(now + timedelta(days=2), now + timedelta(days=2, hours=1))
     [single] = fake.deliverer.settle()
     assert single.status == 202
-    assert _requested(app, row.id)
-    _clear_request(app, row.id)
+    assert sync_requested(app, row.id)
+    clear_sync_request(app, row.id)
     # One batch with the same notification twice and another change: one sync.
     with fake.batching():
         fake.patch_event(event["id"], {"subject": "Dentist (moved)"})
         fake.put_event(now + timedelta(days=3), now + timedelta(days=3, hours=1))
     batch = fake.deliverer.settle()[-1]
     assert batch.status == 202
-    assert _requested(app, row.id)
-    _clear_request(app, row.id)
+    assert sync_requested(app, row.id)
+    clear_sync_request(app, row.id)
     # Graph retries a batch it thinks was not acknowledged: nothing new.
     fake.deliverer.post(batch.url, batch.headers, batch.body)
     assert fake.deliverer.settle()[-1].status == 202
-    assert not _requested(app, row.id)
+    assert not sync_requested(app, row.id)
     # The same notification twice within one batch counts once.
     notification = {"subscriptionId": row.channel_id, "changeType": "updated", "clientState":
                     fake.subscriptions[row.channel_id]["clientState"], "resource": "Users/zoe/Events/x",
@@ -162,7 +119,7 @@ def test_a_wrong_client_state_is_ignored(
         "subscriptionId": row.channel_id, "changeType": "updated", "clientState": "forged-state",
         "resource": "Users/zoe/Events/x", "resourceData": {"id": "x"}}])
     assert fake.deliverer.settle()[-1].status == 202  # acknowledged, and dropped
-    assert not _requested(app, row.id)
+    assert not sync_requested(app, row.id)
     assert "wrong clientState" in caplog.text and "forged-state" not in caplog.text
     client = app.test_client()
     # Garbage is a 400 with a sentence, never a 500; the handshake is echoed as plain text.

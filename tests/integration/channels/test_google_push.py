@@ -15,23 +15,19 @@ from calsync.feeds.calendars.health import PUSHED_POLL_SECONDS, REALTIME_SECONDS
 from calsync.feeds.calendars.provider_connect import disconnect
 from calsync.feeds.calendars.sync import sync_connection
 from calsync.feeds.settings import Settings
-from calsync.models import Connection, LinkedItem, OutboxEmail, ProviderChannel, utcnow
+from calsync.models import Connection, LinkedItem, OutboxEmail, utcnow
 from calsync.web.app import create_app
 from tests.admin_helpers import log_in, make_admin
 from tests.channel_helpers import (
     BASE,
-    Loopback,
     add_provider_connection,
     channels_of,
+    clear_sync_request,
     live,
-    provider_settings,
-    pushing_google,
-    pushing_graph,
-    serve,
+    sync_requested,
 )
 from tests.conftest import Api
 from tests.fakes.google_calendar import ServedFake
-from tests.fakes.microsoft_graph import ServedGraph
 from tests.feed_helpers import iso
 from tests.linked_helpers import WEEK_NINE_TO_FIVE, at
 from tests.waiting import wait_until
@@ -39,50 +35,9 @@ from tests.waiting import wait_until
 WEEK = 7 * 86400
 
 
-@pytest.fixture
-def loopback() -> Loopback:
-    return Loopback()
-
-
-@pytest.fixture
-def google(loopback: Loopback) -> Iterator[ServedFake]:
-    yield from pushing_google(loopback)
-
-
-@pytest.fixture
-def graph(loopback: Loopback) -> Iterator[ServedGraph]:
-    yield from pushing_graph(loopback)
-
-
-@pytest.fixture
-def settings(settings: Settings, google: ServedFake, graph: ServedGraph) -> Settings:
-    return provider_settings(settings, google, graph)
-
-
-@pytest.fixture
-def served(app: Flask, loopback: Loopback) -> Iterator[str]:
-    server = serve(app, loopback)
-    yield loopback.url
-    server.close()
-
-
 def _connect(app: Flask, api: Api, company_id: int, google: ServedFake, **kw: object) -> int:
     staff = api.make_staff()
     return add_provider_connection(app, company_id, staff["id"], "google", google.fake.grant(), **kw)  # type: ignore[arg-type]
-
-
-def _requested(app: Flask, row_id: int) -> bool:
-    with app.extensions["calsync"].sessions() as session:
-        row = session.get(ProviderChannel, row_id)
-        assert row is not None
-        return row.sync_requested_at is not None
-
-
-def _clear_request(app: Flask, row_id: int) -> None:
-    """What the queued sync does as it starts (feeds/jobs.py channel_sync)."""
-    with app.extensions["calsync"].sessions.begin() as session:
-        session.execute(update(ProviderChannel).where(ProviderChannel.id == row_id)
-                        .values(sync_requested_at=None))
 
 
 def test_a_realtime_connection_gets_a_channel_whose_sync_message_is_ignored(
@@ -97,7 +52,7 @@ def test_a_realtime_connection_gets_a_channel_whose_sync_message_is_ignored(
     assert row.secret_hash == secret_hash(channel["token"]) and channel["token"] not in row.secret_hash
     [sync_message] = google.fake.deliverer.settle()
     assert sync_message.headers["X-Goog-Resource-State"] == "sync" and sync_message.status == 204
-    assert not _requested(app, row.id)  # "the channel is open": nothing to sync
+    assert not sync_requested(app, row.id)  # "the channel is open": nothing to sync
     # While the channel lives, the poll only catches missed notifications.
     with app.extensions["calsync"].sessions() as session:
         conn = session.get(Connection, conn_id)
@@ -119,17 +74,17 @@ def test_a_change_queues_one_sync_and_a_repeated_message_is_ignored(
     deliveries = google.fake.deliverer.settle()
     assert [d.headers["X-Goog-Resource-State"] for d in deliveries] == ["sync", "exists"]
     assert deliveries[-1].status == 204
-    assert _requested(app, row.id)
+    assert sync_requested(app, row.id)
     assert channels_of(app, conn_id)[0].last_message_number == 2
-    _clear_request(app, row.id)
+    clear_sync_request(app, row.id)
     # Google delivers message 2 again (it did not see our answer): nothing new is queued.
     google.fake.notify(channel_id, "exists", number=2)
     assert google.fake.deliverer.settle()[-1].status == 204
-    assert not _requested(app, row.id)
+    assert not sync_requested(app, row.id)
     # The next message is a new change.
     google.fake.notify(channel_id, "exists")
     google.fake.deliverer.settle()
-    assert _requested(app, row.id)
+    assert sync_requested(app, row.id)
 
 
 def test_unknown_channels_get_404_and_wrong_tokens_403(
@@ -140,7 +95,7 @@ def test_unknown_channels_get_404_and_wrong_tokens_403(
     [row] = live(app, conn_id)
     google.fake.notify(row.channel_id, "exists", token="not-the-token")
     assert google.fake.deliverer.settle()[-1].status == 403
-    assert not _requested(app, row.id)
+    assert not sync_requested(app, row.id)
     assert "not-the-token" not in caplog.text  # nothing secret in the log
     client = app.test_client()
     answer = client.post("/hooks/google", headers={
