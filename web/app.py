@@ -35,6 +35,7 @@ from calsync.web import db
 from calsync.web.errors import register_error_handlers
 from calsync.web.formatting import register_filters
 from calsync.web.log_redaction import install_log_redaction
+from calsync.web.routing import LazyBuilderRule
 from calsync.web.security import init_security
 
 
@@ -192,6 +193,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fla
     # Templates ship as package data of calsync (calsync/templates), found through importlib.
     templates = resources.files("calsync") / "templates"
     app = Flask(__name__, template_folder=str(templates), static_folder=str(templates / "static"))
+    app.url_rule_class = LazyBuilderRule  # URL builders compiled on first use (web/routing.py)
     # Every <int:…> id of every route stops at the key range: an out-of-range id is a plain
     # 404 (in the blueprint's own format) instead of a database error (PostgreSQL keys are
     # INTEGER). A hook rather than a bounded URL converter, which would turn such URLs into 405s.
