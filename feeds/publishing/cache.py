@@ -157,7 +157,8 @@ class FeedCache:
                 out.append(piece)
             out += [FINAL_BLOCK, struct.pack("<II", crc, len(body) & 0xFFFFFFFF)]
             packed = b"".join(out)
-            self.memory.put(key, packed, family="gzip:" + scope_key)
+            if self.memory.get(cache_key) is not None:  # only beside its body: see render_feed
+                self.memory.put(key, packed, family="gzip:" + scope_key)
         return packed  # type: ignore[no-any-return]
 
     # -- per-staff segments (memory, then the database) ----------------------------------------

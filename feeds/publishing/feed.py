@@ -259,8 +259,10 @@ def read_feed(dbapi_connection: Any, dialect: Any, token: str, now: datetime) ->
 
 
 def render_feed(session: Session, feed: PublishedFeed, cache: FeedCache, later: Later | None = None,
-                recipe: Recipe | None = None) -> bytes:
-    """The whole feed: header + one (cached) segment per staff member in scope + footer.
+                recipe: Recipe | None = None) -> tuple[bytes, bool]:
+    """The whole feed: header + one (cached) segment per staff member in scope + footer, and
+    whether the body may be cached under the feed's version (False when a booking was committed
+    while a segment was read).
 
     `later`: where the writes of new fragments and segments go instead of `session`, to be
     run after the response (the caller's choice; they are caches, keyed by versions).
@@ -274,6 +276,7 @@ def render_feed(session: Session, feed: PublishedFeed, cache: FeedCache, later: 
     window, show_cancelled = feed.window, feed.settings.show_cancelled
     parts: list[bytes] = []
     piece_keys: list[str | None] = []
+    cacheable = True
     for staff_id, revision, _tz, _name in staff_rows:
         family = (f"{staff_id}:{variant.key}:f{FRAGMENT_FORMAT}:w{window[0]:%Y%m%d}-{window[1]:%Y%m%d}"
                   f":c{int(show_cancelled)}")
@@ -282,6 +285,15 @@ def render_feed(session: Session, feed: PublishedFeed, cache: FeedCache, later: 
         if segment is None:
             segment, index = build_segment(session, staff_id, variant, window, show_cancelled, later,
                                             cache.previous_segment(family))
+            # Each query reads what is committed when it runs, so a booking committed since the
+            # revision was read may be in the segment. Such bytes are served but never kept
+            # under revision r: another request would join other bytes under the same key, and
+            # the gzip piece of one with the body of the other fails the client's CRC check.
+            if session.scalar(select(Staff.feed_revision).where(Staff.id == staff_id)) != revision:
+                cacheable = False
+                parts.append(segment)
+                piece_keys.append(None)
+                continue
             cache.keep_segment(session, key, family, staff_id, segment, later)
             cache.indexes.put(family, key, index)
         parts.append(segment)
@@ -304,7 +316,7 @@ def render_feed(session: Session, feed: PublishedFeed, cache: FeedCache, later: 
         for piece_key, part in zip([None, *piece_keys, None], parts, strict=True):
             recipe.append((piece_key, offset, offset + len(part)))
             offset += len(part)
-    return b"".join(parts)
+    return b"".join(parts), cacheable
 
 
 @lru_cache(maxsize=512)
@@ -325,6 +337,9 @@ def feed_body(session: Session, feed: PublishedFeed, cache: FeedCache, later: La
     body = cache.body(feed.cache_key)
     if body is None:
         recipe = [] if recipe is None else recipe
-        body = render_feed(session, feed, cache, later, recipe)
-        cache.keep_body(feed.cache_key, feed.scope_key, body, recipe)
+        body, cacheable = render_feed(session, feed, cache, later, recipe)
+        if cacheable:
+            cache.keep_body(feed.cache_key, feed.scope_key, body, recipe)
+        else:
+            recipe[:] = [(None, 0, len(body))]  # nothing of it is cached: gzip it whole, once
     return body

@@ -279,3 +279,46 @@ def test_rendered_pieces_are_stored_once_the_answer_is_sent(api: Api, booked: di
     assert stored() == (0, 0)  # answered; the server has not closed the response yet
     response.close()
     assert stored() == (1, 1)
+
+
+def test_a_booking_committed_while_a_segment_is_read_is_never_cached_under_the_old_version(
+        app, api: Api, booked: dict, staff: dict, monkeypatch) -> None:
+    """Each query reads what is committed when it runs: a booking committed between reading the
+    staff member's revision and their appointments put newer bytes under the older revision's
+    key, so two requests could join different bytes under one key, and the gzip piece of one
+    with the body of the other failed the client's CRC check (found by the load test)."""
+    from sqlalchemy import select
+
+    from calsync.feeds.publishing import feed as publish
+    from calsync.models import FeedSegment, Staff
+
+    services = app.extensions["calsync"]
+    url = api.feed_url("staff", staff["id"])
+    with services.sessions() as session:
+        revision = session.get(Staff, staff["id"]).feed_revision
+    real = publish.build_segment
+    late: list[dict] = []
+
+    def booking_meanwhile(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if not late:  # another request commits a booking while this one reads
+            late.append(api.book(staff["id"], iso(soon(5)), iso(soon(5, 11))).get_json())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(publish, "build_segment", booking_meanwhile)
+    first = api.client.get(url, headers={"Accept-Encoding": "gzip"})
+    monkeypatch.setattr(publish, "build_segment", real)
+    assert late and late[0]["uid"]
+    served = gzip.decompress(first.data)  # served all the same, as a valid gzip body
+    assert set(events_by_uid(served)) == {booked["uid"], late[0]["uid"]}
+    # ... but kept under no key of the revision it was read at: not in memory, not in the table.
+    old = f":r{revision}"
+    assert not [key for key in services.feed_cache.memory._items if key.endswith(old)]
+    with services.sessions() as session:
+        stored = session.scalars(select(FeedSegment.segment_key)
+                                 .where(FeedSegment.staff_id == staff["id"])).all()
+    assert not [key for key in stored if key.endswith(old)]
+    for _ in range(2):  # the version after the booking: plain and gzip agree and hold both
+        plain = api.client.get(url)
+        packed = api.client.get(url, headers={"Accept-Encoding": "gzip"})
+        assert gzip.decompress(packed.data) == plain.data
+        assert set(events_by_uid(plain.data)) == {booked["uid"], late[0]["uid"]}
