@@ -146,6 +146,12 @@ class Settings(BaseModel):
         description=("CALSYNC_MICROSOFT_TENANT: `common` (work and personal accounts), `organizations`, "
                      "`consumers`, or your Entra tenant's id or domain for a single-tenant app."),
     )
+    microsoft_ca_file: str | None = Field(
+        default=None, min_length=1, max_length=1000,
+        description=("CALSYNC_MICROSOFT_CA_FILE: a PEM file of the certificate authorities trusted for the "
+                     "two addresses above instead of the system's; certificates are always verified "
+                     "(only for tests: the loopback contract fake's own CA)."),
+    )
     # The operator's OAuth clients (README "Google Calendar and Microsoft 365"). Unset: the
     # "Connect" buttons say "not set up" with the reason, never a broken button.
     google_client_id: str | None = Field(

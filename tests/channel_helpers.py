@@ -57,7 +57,7 @@ def provider_settings(settings: Settings, google: ServedFake, graph: ServedGraph
         "google_client_id": GoogleCalendarFake.CLIENT_ID,
         "google_client_secret": SecretStr(GoogleCalendarFake.CLIENT_SECRET),
         "microsoft_graph_base_url": graph.url + "/v1.0", "microsoft_login_base_url": graph.url,
-        "microsoft_client_id": MicrosoftGraphFake.CLIENT_ID,
+        "microsoft_ca_file": graph.ca_file, "microsoft_client_id": MicrosoftGraphFake.CLIENT_ID,
         "microsoft_client_secret": SecretStr(MicrosoftGraphFake.CLIENT_SECRET), **more})
 
 

@@ -18,6 +18,7 @@ from calsync.feeds.onboarding.connect_links import connect_sealer, connect_url, 
 from calsync.feeds.settings import Settings
 from calsync.models import Connection, Staff
 from tests.admin_helpers import Browser
+from tests.fakes import tls
 from tests.fakes.google_calendar import GoogleCalendarFake, ServedFake
 from tests.fakes.microsoft_graph import MicrosoftGraphFake, ServedGraph
 
@@ -36,7 +37,7 @@ def with_microsoft(settings: Settings, served: ServedGraph) -> Settings:
     return settings.model_copy(update={
         "allow_private_networks": True,
         "microsoft_graph_base_url": served.url + "/v1.0", "microsoft_login_base_url": served.url,
-        "microsoft_client_id": MicrosoftGraphFake.CLIENT_ID,
+        "microsoft_ca_file": served.ca_file, "microsoft_client_id": MicrosoftGraphFake.CLIENT_ID,
         "microsoft_client_secret": SecretStr(MicrosoftGraphFake.CLIENT_SECRET),
     })
 
@@ -69,7 +70,8 @@ def consent(start_response: TestResponse, **extra: str) -> str:
     address = start_response.headers["Location"]
     if extra:
         address += "&" + "&".join(f"{k}={v}" for k, v in extra.items())
-    answer = niquests.get(address, allow_redirects=False, timeout=10)
+    # Microsoft's sign-in is https with the fakes' own CA (tests/fakes/tls.py).
+    answer = niquests.get(address, allow_redirects=False, timeout=10, verify=tls.ca_file())
     assert answer.status_code == 302, answer.text
     back = urlsplit(answer.headers["Location"])
     assert back.netloc == "cal.example.test"  # the configured base URL: the registered redirect URI

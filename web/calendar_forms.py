@@ -18,7 +18,7 @@ from calsync.feeds.scheduling.calendar_block import CalendarBlock, calendar_bloc
 from calsync.feeds.sources.caldav_source import RemoteCalendar
 from calsync.models import WRITE_ROLES, Company, Connection, utcnow
 from calsync.web import db, interactive
-from calsync.web.formatting import STATUS_LABELS, ago
+from calsync.web.formatting import STATUS_LABELS, ago, flash_at
 
 # What the add-calendar forms show again after an error (never the password).
 KEPT_FIELDS = ("kind", "url", "name", "username", "caldav_url")
@@ -221,10 +221,15 @@ def sync_message(conn: Connection, outcome: SyncOutcome | None) -> str:
     return f"'{conn.name}' synced: {busy}."
 
 
-def flash_sync_result(conn: Connection, outcome: SyncOutcome | None) -> None:
-    """The one-line result of "Sync now", for the page that reloads after it."""
+def flash_sync_result(conn: Connection, outcome: SyncOutcome | None, place: str | None = None) -> None:
+    """The one-line result of "Sync now", for the page that reloads after it: on the calendar's
+    card when the page goes back to it (`place`, flash_at), else at the top."""
     ok = outcome is None or (outcome.status not in ("error", "lost") and conn.status != "error")
-    flash(sync_message(conn, outcome), "success" if ok else "error")
+    kind = "success" if ok else "error"
+    if place:
+        flash_at(sync_message(conn, outcome), kind, place)
+    else:
+        flash(sync_message(conn, outcome), kind)
 
 
 def connection_json(conn: Connection, outcome: SyncOutcome | None) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from flask import Flask
+from flask import Flask, flash, g
 from markupsafe import Markup
 
 from calsync.models import utcnow
@@ -59,15 +59,32 @@ def plural(count: int, one: str, many: str | None = None) -> str:
     return f"{count} {one if count == 1 else (many or one + 's')}"
 
 
+def flash_at(message: str, kind: str, place: str) -> None:
+    """A message shown beside what it is about rather than at the top of the page: `place` is the
+    id of the section or card the page is sent to after the form (a redirect to "#<place>"), and
+    flash_here(place) in templates/admin/_macros.html shows it there, where the person is looking."""
+    flash(message, f"{kind}@{place}")
+
+
+def mark_place(place: str) -> str:
+    """Called by flash_here: this page shows the messages for `place` itself."""
+    g.setdefault("flash_places", set()).add(place)
+    return ""
+
+
 def general_flash(category: str) -> bool:
-    """A flash for the message area at the top of the page; "success@settings" is shown by the
-    section it names instead (templates/admin/_macros.html flash_here), beside the form used."""
-    return "@" not in category
+    """A flash for the message area at the top of the page. "success@settings" is shown by the
+    section it names instead (flash_here, beside the form used), unless this page has no such
+    section (the card was removed meanwhile, say): then it is shown at the top, never lost.
+    base.html renders the page's content before asking, so every flash_here has run by then."""
+    _kind, at, place = category.partition("@")
+    return not at or place not in g.get("flash_places", set())
 
 
 def register_filters(app: Flask) -> None:
     app.add_template_filter(plural, "plural")
     app.add_template_test(general_flash, "general_flash")
+    app.add_template_global(mark_place, "mark_place")
     app.add_template_filter(ago, "ago")
     app.add_template_filter(time_ago, "time_ago")
     app.add_template_filter(local, "local")

@@ -18,6 +18,7 @@ carries the CSRF token like every other form.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
@@ -105,10 +106,14 @@ def start(provider: str) -> Response | tuple[str, int]:
         return _page("Open your calendar page again (your link or login has ended), then start again.", 403)
     services = db.services()
     try:
-        address = provider_connect.start_connect(
-            db.session(), services.sync.providers, _sealer(), staff=who.staff, kind=kind,
-            purpose=who.purpose, redirect_uri=redirect_uri(kind))
-    except ProviderNotConfigured as exc:
+        # Microsoft's sign-in (msal) reads the tenant's OpenID configuration first: a request
+        # a person waits for, within the interactive budget. Google's address needs none.
+        with interactive.limits("provider") if kind == "microsoft" else nullcontext() as limits:
+            address = provider_connect.start_connect(
+                db.session(), services.sync.providers, _sealer(), staff=who.staff, kind=kind,
+                purpose=who.purpose, redirect_uri=redirect_uri(kind), limits=limits)
+    except (ProviderNotConfigured, ValidationError) as exc:
+        db.session().rollback()
         flash(str(exc), "error")
         return redirect(who.back + "#add-calendar")
     db.session().commit()
@@ -145,7 +150,7 @@ def callback(provider: str) -> Response | tuple[str, int]:
         with interactive.limits("provider") as limits:
             pick, sealed = provider_connect.exchange_and_list(
                 services.vault, services.sync.providers, staff_id=who.staff.id, kind=kind,
-                code=request.args["code"], code_verifier=accepted.code_verifier,
+                accepted=accepted, state=state, answer=request.args.to_dict(),
                 redirect_uri=redirect_uri(kind), limits=limits, clock=services.clock)
     except ValidationError as exc:
         return _page(str(exc), 502, who.back)

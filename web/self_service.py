@@ -63,6 +63,7 @@ from calsync.web.calendar_forms import (
     staff_blocks,
     sync_now,
 )
+from calsync.web.formatting import flash_at
 from calsync.web.provider_forms import disconnect_connection, is_provider, provider_options
 from calsync.web.views_common import feed_rows, two_way_for, wants_json
 
@@ -194,7 +195,8 @@ def add_ics_calendar() -> Response | tuple[str, int]:
                        error=form_error("ics", exc, company, name))
     _record_use()
     db.session().commit()
-    flash(added_message(company, name, conn, outcome), "success" if conn.status != "error" else "error")
+    flash_at(added_message(company, name, conn, outcome), "success" if conn.status != "error" else "error",
+             f"connection-{conn.id}")
     return redirect(url_for("staff.page", _anchor=f"connection-{conn.id}"))
 
 
@@ -242,7 +244,7 @@ def connect_calendars() -> Response | tuple[str, int]:
     if made:
         _record_use()
         db.session().commit()
-    flash(connected_message(made, already, outcomes), "success")
+    flash_at(connected_message(made, already, outcomes), "success", "connections")
     return redirect(url_for("staff.page", _anchor="connections"))
 
 
@@ -263,7 +265,7 @@ def sync_connection_now(connection_id: int) -> Response:
     conn, outcome = sync_now(_company(), connection_id)
     if wants_json():
         return connection_json(conn, outcome)
-    flash_sync_result(conn, outcome)
+    flash_sync_result(conn, outcome, f"connection-{conn.id}")
     return redirect(url_for("staff.page", _anchor=f"connection-{conn.id}"))
 
 
@@ -276,7 +278,7 @@ def delete_connection(connection_id: int) -> Response:
     name = conn.name
     conns.delete_connection(db.session(), _company(), conn.id)
     db.session().commit()
-    flash(f"Calendar '{name}' removed.", "success")
+    flash_at(f"Calendar '{name}' removed.", "success", "connections")
     return redirect(url_for("staff.page", _anchor="connections"))
 
 

@@ -1,8 +1,9 @@
 """Connecting a Google or Microsoft calendar through OAuth (issues 11/12), the way the web pages
 do it — three steps, each a function the views call:
 
-1. `start_connect`: a PKCE pair, a sealed state (staff member, provider, verifier, nonce) and
-   an oauth_state row for its nonce → the provider's consent address.
+1. `start_connect`: a sealed state (staff member, provider, nonce, and what redeeming the code
+   needs: Google's PKCE verifier, or msal's auth code flow for Microsoft — its verifier and
+   OpenID Connect nonce) and an oauth_state row for its nonce → the provider's consent address.
 2. The provider sends the person back to the fixed callback address. `accept_callback` opens
    the state for the staff member whose page it lands on and marks its row used with one
    conditional UPDATE (DatabaseNonceLedger): forged, expired, reused or another person's →
@@ -24,7 +25,8 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -54,7 +56,7 @@ from calsync.feeds.calendars.providers.base import (
     new_pkce,
 )
 from calsync.feeds.calendars.providers.microsoft_account import MicrosoftProvider
-from calsync.feeds.calendars.store import ItemNotFound, PreconditionFailed, StoreError
+from calsync.feeds.calendars.store import ItemNotFound, PreconditionFailed, StoreError, StoreUnavailable
 from calsync.feeds.company_settings import get_company_settings
 from calsync.feeds.errors import ValidationError
 from calsync.feeds.scheduling.calendar_copies import queue_existing
@@ -87,21 +89,42 @@ def state_sealer(secret_key: str, clock: Callable[[], float] = time.time) -> Sta
 
 
 def start_connect(session: Session, setup: ProviderSetup, sealer: StateSealer, *, staff: Staff, kind: str,
-                  purpose: str, redirect_uri: str, now: datetime | None = None) -> str:
+                  purpose: str, redirect_uri: str, limits: FetchLimits | None = None,
+                  now: datetime | None = None) -> str:
     """The provider's consent address for `staff`; ProviderNotConfigured when the operator
-    has not registered a client. Writes the state's row (the caller commits)."""
-    provider = setup.provider(kind)
+    has not registered a client, a ValidationError (a sentence) when Microsoft's sign-in
+    service cannot be reached (msal reads its configuration first). Writes the state's row
+    (the caller commits)."""
+    provider = setup.provider(kind, limits)
     now = now or utcnow()
     # Rows of states nobody came back with are of no use once expired.
     session.execute(delete(OAuthStateRecord).where(OAuthStateRecord.expires_at < now - timedelta(days=1)))
-    pkce = new_pkce()
     nonce = secrets.token_urlsafe(24)
-    state = sealer.issue(staff.id, kind, pkce, nonce=nonce)
+    if isinstance(provider, MicrosoftProvider):
+        with _asking(kind, "start the connection"):
+            address = provider.sign_in_url(redirect_uri=redirect_uri, seal=lambda flow: sealer.issue(
+                staff.id, kind, nonce=nonce, flow=flow))
+    else:
+        pkce = new_pkce()
+        address = provider.authorise_url(state=sealer.issue(staff.id, kind, pkce, nonce=nonce),
+                                         code_challenge=pkce.challenge, redirect_uri=redirect_uri)
     session.add(OAuthStateRecord(nonce=nonce, company_id=staff.company_id, staff_id=staff.id, provider=kind,
                                  purpose=purpose, created_at=now,
                                  expires_at=now + timedelta(seconds=STATE_SECONDS)))
     session.flush()
-    return provider.authorise_url(state=state, code_challenge=pkce.challenge, redirect_uri=redirect_uri)
+    return address
+
+
+@contextmanager
+def _asking(kind: str, what: str) -> Iterator[None]:
+    """A provider that cannot be reached, or answers what it should not, as a sentence."""
+    try:
+        yield
+    except ReconnectNeeded:
+        raise
+    except (FetchError, StoreUnavailable) as exc:
+        raise ValidationError(f"{PROVIDER_LABELS[kind]} could not be reached to {what}: {exc} "
+                              "Try again in a moment.", "provider") from exc
 
 
 # --- 2. the callback --------------------------------------------------------------------------
@@ -151,25 +174,29 @@ class Pick:
     calendars: list[RemoteCalendar]
 
 
-def exchange_and_list(vault: Vault, setup: ProviderSetup, *, staff_id: int, kind: str, code: str,
-                      code_verifier: str, redirect_uri: str, limits: FetchLimits | None = None,
+def exchange_and_list(vault: Vault, setup: ProviderSetup, *, staff_id: int, kind: str, accepted: OAuthState,
+                      state: str, answer: Mapping[str, str], redirect_uri: str,
+                      limits: FetchLimits | None = None,
                       clock: Callable[[], float] = time.time) -> tuple[Pick, str]:
-    """The code for tokens, the account's calendars, and the sealed pick for the next page.
-    A provider that refuses or cannot be reached is a ValidationError (a sentence)."""
+    """The callback's `answer` (its query: the code) for tokens — with the `accepted` state,
+    whose sealed text is `state` — the account's calendars, and the sealed pick for the next
+    page. A provider that refuses or cannot be reached is a ValidationError (a sentence)."""
     provider = setup.provider(kind, limits)
     try:
-        tokens = provider.exchange_code(code=code, code_verifier=code_verifier, redirect_uri=redirect_uri)
-        calendars = provider.list_calendars(tokens)
-        if isinstance(provider, MicrosoftProvider):
-            account = provider.account_address(tokens)
-        else:  # Google names a primary calendar by its owner's address
-            account = next((c.id for c in calendars if c.primary and "@" in c.id), None)
+        with _asking(kind, "finish the connection"):
+            if isinstance(provider, MicrosoftProvider):
+                tokens = provider.finish_sign_in(flow=accepted.flow or {}, state=state, answer=answer)
+            else:
+                tokens = provider.exchange_code(code=answer.get("code", ""), redirect_uri=redirect_uri,
+                                                code_verifier=accepted.code_verifier)
+            calendars = provider.list_calendars(tokens)
+            if isinstance(provider, MicrosoftProvider):
+                account = provider.account_address(tokens)
+            else:  # Google names a primary calendar by its owner's address
+                account = next((c.id for c in calendars if c.primary and "@" in c.id), None)
     except ReconnectNeeded as exc:  # the code was refused: used twice, too old, another client's
         raise ValidationError(f"{PROVIDER_LABELS[kind]} did not accept the sign-in (it may have taken "
                               "too long); start the connection again.", "provider") from exc
-    except FetchError as exc:
-        raise ValidationError(f"{PROVIDER_LABELS[kind]} could not be reached to finish the connection: "
-                              f"{exc} Try again in a moment.", "provider") from exc
     if not calendars:
         raise ValidationError(f"The {PROVIDER_LABELS[kind]} account lists no calendars.", "provider")
     pick = Pick(staff_id, kind, account, tokens, calendars)

@@ -95,10 +95,42 @@
     });
   });
 
-  /* Destructive actions ask first. */
+  /* Other actions that cannot be undone ask first, in the same kind of page dialog (never the
+     browser's own box, which names the site instead of the action): the form's data-confirm is
+     the question, data-confirm-yes the button that goes ahead (the form's own button's words
+     by default), data-confirm-no the one that does not. One dialog serves every such form. */
+  var asking = null;
+  function askDialog() {
+    if (asking) return asking;
+    asking = document.createElement("dialog");
+    asking.className = "dialog";
+    asking.id = "confirm-dialog";
+    asking.setAttribute("aria-labelledby", "confirm-dialog-text");
+    asking.innerHTML = '<form method="dialog"><p id="confirm-dialog-text"></p><div class="form-foot">' +
+      '<button type="submit" value="confirm" class="btn btn-danger"></button>' +
+      '<button type="submit" value="keep" class="btn btn-secondary" autofocus></button></div></form>';
+    document.body.appendChild(asking);
+    asking.addEventListener("close", function () {
+      var form = asking.pendingForm;
+      asking.pendingForm = null;
+      if (form && asking.returnValue === "confirm") HTMLFormElement.prototype.submit.call(form);
+    });
+    return asking;
+  }
+
   each("form[data-confirm]", function (form) {
     form.addEventListener("submit", function (event) {
-      if (!window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
+      var dialog = askDialog();
+      if (typeof dialog.showModal !== "function") return;  /* sent at once, as without script */
+      event.preventDefault();
+      var own = form.querySelector('button[type="submit"], button:not([type])');
+      var buttons = dialog.querySelectorAll("button");
+      dialog.querySelector("p").textContent = form.getAttribute("data-confirm");
+      buttons[0].textContent = form.getAttribute("data-confirm-yes") || (own ? own.textContent.trim() : "Go ahead");
+      buttons[1].textContent = form.getAttribute("data-confirm-no") || "Go back";
+      dialog.pendingForm = form;
+      dialog.returnValue = "";
+      dialog.showModal();
     });
   });
 

@@ -21,10 +21,17 @@ else should be assumed.
   expanded), GET /events?$filter on one single-value extended property, POST /events
   (`transactionId`: a second POST with the same one returns the first event), PATCH and DELETE
   with If-Match → 412 ErrorIrresolvableConflict on another etag; 404 ErrorItemNotFound.
-- Token endpoint /{tenant}/oauth2/v2.0/token: authorization_code with PKCE S256 and
-  refresh_token grants; refresh tokens rotate; `expire_refresh_tokens()` answers invalid_grant
-  with the AADSTS700082 text. Access tokens expire on the fake's clock (401
-  InvalidAuthenticationToken).
+- Served over TLS on loopback (tests/fakes/tls.py: a trustme CA, whose PEM file is
+  `ServedGraph.ca_file`), because msal only talks to an https authority. The identity platform
+  as msal reads it ("OpenID Connect on the Microsoft identity platform"): the tenant's OpenID
+  configuration at /{tenant}/v2.0/.well-known/openid-configuration (`discovered` counts the
+  reads; a tenant in `unknown_tenants` is 400 AADSTS90002), the sign-in at
+  /{tenant}/oauth2/v2.0/authorize, the token endpoint /{tenant}/oauth2/v2.0/token:
+  authorization_code with PKCE S256 and refresh_token grants; with `openid` among the scopes
+  the answer carries an ID token (its `nonce` the one the sign-in was asked with; not signed:
+  msal no longer validates ID tokens and calsync reads none) and `client_info`; refresh tokens
+  rotate; `expire_refresh_tokens()` answers invalid_grant with the
+  AADSTS700082 text. Access tokens expire on the fake's clock (401 InvalidAuthenticationToken).
 - Faults: `fail_next(status, code, retry_after)` (429 + Retry-After, 503, 403
   ErrorAccessDenied, ...); `refused_users` answers 403 ErrorAccessDenied for /users/{address}.
 - The company-wide connection ("Microsoft identity platform and the OAuth 2.0 client
@@ -35,7 +42,7 @@ else should be assumed.
   application access policy / RBAC for Applications scope) is 403 ErrorAccessDenied, one in
   `unknown_users` 404 ErrorInvalidUser. Every mailbox reaches the one calendar the fake keeps.
 - `latency` seconds per API request and `max_in_flight`, the most requests it served at once
-  for one mailbox (the server has 16 threads, so a cap of 4 is calsync's, not the server's).
+  for one mailbox (the server has a thread per connection, so a cap of 4 is calsync's).
 """
 
 from __future__ import annotations
@@ -58,7 +65,6 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-import waitress
 from flask import Flask, Response, jsonify, request
 
 from calsync.feeds.calendars.providers.base import Tokens
@@ -66,8 +72,8 @@ from calsync.feeds.calendars.providers.microsoft import GraphCalendarStore, open
 from calsync.feeds.calendars.providers.microsoft_api import MicrosoftClient, MicrosoftEndpoints
 from calsync.feeds.calendars.providers.microsoft_events import iana_zone
 from calsync.feeds.sources.fetch import FetchLimits
+from tests.fakes import tls
 from tests.fakes.google_calendar import _consent_page
-from tests.servers import _run_until_closed
 
 Event = dict[str, Any]
 _FILTER = re.compile(r"^singleValueExtendedProperties/Any\(ep: ep/id eq '((?:[^']|'')*)' "
@@ -97,6 +103,8 @@ def utc_text(moment: datetime) -> str:
 class MicrosoftGraphFake:
     CLIENT_ID = "5f2c6c1e-0000-4000-8000-00000000ca15"
     CLIENT_SECRET = "fake~client~secret"  # noqa: S105 - the fake's own
+    TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"  # the consumer tenant's id: the account's directory
+    USER_ID = "6e7b768e-07e2-4810-8459-485f84f8f204"
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -109,6 +117,8 @@ class MicrosoftGraphFake:
         self.refresh_tokens: dict[str, bool] = {}
         self.refresh_expired = False
         self.codes: dict[str, dict[str, str]] = {}
+        self.discovered = 0  # reads of an OpenID configuration
+        self.unknown_tenants: set[str] = set()  # tenants whose OpenID configuration is 400
         self.faults: list[Fault] = []
         self.refused_users: set[str] = set()
         self.unknown_users: set[str] = set()
@@ -136,6 +146,21 @@ class MicrosoftGraphFake:
 
     def advance(self, seconds: float) -> None:
         self.offset += seconds
+
+    def id_token(self, root: str, nonce: str | None) -> str:
+        """An ID token as the identity platform issues it (v2.0 claims), unsigned."""
+        now = int(self.now())
+        claims: dict[str, Any] = {
+            "aud": self.CLIENT_ID, "iss": f"{root}/{self.TENANT_ID}/v2.0", "iat": now, "nbf": now,
+            "exp": now + 3600, "name": "Zoe Miller", "preferred_username": self.address, "oid": self.USER_ID,
+            "sub": "AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ", "tid": self.TENANT_ID, "ver": "2.0"}
+        if nonce:
+            claims["nonce"] = nonce
+        header = {"typ": "JWT", "alg": "RS256", "kid": "fake"}
+        return ".".join([_pack(header), _pack(claims), "fake-signature"])
+
+    def client_info(self) -> str:
+        return _pack({"uid": self.USER_ID, "utid": self.TENANT_ID})
 
     def grant(self) -> tuple[str, str]:
         with self.lock:
@@ -302,6 +327,47 @@ def create_app(fake: MicrosoftGraphFake) -> Flask:  # noqa: C901 - one route per
 
     # --- identity platform --------------------------------------------------------------------
 
+    @app.get("/<tenant>/v2.0/.well-known/openid-configuration")
+    def openid_configuration(tenant: str) -> Any:
+        """The tenant's OpenID Provider Metadata (OIDC Discovery 1.0 §3), what msal reads as
+        it is made; any tenant name is known to the fake."""
+        root = request.host_url.rstrip("/")
+        with fake.lock:
+            fake.discovered += 1
+            if tenant in fake.unknown_tenants:
+                return jsonify(error="invalid_tenant", error_codes=[90002],
+                               error_description=f"AADSTS90002: Tenant '{tenant}' not found."), 400
+        issuer_tenant = "{tenantid}" if tenant in ("common", "organizations", "consumers") else tenant
+        return jsonify({
+            "issuer": f"{root}/{issuer_tenant}/v2.0",
+            "authorization_endpoint": f"{root}/{tenant}/oauth2/v2.0/authorize",
+            "token_endpoint": f"{root}/{tenant}/oauth2/v2.0/token",
+            "device_authorization_endpoint": f"{root}/{tenant}/oauth2/v2.0/devicecode",
+            "end_session_endpoint": f"{root}/{tenant}/oauth2/v2.0/logout",
+            "jwks_uri": f"{root}/{tenant}/discovery/v2.0/keys",
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt",
+                                                      "client_secret_basic"],
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nonce", "name", "preferred_username",
+                                 "oid", "tid", "ver"],
+            "tenant_region_scope": None, "cloud_instance_name": "microsoftonline.com"})
+
+    def user_tokens(form: Any, nonce: str | None = None) -> Any:
+        """A delegated grant's answer: tokens, and with `openid` asked an ID token and client_info."""
+        access, refresh = fake.grant()
+        answer: dict[str, Any] = {"token_type": "Bearer", "access_token": access, "refresh_token": refresh,
+                                  "expires_in": fake.access_seconds, "ext_expires_in": fake.access_seconds,
+                                  "scope": form.get("scope", "")}
+        if "openid" in form.get("scope", "").split():
+            answer["id_token"] = fake.id_token(request.host_url.rstrip("/"), nonce)
+            if form.get("client_info") == "1":
+                answer["client_info"] = fake.client_info()
+        return jsonify(answer)
+
     @app.post("/<tenant>/oauth2/v2.0/token")
     def token(tenant: str) -> Any:
         form = request.form
@@ -320,9 +386,7 @@ def create_app(fake: MicrosoftGraphFake) -> Flask:  # noqa: C901 - one route per
                     return jsonify(error="invalid_grant", error_codes=[70008],
                                    error_description="AADSTS70008: The provided authorization code or "
                                                      "refresh token has expired due to inactivity."), 400
-                access, refresh = fake.grant()
-                return jsonify(token_type="Bearer", access_token=access, refresh_token=refresh,
-                               expires_in=fake.access_seconds, scope=form.get("scope", ""))
+                return user_tokens(form, issued.get("nonce"))
             if form.get("grant_type") == "refresh_token":
                 old = form.get("refresh_token", "")
                 if fake.refresh_expired or not fake.refresh_tokens.get(old):
@@ -330,9 +394,7 @@ def create_app(fake: MicrosoftGraphFake) -> Flask:  # noqa: C901 - one route per
                                    error_description="AADSTS700082: The refresh token has expired due to "
                                                      "inactivity. The token was issued on 2026-09-01 and was "
                                                      "inactive for 90.00:00:00."), 400
-                access, refresh = fake.grant()  # refresh tokens rotate
-                return jsonify(token_type="Bearer", access_token=access, refresh_token=refresh,
-                               expires_in=fake.access_seconds, scope=form.get("scope", ""))
+                return user_tokens(form)  # refresh tokens rotate
         return jsonify(error="unsupported_grant_type"), 400
 
     def client_credentials(tenant: str, form: Any) -> Any:
@@ -369,7 +431,8 @@ def create_app(fake: MicrosoftGraphFake) -> Flask:  # noqa: C901 - one route per
         code = secrets.token_urlsafe(16)
         with fake.lock:
             fake.codes[code] = {"challenge": request.args["code_challenge"],
-                                "redirect_uri": request.args["redirect_uri"]}
+                                "redirect_uri": request.args["redirect_uri"],
+                                "nonce": request.args.get("nonce", "")}
         query = urlencode({"code": code, "state": request.args.get("state", "")})
         return Response(status=302, headers={"Location": request.args["redirect_uri"] + "?" + query})
 
@@ -542,24 +605,22 @@ def create_app(fake: MicrosoftGraphFake) -> Flask:  # noqa: C901 - one route per
 @dataclass
 class ServedGraph:
     fake: MicrosoftGraphFake
-    url: str  # the fake's root: Graph at url/v1.0, the identity platform at url/<tenant>/oauth2/v2.0
+    url: str  # the fake's https root: Graph at url/v1.0, the identity platform at url/<tenant>/...
+    ca_file: str = field(default_factory=tls.ca_file)  # trusted by calsync (CALSYNC_MICROSOFT_CA_FILE)
 
     def endpoints(self) -> MicrosoftEndpoints:
-        return MicrosoftEndpoints(graph_base=self.url + "/v1.0", login_base=self.url, tenant="common")
+        return MicrosoftEndpoints(graph_base=self.url + "/v1.0", login_base=self.url, tenant="common",
+                                  ca_file=self.ca_file)
 
 
 @contextmanager
-def serve_graph_fake() -> Iterator[ServedGraph]:
-    """A fresh fake on loopback for one test; 16 threads, so that the fake never caps
-    concurrency itself."""
-    fake = MicrosoftGraphFake()
-    server = waitress.create_server(create_app(fake), host="127.0.0.1", port=0, threads=16)
-    thread = threading.Thread(target=_run_until_closed, args=(server,), daemon=True)
-    thread.start()
-    try:
-        yield ServedGraph(fake, f"http://127.0.0.1:{server.effective_port}")
-    finally:
-        server.close()
+def serve_graph_fake(fake: MicrosoftGraphFake | None = None, app: Flask | None = None
+                     ) -> Iterator[ServedGraph]:
+    """A fresh fake (or `fake` with its `app`) over TLS on loopback for one test; a thread per
+    connection, so that the fake never caps concurrency itself."""
+    fake = fake or MicrosoftGraphFake()
+    with tls.serve_tls(app or create_app(fake)) as url:
+        yield ServedGraph(fake, url)
 
 
 CLIENT = MicrosoftClient(MicrosoftGraphFake.CLIENT_ID, MicrosoftGraphFake.CLIENT_SECRET)

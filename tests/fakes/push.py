@@ -37,11 +37,10 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
-import waitress
 from flask import Flask, Response, jsonify, request
 
 from tests.fakes import google_calendar, microsoft_graph
-from tests.servers import _run_until_closed, _serve_wsgi
+from tests.servers import _serve_wsgi
 
 Route = Callable[[str], str]
 GRAPH_MAX_MINUTES = 10_080
@@ -175,8 +174,6 @@ def _graph_time(moment: datetime) -> str:
 
 
 class PushingGraphFake(microsoft_graph.MicrosoftGraphFake):
-    TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"  # the consumer tenant's id
-
     def __init__(self, deliverer: Deliverer) -> None:
         self.deliverer = deliverer
         self.subscriptions: dict[str, dict[str, Any]] = {}
@@ -208,7 +205,7 @@ class PushingGraphFake(microsoft_graph.MicrosoftGraphFake):
             self._post(sub["notificationUrl"], {
                 "subscriptionId": sub_id, "subscriptionExpirationDateTime": sub["expirationDateTime"],
                 "changeType": change, "resource": f"Users/zoe/Events/{event_id}", "resourceData": data,
-                "clientState": sub.get("clientState"), "tenantId": self.TENANT})
+                "clientState": sub.get("clientState"), "tenantId": self.TENANT_ID})
 
     def _post(self, url: str, notification: dict[str, Any]) -> None:
         if self._held is not None:
@@ -241,7 +238,7 @@ class PushingGraphFake(microsoft_graph.MicrosoftGraphFake):
                 sub["reauthorize"] = True
         self.send_graph(sub["lifecycleNotificationUrl"], [{
             "subscriptionId": sub_id, "subscriptionExpirationDateTime": sub["expirationDateTime"],
-            "tenantId": self.TENANT, "clientState": sub.get("clientState"), "lifecycleEvent": event}])
+            "tenantId": self.TENANT_ID, "clientState": sub.get("clientState"), "lifecycleEvent": event}])
 
     def _expired(self, sub: dict[str, Any]) -> bool:
         return _parse(sub["expirationDateTime"]) <= datetime.fromtimestamp(self.now(), UTC)
@@ -352,11 +349,8 @@ def serve_pushing_graph(route: Route) -> Iterator[microsoft_graph.ServedGraph]:
     fake = PushingGraphFake(deliverer)
     app = microsoft_graph.create_app(fake)
     add_subscription_routes(app, fake)
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=16)
-    thread = threading.Thread(target=_run_until_closed, args=(server,), daemon=True)
-    thread.start()
     try:
-        yield microsoft_graph.ServedGraph(fake, f"http://127.0.0.1:{server.effective_port}")
+        with microsoft_graph.serve_graph_fake(fake, app) as served:  # over TLS, as the plain fake
+            yield served
     finally:
         deliverer.close()
-        server.close()

@@ -25,7 +25,7 @@ def settings(settings: Settings, google: ServedFake, graph: ServedGraph) -> Sett
     return settings.model_copy(update={
         "allow_private_networks": True, "google_api_base_url": google.api_base,
         "google_token_url": google.url + "/token", "microsoft_graph_base_url": graph.url + "/v1.0",
-        "microsoft_login_base_url": graph.url})
+        "microsoft_login_base_url": graph.url, "microsoft_ca_file": graph.ca_file})
 
 
 @pytest.fixture

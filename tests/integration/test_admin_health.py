@@ -100,7 +100,7 @@ def test_sync_all_now_queues_every_connection(app: Flask, admin: Browser, three:
     assert huey.pending_count() - before == 3
     queued = sorted(task.args[0] for task in huey.pending())
     assert queued == sorted(three.values())
-    assert "3 calendar(s) queued" in text_of(admin.get("/health"))
+    assert "3 calendars queued" in text_of(admin.get("/health"))
 
 
 def test_sync_all_with_nothing_to_sync(admin: Browser) -> None:
@@ -114,9 +114,10 @@ def test_sync_now_from_the_health_page_comes_back_to_it(app: Flask, admin: Brows
                                                         calendar_http: CalendarHTTPServer) -> None:
     calendar_http.add("/gone.ics", busy_ics(1))
     resp = admin.post(f"/connections/{three['Broken']}/sync", {"back": "health"}, page="/health")
-    assert resp.headers["Location"] == "/health"
+    assert resp.headers["Location"] == f"/health#connection-{three['Broken']}"  # to its row
     html = text_of(admin.get("/health"))
-    assert "&#39;Broken&#39; synced: 1 busy time read." in html
+    row = html.split(f'id="connection-{three["Broken"]}"', 1)[1].split("</tr>", 1)[0]
+    assert "&#39;Broken&#39; synced: 1 busy time read." in row
     with app.extensions["calsync"].sessions() as session:
         # The success closed the alert episode.
         assert session.scalars(select(Alert.resolved_at)).all()[0] is not None

@@ -409,10 +409,13 @@ def test_a_booking_deleted_in_the_calendar_can_be_cancelled_from_the_conflict(
     card = row_of(text_of(admin.get("/conflicts")), f"conflict-{conflict.id}")
     assert 'data-field="calendar-when" class="differs">Deleted from the calendar<' in card
     assert 'data-field="calendar-deleted">Yes<' in card
-    assert 'data-confirm="Cancel this booking' in card
+    # Asked in a page dialog (calsync.js) that says the customer is emailed.
+    assert ('data-confirm="Cancel Haircut for Chloé Lefèvre, as it was deleted from the calendar? '
+            'Chloé Lefèvre is emailed at chloe@example.com that it is cancelled.') in card
     admin.post(f"/conflicts/{conflict.id}/resolve", {"keep": "calendar"}, page="/conflicts")
     assert flashes(text_of(admin.get("/conflicts"))) == [
-        "Kept the calendar version: the booking is cancelled, as it was deleted from the calendar."
+        "Kept the calendar version: the booking is cancelled, as it was deleted from the calendar. "
+        "Chloé Lefèvre is emailed the cancellation."
     ]
     assert linked.appointment(appt["id"])["status"] == "cancelled"
 

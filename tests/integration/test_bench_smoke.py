@@ -40,3 +40,27 @@ def test_reschedule_curve_runs_on_postgresql() -> None:
     rows = reschedule_curve.run(url, small=2_000, large=4_000, rounds=3)
     assert [r.base for r in rows][1] > 0 and all(r.ours > 0 for r in rows)
     _print_table(rows, [])
+
+
+@pytest.mark.parametrize("provider", ["google", "microsoft"])
+def test_provider_bench_counts_an_incremental_pass_against_a_full_listing(
+        provider: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`calsync bench google` / `bench microsoft` (issues 11/12) at tiny sizes against the contract
+    fakes: one moved booking is read back with at most two requests, while the full listing of
+    the same calendar reads every page; three moves arrive through push notifications."""
+    from calsync.bench import providers
+
+    figures = providers.run(provider, events=50, moves=3, rounds=3)
+    out = capsys.readouterr().out
+    for metric in ("incremental read of the pass", "whole pass, with the copy written back",
+                   "sync pass applying 1 move vs full listing",
+                   "notification → rescheduled + email queued, median of 3",
+                   "notification → rescheduled + email queued, p95 of 3"):
+        assert metric in out, metric
+    assert figures["incremental_read_requests"] <= 2
+    assert figures["incremental_read_bytes"] < figures["full_listing_bytes"]
+    # The pass also writes the refreshed copy back: one more request, a write.
+    assert figures["pass_requests"] == figures["incremental_read_requests"] + 1
+    assert len(figures["latencies_s"]) == 3 and all(s > 0 for s in figures["latencies_s"])
+    # The output says what each baseline includes.
+    assert "full listing through the same store" in out and "direct sync_connection pass" in out

@@ -179,7 +179,10 @@ def test_microsoft_refuses_a_wrong_secret_or_tenant_as_the_accounts_problem(grap
     client_id, secret = graph.fake.register_app("salon.onmicrosoft.com")
     wrong_secret = AppCredentials("salon.onmicrosoft.com", client_id, "wrong")
     wrong_tenant = AppCredentials("other.onmicrosoft.com", client_id, secret)
-    for credentials, why in ((wrong_secret, "invalid_client"), (wrong_tenant, "unauthorized_client")):
+    graph.fake.unknown_tenants.add("gone.onmicrosoft.com")
+    no_tenant = AppCredentials("gone.onmicrosoft.com", client_id, secret)
+    for credentials, why in ((wrong_secret, "invalid_client"), (wrong_tenant, "unauthorized_client"),
+                             (no_tenant, "no configuration for .*gone.onmicrosoft.com")):
         company_microsoft.TOKENS.clear()
         with pytest.raises(AccountRefused, match=why), app_graph_api(
                 graph.endpoints(), credentials, mailbox="max@salon.example", allow_private=True,

@@ -34,7 +34,7 @@ def env(settings: Settings, google: ServedFake, graph: ServedGraph,
         "CALSYNC_GOOGLE_CLIENT_ID": GoogleCalendarFake.CLIENT_ID,
         "CALSYNC_GOOGLE_CLIENT_SECRET": GoogleCalendarFake.CLIENT_SECRET,
         "CALSYNC_MICROSOFT_GRAPH_BASE_URL": graph.url + "/v1.0",
-        "CALSYNC_MICROSOFT_LOGIN_BASE_URL": graph.url,
+        "CALSYNC_MICROSOFT_LOGIN_BASE_URL": graph.url, "CALSYNC_MICROSOFT_CA_FILE": graph.ca_file,
         "CALSYNC_MICROSOFT_CLIENT_ID": MicrosoftGraphFake.CLIENT_ID,
         "CALSYNC_MICROSOFT_CLIENT_SECRET": MicrosoftGraphFake.CLIENT_SECRET,
     }.items():

@@ -7,6 +7,7 @@ met the real Graph."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -16,9 +17,16 @@ import niquests
 import pytest
 
 from calsync.feeds.calendars.changes import read_changes
-from calsync.feeds.calendars.providers.base import RateLimited, ReconnectNeeded, Tokens, new_pkce
+from calsync.feeds.calendars.providers.base import (
+    RateLimited,
+    ReconnectNeeded,
+    Tokens,
+    new_pkce,
+    s256_challenge,
+)
 from calsync.feeds.calendars.providers.microsoft import transaction_id_for
-from calsync.feeds.calendars.providers.microsoft_account import authorise_url, exchange_code, list_calendars
+from calsync.feeds.calendars.providers.microsoft_account import finish_sign_in, list_calendars, sign_in_url
+from calsync.feeds.calendars.providers.microsoft_api import MicrosoftEndpoints
 from calsync.feeds.calendars.providers.microsoft_events import graph_busy_blocks
 from calsync.feeds.calendars.store import InvalidSyncToken, PreconditionFailed, StoreUnavailable
 from calsync.feeds.sources.busy_time import BusyOptions
@@ -278,24 +286,54 @@ def test_a_mailbox_outside_the_allowed_scope_is_a_sentence(graph: ServedGraph) -
     assert graph.fake.log[-1]["path"] == "/v1.0/users/anna@example.com/calendar/calendarView/delta"
 
 
-def test_sign_in_with_pkce_gives_tokens_and_the_calendars_with_their_roles(graph: ServedGraph) -> None:
+def _signed_in(graph: ServedGraph, url: str) -> dict[str, str]:
+    """The sign-in page approved at once: the query the fake sends the browser back with."""
+    back = niquests.get(url, allow_redirects=False, verify=graph.ca_file).headers["Location"]
+    return {k: v[0] for k, v in parse_qs(urlparse(back).query).items()}
+
+
+def test_sign_in_through_msal_gives_tokens_and_the_calendars_with_their_roles(graph: ServedGraph) -> None:
     endpoints, limits = graph.endpoints(), FetchLimits()
-    pkce = new_pkce()
     redirect_uri = "https://calsync.example/connect/microsoft/callback"
-    url = authorise_url(endpoints, CLIENT, state="s1", code_challenge=pkce.challenge,
-                        redirect_uri=redirect_uri)
+    sealed: list[dict[str, Any]] = []
+
+    def seal(flow: dict[str, Any]) -> str:  # calsync's StateSealer in the web flow
+        sealed.append(flow)
+        return f"s{len(sealed)}"
+
+    url = sign_in_url(endpoints, CLIENT, redirect_uri=redirect_uri, seal=seal, allow_private=True,
+                      limits=limits)
+    assert graph.fake.discovered == 1  # msal read the tenant's OpenID configuration first
     asked = parse_qs(urlparse(url).query)
-    assert urlparse(url).path == "/common/oauth2/v2.0/authorize"
+    assert urlparse(url).path == "/common/oauth2/v2.0/authorize" and asked["prompt"] == ["select_account"]
     assert asked["code_challenge_method"] == ["S256"] and "offline_access" in asked["scope"][0].split()
-    back = parse_qs(urlparse(niquests.get(url, allow_redirects=False).headers["Location"]).query)
-    assert back["state"] == ["s1"]
+    assert asked["state"] == ["s1"] and asked["redirect_uri"] == [redirect_uri]
+    flow = sealed[0]  # verifier and nonce: only in the sealed state, never in the address
+    assert s256_challenge(flow["code_verifier"]) == asked["code_challenge"][0]
+    assert flow["code_verifier"] not in url and flow["nonce"] not in url
+    answer = _signed_in(graph, url)
+    assert answer["state"] == "s1"
     with pytest.raises(ReconnectNeeded):  # a verifier that does not match the challenge
-        exchange_code(endpoints, CLIENT, code=back["code"][0], code_verifier=new_pkce().verifier,
-                      redirect_uri=redirect_uri, allow_private=True, limits=limits)
-    code = parse_qs(urlparse(niquests.get(url, allow_redirects=False).headers["Location"]).query)["code"][0]
-    tokens = exchange_code(endpoints, CLIENT, code=code, code_verifier=pkce.verifier,
-                           redirect_uri=redirect_uri, allow_private=True, limits=limits)
+        finish_sign_in(endpoints, CLIENT, flow={**flow, "code_verifier": new_pkce().verifier}, state="s1",
+                       answer=answer, allow_private=True, limits=limits)
+    with pytest.raises(ReconnectNeeded):  # an ID token whose nonce is not the flow's
+        finish_sign_in(endpoints, CLIENT, flow={**flow, "nonce": "another"}, state="s1",
+                       answer=_signed_in(graph, url), allow_private=True, limits=limits)
+    tokens = finish_sign_in(endpoints, CLIENT, flow=flow, state="s1", answer=_signed_in(graph, url),
+                            allow_private=True, limits=limits)
     assert tokens.refresh_token and tokens.access_token in graph.fake.access
     calendars = list_calendars(endpoints, CLIENT, tokens, mailbox="zoe", allow_private=True, limits=limits)
     assert [(c.name, c.writable, c.primary) for c in calendars] == [("Calendar", True, True),
                                                                    ("Team holidays", False, False)]
+
+
+def test_the_sign_in_service_is_https_with_a_verified_certificate(graph: ServedGraph) -> None:
+    def sign_in(endpoints: MicrosoftEndpoints) -> str:
+        return sign_in_url(endpoints, CLIENT, redirect_uri="https://calsync.example/cb", seal=lambda _f: "s",
+                           allow_private=True, limits=FetchLimits())
+
+    with pytest.raises(StoreUnavailable, match="CALSYNC_MICROSOFT_LOGIN_BASE_URL"):  # msal: https only
+        sign_in(replace(graph.endpoints(), login_base=graph.url.replace("https://", "http://")))
+    with pytest.raises(StoreUnavailable) as untrusted:  # the fake's CA is not the system's
+        sign_in(replace(graph.endpoints(), ca_file=None))
+    assert untrusted.value.kind == "tls" and graph.fake.discovered == 0

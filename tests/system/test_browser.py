@@ -80,23 +80,29 @@ def live(app: Flask) -> Iterator[str]:
 
 
 class Page:
-    """A browser tab that fails the test on a script error or a CSP violation."""
+    """A browser tab that fails the test on a script error, a CSP violation or a native dialog box."""
 
-    def __init__(self, browser: Any, base: str, viewport: dict[str, int] = DESKTOP) -> None:
-        self.context = browser.new_context(viewport=viewport, locale="en-GB", timezone_id="Europe/Berlin")
+    def __init__(self, browser: Any, base: str, viewport: dict[str, int] = DESKTOP, **context: Any) -> None:
+        self.context = browser.new_context(viewport=viewport, locale="en-GB", timezone_id="Europe/Berlin",
+                                           **context)
         self.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
         self.page = self.context.new_page()
         self.base = base
         self.problems: list[str] = []
         self.page.on("console", self._console)
         self.page.on("pageerror", lambda exc: self.problems.append(str(exc)))
-        self.page.on("dialog", lambda dialog: dialog.accept())
+        # Every question is asked in a page dialog (issue 15), never in the browser's own box.
+        self.page.on("dialog", self._native_dialog)
 
     def _console(self, message: Any) -> None:
         # A 4xx answer is a page like any other here (a refused form); CSP violations
         # ("Refused to ...") and script errors are what must not happen.
         if message.type == "error" and not message.text.startswith("Failed to load resource"):
             self.problems.append(message.text)
+
+    def _native_dialog(self, dialog: Any) -> None:
+        self.problems.append(f"the browser's own {dialog.type} box: {dialog.message}")
+        dialog.dismiss()
 
     def open(self, path: str) -> Any:
         return self.page.goto(self.base + path)
@@ -274,7 +280,7 @@ def test_health_and_appointment_pages(tab: Page, api: Api, app: Flask,
     page.get_by_role("link", name="Failing 1").click()
     assert page.locator(".cell-title").all_inner_texts() == ["Old work calendar"]
     page.get_by_role("button", name="Sync all now").click()
-    expect(page.get_by_text("2 calendar(s) queued")).to_be_visible()
+    expect(page.get_by_text("2 calendars queued")).to_be_visible()
 
     page.get_by_role("link", name="Appointments").click()
     page.get_by_role("link", name="New appointment").click()

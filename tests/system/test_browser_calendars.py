@@ -298,7 +298,7 @@ def test_caldav_choice_keeps_the_discovery_links_one_calendar_and_copies_booking
     offer = page.locator('[data-field="copy-offer"]')
     expect(offer).to_contain_text("2 upcoming bookings are not in this calendar yet.")
     offer.get_by_role("button", name="Copy them into 'Work Zoë'").click()
-    expect(page.get_by_text("2 upcoming booking(s) queued for 'Work Zoë'. 'Work Zoë' synced: 2 bookings "
+    expect(page.get_by_text("2 upcoming bookings queued for 'Work Zoë'. 'Work Zoë' synced: 2 bookings "
                             "written")).to_be_visible()
     expect(page.locator('[data-field="copy-offer"]')).to_have_count(0)
 

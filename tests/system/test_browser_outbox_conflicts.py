@@ -20,6 +20,7 @@ from tests.mail_helpers import deliver, with_mail
 from tests.servers import CalDAVServer, SmtpSink
 from tests.system import test_browser
 from tests.system.test_browser import PHONE, Page
+from tests.system.test_browser_plain_words import conflict_and_failed_emails
 
 pytestmark = pytest.mark.slow
 
@@ -40,15 +41,8 @@ def test_retry_an_email_and_settle_a_conflict(
 ) -> None:
     # A move in the staff calendar onto another booking: a conflict, and its notice email.
     linked = Linked(app, api, radicale)
-    first = linked.book(at(2, 10))
-    linked.book(at(2, 12))
-    linked.sync()
-    linked.move_in_calendar(first["uid"], at(2, 12, 30))
-    linked.sync()
-    smtp_server.refuse = "554 5.7.1 Mailbox unavailable"
-    failed = deliver(app).gave_up
+    first, failed = conflict_and_failed_emails(app, linked, smtp_server)
     assert failed >= 3  # two confirmations and the conflict notice
-    smtp_server.refuse = None
     with app.extensions["calsync"].sessions() as s:
         booking_mail = s.scalars(
             select(OutboxEmail).where(OutboxEmail.appointment_id == first["id"]).order_by(OutboxEmail.id)

@@ -26,7 +26,7 @@ from tests.servers import CalDAVServer, SmtpSink
 from tests.system import test_browser
 from tests.system.axe import assert_accessible, axe_source  # noqa: F401 - axe_source is a fixture
 from tests.system.test_browser import DESKTOP, PHONE, Page, company_settings
-from tests.system.test_browser_plain_words import WIDE_ELEMENTS
+from tests.system.test_browser_plain_words import WIDE_ELEMENTS, conflict_and_failed_emails
 
 pytestmark = pytest.mark.slow
 
@@ -339,31 +339,29 @@ def _pages(app: Flask, ids: dict[str, Any]) -> tuple[list[str], list[str]]:
     return sorted(set(paths)), unknown
 
 
+def sample_ids(tab: Page, app: Flask, linked: Linked, appointment_id: int) -> dict[str, Any]:
+    """Values for the admin pages' address parameters (_pages), an invitation sent for them."""
+    tab.open(f"/staff/{linked.staff['id']}/invite")
+    tab.page.get_by_role("button", name="Send invitation").click()
+    with app.extensions["calsync"].sessions() as s:
+        invitation = s.scalar(select(Invitation.id))
+    return {"staff_id": linked.staff["id"], "connection_id": linked.connection_id,
+            "appointment_id": appointment_id, "invitation_id": invitation, "email_id": 1, "conflict_id": 1,
+            "provider": "google"}
+
+
 def test_every_admin_and_staff_page_has_no_accessibility_violations(
     tab: Page, browser: Any, live: str, app: Flask, api: Api, radicale: CalDAVServer,  # noqa: F811
     smtp_server: SmtpSink, axe_source: str,  # noqa: F811
 ) -> None:
     linked = Linked(app, api, radicale)
-    first = linked.book(at(2, 10))
-    linked.book(at(2, 12))
-    linked.sync()
-    linked.move_in_calendar(first["uid"], at(2, 12, 30))  # onto the other booking: a conflict
-    linked.sync()
-    smtp_server.refuse = "554 5.7.1 Mailbox unavailable"
-    deliver(app)
-    smtp_server.refuse = None
+    first, _failed = conflict_and_failed_emails(app, linked, smtp_server)
     # The login page and an unknown page, logged out.
     tab.open("/login")
     assert_accessible(tab.page, axe_source)
     tab.log_in()
     page = tab.page
-    tab.open(f"/staff/{linked.staff['id']}/invite")
-    page.get_by_role("button", name="Send invitation").click()
-    with app.extensions["calsync"].sessions() as s:
-        invitation = s.scalar(select(Invitation.id))
-    ids = {"staff_id": linked.staff["id"], "connection_id": linked.connection_id,
-           "appointment_id": first["id"], "invitation_id": invitation, "email_id": 1, "conflict_id": 1,
-           "provider": "google"}
+    ids = sample_ids(tab, app, linked, first["id"])
     paths, unknown = _pages(app, ids)
     assert not unknown, f"add sample values for these pages' parameters: {unknown}"
     extra = ["/outbox?status=failed", "/health?status=error", "/appointments?staff=1", "/no-such-page"]

@@ -60,6 +60,19 @@ def test_the_state_is_bound_expiring_and_single_use() -> None:
             sealer.open(bad, staff_id=7, provider="google", ledger=ledger)
 
 
+def test_the_state_carries_msals_flow_sealed() -> None:
+    clock = Clock()
+    sealer = StateSealer("app-secret", clock=clock)
+    flow = {"redirect_uri": "https://cal.example.test/oauth/microsoft/callback", "code_verifier": "v" * 43,
+            "scope": ["https://graph.microsoft.com/User.Read", "offline_access", "openid", "profile"],
+            "nonce": "n0nce-of-the-flow", "claims_challenge": None}
+    state = sealer.issue(7, "microsoft", nonce="row-nonce", flow=flow)
+    assert "v" * 43 not in state and "n0nce" not in state  # Microsoft's verifier and nonce: sealed
+    opened = sealer.open(state, staff_id=7, provider="microsoft", ledger=MemoryNonceLedger(clock=clock))
+    assert opened.flow == flow and opened.nonce == "row-nonce" and opened.code_verifier == ""
+    assert sealer.peek(sealer.issue(7, "google", new_pkce())).flow is None  # type: ignore[union-attr]
+
+
 def test_event_ids_are_deterministic_base32hex() -> None:
     first = event_id_for("booking-1@calsync")
     assert first == event_id_for("booking-1@calsync") != event_id_for("booking-2@calsync")

@@ -11,6 +11,7 @@
 - company_accounts: the company-wide Google Workspace / Microsoft 365 connection (/company-accounts)
 - settings_page: the company-wide toggles (/settings)
 - staff_list: every staff member with feed, calendars, health, invitation and two-way state (/staff)
+- paging: long lists a page at a time (page_of, and page_url for the pager macro)
 
 Every view needs a logged-in admin (checked once for the whole blueprint, so a new view cannot
 forget it) and every form carries a CSRF token (Flask-WTF's CSRFProtect on every POST, set up for
@@ -88,6 +89,7 @@ from calsync.web.admin import (  # noqa: E402,F401
     health,
     invitations,
     outbox,
+    paging,
     settings_page,
     staff,
     staff_list,

@@ -91,14 +91,34 @@ def calendar_copies(session: Session, appt: Appointment, tz: str) -> list[Calend
     return out
 
 
-def reach_sentence(session: Session, appt: Appointment, tz: str) -> str:
-    """'It is written to Zoë’s calendar ‘Work’ at once (within a minute).' for the message after a
-    booking, or '' when the staff member has no calendar bookings are written to."""
-    parts = [f"‘{c.connection.name}’ {when_written(c.connection, tz)}"
-             for c in calendar_copies(session, appt, tz) if c.state == "waiting"]
-    if not parts:
-        return ""
-    return f"It is written to {appt.staff.name}’s calendar {' and '.join(parts)}."
+# What the message after a booking, a move or a cancellation says of the staff calendar: the
+# change waiting for it, and the change there already (a realtime push can be that quick).
+REACH_WORDS = {
+    "booked": ("It is written to", "It is already in", "their feed shows it"),
+    "moved": ("The new time is written to", "The new time is already in", "their feed shows the new time"),
+    "cancelled": ("It is taken out of", "It is already out of", "their feed drops it"),
+}
+
+
+def reach_sentence(session: Session, appt: Appointment, tz: str, change: str = "booked") -> str:
+    """When the change reaches the staff member's calendar, for the message after it: 'It is
+    written to Zoë’s calendar ‘Work’ at once (within a minute).', or at its next sync and when
+    that is; without a calendar bookings are written to, when their feed shows it."""
+    waiting_words, done_words, feed = REACH_WORDS[change]
+    copies = calendar_copies(session, appt, tz)
+    if not copies:
+        return (f"{appt.staff.name} has no calendar that bookings are written to; {feed} when "
+                "their calendar app next refreshes it.")
+    owner = f"{appt.staff.name}’s calendar"
+    waiting = [f"‘{c.connection.name}’ {when_written(c.connection, tz)}"
+               for c in copies if c.state == "waiting"]
+    done = [f"‘{c.connection.name}’" for c in copies if c.state in ("written", "removed")]
+    sentences = []
+    if waiting:
+        sentences.append(f"{waiting_words} {owner} {' and '.join(waiting)}.")
+    if done:
+        sentences.append(f"{done_words} {owner} {' and '.join(done)}.")
+    return " ".join(sentences)
 
 
 def customer_emails(session: Session, appt: Appointment) -> list[CustomerEmail]:

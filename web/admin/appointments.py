@@ -174,7 +174,7 @@ def reschedule(appointment_id: int) -> Response:
         flash(str(exc), "error")
         return redirect(url_for("admin.appointment", appointment_id=appointment_id))
     s.commit()
-    flash(f"Appointment moved. {reach_sentence(s, item, item.staff.timezone)}".strip(), "success")
+    flash(f"Appointment moved. {reach_sentence(s, item, item.staff.timezone, 'moved')}".strip(), "success")
     return redirect(url_for("admin.appointment", appointment_id=appointment_id))
 
 
@@ -191,5 +191,6 @@ def cancel(appointment_id: int) -> Response:
     s.commit()
     told = (f" {item.customer.name} is emailed at {item.customer.email}." if item.customer.email
             else f" {item.customer.name} has no email address: let them know yourself.")
-    flash(f"Appointment cancelled.{told}", "success")
+    flash(f"Appointment cancelled.{told} {reach_sentence(s, item, item.staff.timezone, 'cancelled')}".strip(),
+          "success")
     return redirect(url_for("admin.appointment", appointment_id=appointment_id))

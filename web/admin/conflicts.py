@@ -28,9 +28,11 @@ from calsync.models import (
 )
 from calsync.web import db
 from calsync.web.admin import bp, current_company
+from calsync.web.admin.paging import page_arg, page_of
 from calsync.web.formatting import ago
 
 RECENTLY_RESOLVED = 20
+PAGE_SIZE = 10
 
 
 def span(start: datetime | None, end: datetime | None, tz: str) -> str:
@@ -120,10 +122,14 @@ def _recently_resolved(company: Company) -> list[Conflict]:
 def list_conflicts() -> str:
     company = current_company()
     tz = company.timezone
+    waiting = conflicts_core.list_conflicts(db.session(), company, ConflictStatus.OPEN)
+    # Each is a card with both versions: a few to a page, oldest first (the longest waiting).
+    page, pages = page_of(request.args.get("page"), len(waiting), PAGE_SIZE)
     return render_template(
         "admin/conflicts.html",
         company=company,
-        open_rows=_rows(conflicts_core.list_conflicts(db.session(), company, ConflictStatus.OPEN), tz),
+        open_count=len(waiting), page=page, pages=pages,
+        open_rows=_rows(waiting[(page - 1) * PAGE_SIZE:page * PAGE_SIZE], tz),
         resolved_rows=_rows(_recently_resolved(company), tz),
     )
 
@@ -136,7 +142,10 @@ def _kept_sentence(conflict: Conflict, appt: Appointment | None, tz: str) -> str
             "back at the next sync."
         )
     if conflict.calendar_deleted:
-        return "Kept the calendar version: the booking is cancelled, as it was deleted from the calendar."
+        told = (f" {appt.customer.name} is emailed the cancellation." if appt and appt.customer.email
+                else "")
+        return ("Kept the calendar version: the booking is cancelled, as it was deleted from the "
+                f"calendar.{told}")
     mailed = " and the customer gets an updated invitation" if appt and appt.customer.email else ""
     return (
         f"Kept the calendar version: the booking moved to "
@@ -148,7 +157,7 @@ def _kept_sentence(conflict: Conflict, appt: Appointment | None, tz: str) -> str
 def resolve_conflict(conflict_id: int) -> Response:
     """The core decides what may be kept (feeds.calendars.conflicts.resolve_conflict, as the API
     does); this view only words its refusals for the page."""
-    back = redirect(url_for("admin.conflicts"))
+    back = redirect(url_for("admin.conflicts", page=page_arg(request.form.get("page"))))
     s = db.session()
     company = current_company()
     keep = request.form.get("keep", "")

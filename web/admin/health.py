@@ -1,5 +1,5 @@
 """Sync health: every calendar connection of the company with its status, last success,
-failures and open alerts; filters for failing and stale ones; "Sync all now"."""
+failures and open alerts, a page at a time; filters for failing and stale ones; "Sync all now"."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ from calsync.feeds.scheduling import directory
 from calsync.models import ConnectionStatus
 from calsync.web import db
 from calsync.web.admin import bp, current_company
+from calsync.web.admin.paging import page_of
 from calsync.web.calendar_forms import staff_blocks
+from calsync.web.formatting import plural
+
+PAGE_SIZE = 25  # failing ones first, so the first page is the one to act on
 
 FILTERS = {
     "all": ("All", lambda status: True),
@@ -36,8 +40,10 @@ def health() -> str:
     order = {ConnectionStatus.ERROR: 0, ConnectionStatus.STALE: 1, ConnectionStatus.PENDING: 2,
              ConnectionStatus.OK: 3}
     rows.sort(key=lambda c: (order.get(c.status, 9), -c.consecutive_failures, c.id))
+    page, pages = page_of(request.args.get("page"), len(rows), PAGE_SIZE)
     return render_template(
-        "admin/health.html", rows=rows, shown=shown, filters=FILTERS, counts=counts,
+        "admin/health.html", rows=rows[(page - 1) * PAGE_SIZE:page * PAGE_SIZE], page=page, pages=pages,
+        shown=shown, filters=FILTERS, counts=counts,
         alerts=open_alerts(s, company),
         staff={m.id: m for m in directory.list_staff(s, company)},
         blocks=staff_blocks(company),
@@ -51,6 +57,6 @@ def sync_all() -> Response:
     jobs = db.services().jobs
     for connection_id in ids:
         jobs.enqueue_sync(connection_id)
-    flash(f"{len(ids)} calendar(s) queued for syncing; reload this page in a minute to see the "
+    flash(f"{plural(len(ids), 'calendar')} queued for syncing; reload this page in a minute to see the "
           "results." if ids else "There are no calendars to sync yet.", "success")
     return redirect(url_for("admin.health", show=request.form.get("show", "all")))

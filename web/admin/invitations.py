@@ -7,7 +7,7 @@ import base64
 import hashlib
 from html.parser import HTMLParser
 
-from flask import abort, flash, make_response, redirect, render_template, request, url_for
+from flask import abort, make_response, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response
@@ -28,7 +28,7 @@ from calsync.feeds.scheduling import directory
 from calsync.models import Invitation, Staff
 from calsync.web import db
 from calsync.web.admin import bp, current_company
-from calsync.web.formatting import plural
+from calsync.web.formatting import flash_at, plural
 from calsync.web.security import CSP
 
 PLACEHOLDER_HELP = {
@@ -162,7 +162,7 @@ def send_invitation_now(staff_id: int) -> Response | tuple[str, int]:
         s.rollback()
         return _render(staff, values, status=422, error=exc)
     s.commit()
-    flash(f"Invitation to {draft.to} {_delivery_note()}", "success")
+    flash_at(f"Invitation to {draft.to} {_delivery_note()}", "success", "invitations")
     return redirect(url_for("admin.staff_page", staff_id=staff.id, _anchor="invitations"))
 
 
@@ -185,13 +185,13 @@ def resend_invitation_now(invitation_id: int) -> Response:
         new = resend_invitation(s, company, invitation_id, invite_keys(), created_by=_admin_id())
     except ValidationError as exc:  # e.g. the staff member's feed links were all revoked since
         s.rollback()
-        flash(str(exc), "error")
+        flash_at(str(exc), "error", "invitations")
         return redirect(back)
     s.commit()
-    flash(
+    flash_at(
         f"New invitation with a new link to {new.email} {_delivery_note()} The earlier link "
         "keeps working until it expires or you revoke it.",
-        "success",
+        "success", "invitations",
     )
     return redirect(back)
 
@@ -204,9 +204,9 @@ def revoke_invitation_now(invitation_id: int) -> Response:
     except NotFoundError:
         abort(404)
     s.commit()
-    flash(
+    flash_at(
         f"The link in the invitation to {invitation.email} has stopped working. Other links "
         "keep working; “Revoke all links” stops them all.",
-        "success",
+        "success", "invitations",
     )
     return redirect(url_for("admin.staff_page", staff_id=invitation.staff_id, _anchor="invitations"))

@@ -17,8 +17,9 @@ from calsync.feeds.mail import outbox
 from calsync.models import Company, OutboxEmail, OutboxStatus
 from calsync.web import db
 from calsync.web.admin import bp, current_company
+from calsync.web.admin.paging import page_arg, page_of
 
-PAGE_SIZE = 50
+PAGE_SIZE = 25  # each email is a block of several lines on a phone
 # Tab key → label; "all" first. The keys other than "all" are feeds.outbox.STATUSES.
 FILTERS = {"all": "All", "failed": "Failed", "pending": "Waiting", "sent": "Sent"}
 STATUS_LABELS = {"pending": "Waiting", "failed": "Failed", "sent": "Sent"}
@@ -49,14 +50,6 @@ def status_counts(company: Company) -> dict[str, int]:
     return counts
 
 
-def _page_number(value: str | None, pages: int) -> int:
-    try:
-        number = int(value or 1)
-    except ValueError:
-        number = 1
-    return min(max(number, 1), pages)
-
-
 @bp.get("/outbox", endpoint="outbox")
 def list_outbox() -> str:
     company = current_company()
@@ -64,8 +57,7 @@ def list_outbox() -> str:
     if shown not in FILTERS:
         shown = "all"
     counts = status_counts(company)
-    pages = max(1, -(-counts[shown] // PAGE_SIZE))
-    page = _page_number(request.args.get("page"), pages)
+    page, pages = page_of(request.args.get("page"), counts[shown], PAGE_SIZE)
     rows = outbox.list_emails(
         db.session(),
         company,
@@ -91,12 +83,11 @@ def list_outbox() -> str:
 def _back() -> Response:
     """To the list the form was sent from (same filter and page)."""
     shown = request.form.get("status", "all")
-    page = request.form.get("page", "1")
     return redirect(
         url_for(
             "admin.outbox",
             status=shown if shown in FILTERS and shown != "all" else None,
-            page=page if page.isdigit() and page != "1" else None,
+            page=page_arg(request.form.get("page")),
         )
     )
 

@@ -27,6 +27,7 @@ from calsync.feeds.scheduling.working_hours import DAYS, normalise_working_hours
 from calsync.models import Staff, utcnow
 from calsync.web import db
 from calsync.web.admin import bp, current_company
+from calsync.web.admin.paging import page_arg
 from calsync.web.calendar_forms import (
     add_ics,
     added_message,
@@ -44,6 +45,7 @@ from calsync.web.calendar_forms import (
     sync_now,
     uncopied_counts,
 )
+from calsync.web.formatting import flash_at, plural
 from calsync.web.provider_forms import disconnect_connection, is_provider, provider_options
 from calsync.web.views_common import feed_rows, two_way_for, wants_json
 
@@ -162,7 +164,8 @@ def add_ics_calendar(staff_id: int) -> Response | tuple[str, int]:
         db.session().rollback()
         return _render(staff, 422, values=kept_values(request.form), open_form="ics",
                        error=form_error("ics", exc, company, name))
-    flash(added_message(company, name, conn, outcome), "success" if conn.status != "error" else "error")
+    flash_at(added_message(company, name, conn, outcome), "success" if conn.status != "error" else "error",
+             f"connection-{conn.id}")
     return redirect(url_for("admin.staff_page", staff_id=staff_id, _anchor=f"connection-{conn.id}"))
 
 
@@ -210,7 +213,7 @@ def connect_calendars(staff_id: int) -> Response | tuple[str, int]:
             return _render(staff, 422, open_form="caldav",
                            error=form_error("caldav", exc, current_company(), staff.name))
         return _choose(staff, kept, request.form.get("discovery", ""), 422, str(exc), request.form)
-    flash(connected_message(made, already, outcomes), "success")
+    flash_at(connected_message(made, already, outcomes), "success", "connections")
     return redirect(url_for("admin.staff_page", staff_id=staff_id, _anchor="connections"))
 
 
@@ -223,8 +226,9 @@ def copy_bookings_now(connection_id: int) -> Response:
     except ValidationError as exc:
         flash(str(exc), "error")
         return redirect(url_for("admin.index"))
-    flash(f"{count} upcoming booking(s) queued for '{conn.name}'. {sync_message(conn, outcome)}"
-          if count else f"Every upcoming booking is already in '{conn.name}'.", "success")
+    flash_at(f"{plural(count, 'upcoming booking')} queued for '{conn.name}'. {sync_message(conn, outcome)}"
+             if count else f"Every upcoming booking is already in '{conn.name}'.", "success",
+             f"connection-{conn.id}")
     return redirect(url_for("admin.staff_page", staff_id=conn.staff_id, _anchor=f"connection-{conn.id}"))
 
 
@@ -255,7 +259,7 @@ def edit_connection(connection_id: int) -> Response | tuple[str, int]:
             conn = conns.get_connection(s, company, connection_id)
         else:
             s.commit()
-            flash(f"Calendar '{conn.name}' saved.", "success")
+            flash_at(f"Calendar '{conn.name}' saved.", "success", f"connection-{conn.id}")
             return redirect(url_for("admin.staff_page", staff_id=staff.id, _anchor=f"connection-{conn.id}"))
     return render_template(
         "admin/connection_edit.html",
@@ -282,7 +286,7 @@ def delete_connection(connection_id: int) -> Response:
         return redirect(url_for("admin.staff_page", staff_id=staff_id, _anchor="connections"))
     conns.delete_connection(s, company, connection_id)
     s.commit()
-    flash(f"Calendar '{name}' removed; its busy times no longer block bookings.", "success")
+    flash_at(f"Calendar '{name}' removed; its busy times no longer block bookings.", "success", "connections")
     return redirect(url_for("admin.staff_page", staff_id=staff_id, _anchor="connections"))
 
 
@@ -294,10 +298,10 @@ def sync_connection_now(connection_id: int) -> Response:
         abort(404)
     if wants_json():
         return connection_json(conn, outcome)
-    flash_sync_result(conn, outcome)
-    back = request.form.get("back", "")
-    if back == "health":
-        return redirect(url_for("admin.health"))
+    flash_sync_result(conn, outcome, f"connection-{conn.id}")  # on its card, or its row on Sync health
+    if request.form.get("back", "") == "health":  # the page of Sync health it was pressed on
+        return redirect(url_for("admin.health", show=request.form.get("show") or None,
+                                page=page_arg(request.form.get("page")), _anchor=f"connection-{conn.id}"))
     return redirect(url_for("admin.staff_page", staff_id=conn.staff_id, _anchor=f"connection-{conn.id}"))
 
 
@@ -321,7 +325,6 @@ def revoke_connect_link(staff_id: int) -> Response:
     staff = _staff(staff_id)
     revoke_connect_links(db.session(), staff)
     db.session().commit()
-    flash(
-        f"Every connect link sent to {staff.name} so far, in invitations too, has stopped working.", "success"
-    )
+    flash_at(f"Every connect link sent to {staff.name} so far, in invitations too, has stopped working.",
+             "success", "connect-link")
     return redirect(url_for("admin.staff_page", staff_id=staff_id, _anchor="connect-link"))

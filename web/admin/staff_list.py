@@ -14,6 +14,7 @@ from calsync.feeds.onboarding.invitations import link_state
 from calsync.models import Connection, FeedToken, Invitation, InvitationState, Staff, utcnow
 from calsync.web import db
 from calsync.web.admin import bp, current_company
+from calsync.web.admin.paging import page_of
 
 PAGE_SIZE = 25  # a page stays a few screens tall on a phone, where each row is a block
 # Worst first: the staff member's health is that of their worst calendar.
@@ -35,21 +36,12 @@ class StaffRow:
         return next((s for s in HEALTH_ORDER if s in statuses), None)
 
 
-def page_number(value: str | None, pages: int) -> int:
-    try:
-        number = int(value or 1)
-    except ValueError:
-        number = 1
-    return min(max(number, 1), pages)
-
-
 @bp.get("/staff")
 def staff_list() -> str:
     s = db.session()
     company = current_company()
     total = s.scalar(select(func.count()).select_from(Staff).where(Staff.company_id == company.id)) or 0
-    pages = max(1, -(-total // PAGE_SIZE))
-    page = page_number(request.args.get("page"), pages)
+    page, pages = page_of(request.args.get("page"), total, PAGE_SIZE)
     members = list(s.scalars(
         select(Staff).where(Staff.company_id == company.id)
         .order_by(Staff.name, Staff.id).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)

@@ -16,7 +16,9 @@ from calsync.feeds.scheduling import directory
 from calsync.models import FeedToken
 from calsync.web import db
 from calsync.web.admin import bp, current_company
+from calsync.web.admin.paging import page_arg, page_of
 from calsync.web.calendar_forms import staff_blocks
+from calsync.web.formatting import flash_at
 from calsync.web.views_common import feed_rows
 
 STAFF_PAGE_SIZE = 25
@@ -44,8 +46,7 @@ def index() -> str:
     members = directory.list_staff(s, company)
     # A page of staff members at a time: each has a feed link with its subscribe buttons, and a
     # company of hundreds would otherwise get a page many thousand pixels tall.
-    staff_pages = max(1, -(-len(members) // STAFF_PAGE_SIZE))
-    staff_page = min(max(1, request.args.get("staff_page", 1, type=int) or 1), staff_pages)
+    staff_page, staff_pages = page_of(request.args.get("staff_page"), len(members), STAFF_PAGE_SIZE)
     shown = members[(staff_page - 1) * STAFF_PAGE_SIZE:staff_page * STAFF_PAGE_SIZE]
     tables: list[tuple[str, str, list[FeedOwner]]] = [
         ("staff", "Staff members", [
@@ -86,8 +87,9 @@ def new_token() -> Response:
         flash(str(exc) if not isinstance(exc, ValueError) else "Choose whose feed it is.", "error")
         return redirect(url_for("admin.index"))
     s.commit()
-    flash(f"New feed link '{row.name}' created. Share it only with whoever should see it.", "success")
-    return redirect(url_for("admin.index", _anchor=f"token-{row.id}"))
+    flash_at(f"New feed link '{row.name}' created. Share it only with whoever should see it.", "success",
+             f"token-{row.id}")
+    return _back(f"token-{row.id}")
 
 
 @bp.post("/tokens/<int:token_id>/revoke")
@@ -99,8 +101,9 @@ def revoke_token(token_id: int) -> Response:
         flash(str(exc), "error")
         return redirect(url_for("admin.index"))
     s.commit()
-    flash(f"Feed link '{row.name}' revoked: calendars subscribed with it stop updating.", "success")
-    return redirect(url_for("admin.index"))
+    owner = f"owner-{row.scope}-{row.scope_id}"  # the link's row is gone: said on its owner's
+    flash_at(f"Feed link '{row.name}' revoked: calendars subscribed with it stop updating.", "success", owner)
+    return _back(owner)
 
 
 @bp.post("/tokens/<int:token_id>/rotate")
@@ -112,6 +115,12 @@ def rotate_token(token_id: int) -> Response:
         flash(str(exc), "error")
         return redirect(url_for("admin.index"))
     s.commit()
-    flash(f"Feed link '{row.name}' replaced: the old link stopped working; share the new one.",
-          "success")
-    return redirect(url_for("admin.index", _anchor=f"token-{row.id}"))
+    flash_at(f"Feed link '{row.name}' replaced: the old link stopped working; share the new one.",
+             "success", f"token-{row.id}")
+    return _back(f"token-{row.id}")
+
+
+def _back(anchor: str) -> Response:
+    """Back to the link's row, on the page of staff members the form was sent from."""
+    page = page_arg(request.form.get("staff_page"))
+    return redirect(url_for("admin.index", staff_page=page, _anchor=anchor))

@@ -6,14 +6,16 @@ calendar list, change notifications, revocation.
 OAuth is the authorisation-code flow (RFC 6749 §4.1) with PKCE (RFC 7636, method S256) and a
 `state` that is sealed (Fernet: encrypted and authenticated with a key derived from the app's
 secret key), expires, names the staff member it was issued for and carries a nonce, so that a
-callback can be accepted once. The PKCE verifier travels inside the sealed state: the browser
-carries it but cannot read or change it, and no server-side session is needed between the
-redirect and the callback.
+callback can be accepted once. The PKCE verifier (Google) or msal's whole flow — verifier,
+OpenID Connect nonce, scopes (Microsoft) — travels inside the sealed state: the browser carries
+it but cannot read or change it, and no server-side session is needed between the redirect and
+the callback.
 
-No OAuth client library is used for the token requests: authlib's and requests-oauthlib's
-clients bring their own HTTP stack (requests/httpx), which would go around the guarded session
-(address checks, answer caps, the wall-clock deadline). The pieces kept here are the two lines
-RFC 7636 §4.1-4.2 define.
+Google's token requests use no OAuth client library: authlib's and requests-oauthlib's clients
+bring their own HTTP stack (requests/httpx), which would go around the guarded session (address
+checks, answer caps, the wall-clock deadline); the pieces kept here are the two lines RFC 7636
+§4.1-4.2 define. Microsoft's go through msal, which takes the guarded session as its
+`http_client` (microsoft_identity.py).
 """
 
 from __future__ import annotations
@@ -253,8 +255,9 @@ class OAuthState:
     staff_id: int
     provider: str
     nonce: str  # record it when the callback is accepted: single use
-    code_verifier: str
+    code_verifier: str  # Google's; Microsoft's is inside `flow`
     issued_at: float
+    flow: dict[str, Any] | None = None  # msal's auth code flow without its address and state
 
     @property
     def expires_at(self) -> float:
@@ -292,11 +295,15 @@ class StateSealer:
         self._sealer = Sealer(secret_key, "oauth-state")
         self._clock = clock
 
-    def issue(self, staff_id: int, provider: str, pkce: Pkce, nonce: str | None = None) -> str:
+    def issue(self, staff_id: int, provider: str, pkce: Pkce | None = None, nonce: str | None = None,
+              flow: dict[str, Any] | None = None) -> str:
         """`nonce`: the caller's, when it records the state (feeds.calendars.provider_connect
-        stores it in the oauth_state table); a random one otherwise."""
-        payload = {"s": staff_id, "p": provider, "n": nonce or secrets.token_urlsafe(16),
-                   "v": pkce.verifier, "t": self._clock()}
+        stores it in the oauth_state table); a random one otherwise. `pkce` (Google) or `flow`
+        (msal's, Microsoft) is what the callback needs back to redeem the code."""
+        payload: dict[str, Any] = {"s": staff_id, "p": provider, "n": nonce or secrets.token_urlsafe(16),
+                                   "v": pkce.verifier if pkce else "", "t": self._clock()}
+        if flow is not None:
+            payload["f"] = flow
         return self._sealer.seal(json.dumps(payload, separators=(",", ":")))
 
     def peek(self, sealed: str) -> OAuthState | None:
@@ -307,9 +314,10 @@ class StateSealer:
             return None
         try:
             data = json.loads(plain)
+            flow = data.get("f")
             return OAuthState(int(data["s"]), str(data["p"]), str(data["n"]), str(data["v"]),
-                              float(data["t"]))
-        except (ValueError, KeyError, TypeError):
+                              float(data["t"]), flow if isinstance(flow, dict) else None)
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def open(self, sealed: str, *, staff_id: int, provider: str, ledger: NonceLedger) -> OAuthState:

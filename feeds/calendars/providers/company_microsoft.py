@@ -7,9 +7,10 @@ ErrorAccessDenied. Verified against tests/fakes/microsoft_graph.py only.
 
 Tokens come from the client credentials grant (RFC 6749 §4.4; the identity platform's
 "OAuth 2.0 client credentials flow") with the scope `https://graph.microsoft.com/.default`
-(the application permissions the admin consented to). There is no refresh token: a new grant
-is the refresh. It is one form POST on the guarded session, as for the delegated flow
-(microsoft_api.py says why msal is not used for it).
+(the application permissions the admin consented to), through msal's `acquire_token_for_client`
+on the guarded session, as for the delegated flow (microsoft_identity.py). There is no refresh
+token: a new grant is the refresh. The token is kept per app registration in `TOKENS`, not in
+msal's cache, which lives for one conversation.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -36,7 +37,7 @@ from calsync.feeds.calendars.providers.microsoft_api import (
     MicrosoftClient,
     MicrosoftEndpoints,
     error_code,
-    json_of,
+    graph_session,
 )
 from calsync.feeds.calendars.store import StoreUnavailable
 from calsync.feeds.errors import ValidationError
@@ -98,7 +99,7 @@ TOKENS = TokenCache()
 
 def app_endpoints(endpoints: MicrosoftEndpoints, credentials: AppCredentials) -> MicrosoftEndpoints:
     """The operator's Graph and login addresses with the company's own tenant."""
-    return MicrosoftEndpoints(endpoints.graph_base, endpoints.login_base, credentials.tenant)
+    return replace(endpoints, tenant=credentials.tenant)
 
 
 class AppGraphApi(GraphApi):
@@ -115,18 +116,19 @@ class AppGraphApi(GraphApi):
                          TOKENS.get(self._cache_key), mailbox=mailbox, sleep=sleep)
 
     def refresh(self) -> None:
-        form = {"grant_type": "client_credentials", "client_id": self.client.client_id,
-                "client_secret": self.client.client_secret, "scope": APP_SCOPE}
-        response = self.send("POST", self.endpoints.token_url, data=form,
-                             headers={"Accept": "application/json"})
-        answer = json_of(response)
-        if response.status_code != 200:
+        try:
+            answer = self.identity().for_client(APP_SCOPE)
+        except StoreUnavailable as exc:
+            if exc.kind == "auth":  # no such tenant: the company's settings, not a staff member's
+                raise AccountRefused(str(exc)) from exc
+            raise
+        if "access_token" not in answer:
             description = str(answer.get("error_description", "")).split(" Trace ID")[0]
             raise AccountRefused(f"{PROVIDER} refused calsync's app registration "
-                                 f"({answer.get('error', response.status_code)}: {description}): check the "
+                                 f"({answer.get('error', 'no token')}: {description}): check the "
                                  "tenant, the application (client) id and the client secret (secrets "
                                  "expire), and that an admin granted consent.")
-        self.tokens = tokens_from_answer(PROVIDER, 200, answer, form, hint="check the app registration.")
+        self.tokens = tokens_from_answer(PROVIDER, 200, answer, {}, hint="check the app registration.")
         TOKENS.put(self._cache_key, self.tokens)
 
 
@@ -134,13 +136,9 @@ class AppGraphApi(GraphApi):
 def app_graph_api(endpoints: MicrosoftEndpoints, credentials: AppCredentials, *, mailbox: str,
                   allow_private: bool, limits: FetchLimits,
                   sleep: Callable[[float], None] = time.sleep) -> Iterator[AppGraphApi]:
-    resolver = GuardedResolver(allow_private, ports=limits.ports)
-    session = GuardedSession(resolver, limits)
-    try:
+    with graph_session(endpoints, allow_private=allow_private, limits=limits) as (session, resolver):
         yield AppGraphApi(session, resolver, endpoints, credentials,
                           mailbox=f"{credentials.tenant} {mailbox.lower()}", sleep=sleep)
-    finally:
-        session.close()
 
 
 @contextmanager

@@ -1,19 +1,19 @@
-"""The account side of a Microsoft 365 / Outlook.com connection (issue 12, foundation; verified
-against tests/fakes/microsoft_graph.py only): the identity platform's sign-in address, the
-code exchange (authorization code flow with PKCE, v2.0 endpoint), and the account's calendars
-with whether calsync may write into them (`canEdit`).
+"""The account side of a Microsoft 365 / Outlook.com connection (issue 12; verified against
+tests/fakes/microsoft_graph.py only): the sign-in through msal (authorization code flow with
+PKCE S256 and a nonce, v2.0 endpoint: microsoft_identity.py), and the account's calendars with
+whether calsync may write into them (`canEdit`).
 
 `MicrosoftProvider` puts them together for the connect flow (feeds.calendars.provider_access).
 """
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from calsync.feeds.calendars.providers.base import RemoteCalendar, Tokens
 from calsync.feeds.calendars.providers.microsoft_api import (
     PROVIDER,
-    SCOPES,
     MicrosoftClient,
     MicrosoftEndpoints,
     graph_api,
@@ -22,23 +22,23 @@ from calsync.feeds.calendars.providers.microsoft_api import (
 from calsync.feeds.sources.fetch import FetchLimits
 
 
-def authorise_url(endpoints: MicrosoftEndpoints, client: MicrosoftClient, *, state: str, code_challenge: str,
-                  redirect_uri: str) -> str:
-    """The sign-in page. `offline_access` among the scopes brings the refresh token;
-    `select_account` lets someone signed in to several accounts pick the one to connect."""
-    return endpoints.auth_url + "?" + urlencode({
-        "response_type": "code", "client_id": client.client_id, "redirect_uri": redirect_uri,
-        "response_mode": "query", "scope": " ".join(SCOPES), "state": state,
-        "code_challenge": code_challenge, "code_challenge_method": "S256", "prompt": "select_account"})
-
-
-def exchange_code(endpoints: MicrosoftEndpoints, client: MicrosoftClient, *, code: str, code_verifier: str,
-                  redirect_uri: str, allow_private: bool, limits: FetchLimits) -> Tokens:
-    """The callback's code for tokens; ReconnectNeeded on invalid_grant."""
+def sign_in_url(endpoints: MicrosoftEndpoints, client: MicrosoftClient, *, redirect_uri: str,
+                seal: Callable[[dict[str, Any]], str], allow_private: bool, limits: FetchLimits) -> str:
+    """The sign-in page of a new msal flow, its state the one `seal` makes of the flow's secret
+    part (microsoft_identity.Identity.begin). `offline_access` among the scopes brings the
+    refresh token; `select_account` lets someone signed in to several accounts pick one."""
     with graph_api(endpoints, client, None, mailbox="sign-in", allow_private=allow_private,
                    limits=limits) as api:
-        return api.token_request({"grant_type": "authorization_code", "code": code,
-                                  "code_verifier": code_verifier, "redirect_uri": redirect_uri})
+        return api.identity().begin(redirect_uri, seal)
+
+
+def finish_sign_in(endpoints: MicrosoftEndpoints, client: MicrosoftClient, *, flow: Mapping[str, Any],
+                   state: str, answer: Mapping[str, str], allow_private: bool, limits: FetchLimits) -> Tokens:
+    """The callback's answer for tokens, with the flow sealed in its `state`; ReconnectNeeded
+    when the code is refused (invalid_grant: used, too old, another verifier)."""
+    with graph_api(endpoints, client, None, mailbox="sign-in", allow_private=allow_private,
+                   limits=limits) as api:
+        return api.identity().finish(flow, state, answer)
 
 
 def list_calendars(endpoints: MicrosoftEndpoints, client: MicrosoftClient, tokens: Tokens, *, mailbox: str,
@@ -73,7 +73,9 @@ def account_address(endpoints: MicrosoftEndpoints, client: MicrosoftClient, toke
 
 class MicrosoftProvider:
     """The account side of a Microsoft connection in the shape of providers/base.py's
-    CalendarProvider (without change notifications: those are the webhook's)."""
+    CalendarProvider (without change notifications: those are the webhook's), except for the
+    sign-in: msal makes the PKCE pair and the nonce, so `sign_in_url` takes the sealing of the
+    state and `finish_sign_in` the flow back, where Google has authorise_url / exchange_code."""
 
     name = PROVIDER
 
@@ -82,13 +84,13 @@ class MicrosoftProvider:
         self.endpoints, self.client, self.allow_private = endpoints, client, allow_private
         self.limits = limits or FetchLimits()
 
-    def authorise_url(self, *, state: str, code_challenge: str, redirect_uri: str) -> str:
-        return authorise_url(self.endpoints, self.client, state=state, code_challenge=code_challenge,
-                             redirect_uri=redirect_uri)
+    def sign_in_url(self, *, redirect_uri: str, seal: Callable[[dict[str, Any]], str]) -> str:
+        return sign_in_url(self.endpoints, self.client, redirect_uri=redirect_uri, seal=seal,
+                           allow_private=self.allow_private, limits=self.limits)
 
-    def exchange_code(self, *, code: str, code_verifier: str, redirect_uri: str) -> Tokens:
-        return exchange_code(self.endpoints, self.client, code=code, code_verifier=code_verifier,
-                             redirect_uri=redirect_uri, allow_private=self.allow_private, limits=self.limits)
+    def finish_sign_in(self, *, flow: Mapping[str, Any], state: str, answer: Mapping[str, str]) -> Tokens:
+        return finish_sign_in(self.endpoints, self.client, flow=flow, state=state, answer=answer,
+                              allow_private=self.allow_private, limits=self.limits)
 
     def list_calendars(self, tokens: Tokens) -> list[RemoteCalendar]:
         return list_calendars(self.endpoints, self.client, tokens, mailbox="sign-in",

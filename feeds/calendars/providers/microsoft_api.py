@@ -1,9 +1,9 @@
 """The conversation with Microsoft Graph (v1.0) and the Microsoft identity platform on one
 guarded session, with Graph's error rules:
 
-- 401 refreshes the access token once (identity platform v2.0 token endpoint, RFC 6749 §6)
-  and repeats the request; `invalid_grant` (e.g. AADSTS700082: the refresh token expired after
-  90 days unused, or consent was revoked) is ReconnectNeeded.
+- 401 refreshes the access token once (through msal: microsoft_identity.py) and repeats the
+  request; `invalid_grant` (e.g. AADSTS700082: the refresh token expired after 90 days unused,
+  or consent was revoked) is ReconnectNeeded.
 - 429 and 503 are retried after Retry-After (Graph's "throttling guidance" asks to honour it),
   or an exponential backoff, within the deadline; then RateLimited / StoreUnavailable.
 - At most MAILBOX_CONCURRENCY requests in flight per mailbox, whatever the number of open
@@ -11,14 +11,10 @@ guarded session, with Graph's error rules:
   per app ("Outlook service limits"), and answers more with 429 ApplicationThrottled.
 - Every request asks `Prefer: outlook.timezone="UTC"`, so event times come back in UTC.
 
-Every request goes through feeds.sources.fetch.GuardedSession (answer caps, the wall-clock
-deadline); base URLs are parameters (settings CALSYNC_MICROSOFT_*), so tests reach the loopback
-contract fake with private networks allowed.
-
-msal is not used (yet) for the token requests: it does accept an `http_client` (the guarded
-session would fit), but it refuses an authority that is not https and fetches the tenant's
-OpenID configuration as it is constructed, so it cannot reach the loopback contract fake
-without TLS. The two grants used here are one form POST each (RFC 6749 §4.1.3, §6).
+Every request, msal's token requests included, goes through feeds.sources.fetch.GuardedSession
+(answer caps, the wall-clock deadline); base URLs are parameters (settings CALSYNC_MICROSOFT_*),
+so tests reach the loopback contract fake (served over TLS with its own CA, `ca_file`) with
+private networks allowed.
 """
 
 from __future__ import annotations
@@ -38,20 +34,12 @@ from calsync.feeds.calendars.providers.base import (
     Tokens,
     backoff_seconds,
     retry_after_seconds,
-    tokens_from_answer,
 )
+from calsync.feeds.calendars.providers.microsoft_identity import PROVIDER, Identity
 from calsync.feeds.calendars.store import InvalidSyncToken, StoreUnavailable
 from calsync.feeds.sources.fetch import FetchError, FetchLimits, GuardedResolver, GuardedSession, _explain
 
-PROVIDER = "Microsoft 365"
-# Delegated permissions, the least that works (issue 12): events read/write, a refresh token,
-# and the signed-in user's profile (which mailbox this is).
-SCOPES = ("https://graph.microsoft.com/Calendars.ReadWrite", "offline_access",
-          "https://graph.microsoft.com/User.Read")
 MAX_RETRIES = 3
-# The token endpoint's answers only the person can fix by signing in again (AADSTS700082:
-# refresh token expired after 90 days unused; AADSTS50173/50076: password changed, MFA needed).
-RECONNECT_ERRORS = frozenset({"invalid_grant", "interaction_required"})
 MAILBOX_CONCURRENCY = 4
 # Codes Graph gives a delta token it no longer has (410 Gone; also seen as 400).
 SYNC_STATE_CODES = {"syncStateNotFound", "syncStateInvalid", "resyncRequired"}
@@ -62,20 +50,21 @@ class MicrosoftEndpoints:
     graph_base: str = "https://graph.microsoft.com/v1.0"
     login_base: str = "https://login.microsoftonline.com"
     tenant: str = "common"
+    # A PEM file of the certificate authorities trusted for these addresses instead of the
+    # system's (CALSYNC_MICROSOFT_CA_FILE: the loopback contract fake's own CA in tests).
+    ca_file: str | None = None
 
     @property
-    def token_url(self) -> str:
-        return f"{self.login_base}/{self.tenant}/oauth2/v2.0/token"
-
-    @property
-    def auth_url(self) -> str:
-        return f"{self.login_base}/{self.tenant}/oauth2/v2.0/authorize"
+    def authority(self) -> str:
+        """msal's authority: the identity platform of the tenant."""
+        return f"{self.login_base}/{self.tenant}"
 
     @classmethod
     def of(cls, settings: Any) -> MicrosoftEndpoints:
         """From the app's Settings (CALSYNC_MICROSOFT_*; feeds.calendars may not import settings)."""
         return cls(settings.microsoft_graph_base_url.rstrip("/"),
-                   settings.microsoft_login_base_url.rstrip("/"), settings.microsoft_tenant)
+                   settings.microsoft_login_base_url.rstrip("/"), settings.microsoft_tenant,
+                   settings.microsoft_ca_file or None)
 
 
 @dataclass(frozen=True)
@@ -112,6 +101,7 @@ class GraphApi:
         self._slots = mailbox_slots(f"{endpoints.graph_base} {mailbox}")
         self._on_tokens = on_tokens
         self._sleep = sleep
+        self._identity: Identity | None = None
         self.requests = 0  # for tests and the benchmark
         self.bytes = 0
 
@@ -135,24 +125,21 @@ class GraphApi:
         finally:
             self._slots.release()
 
-    # --- identity platform token endpoint (RFC 6749 §4.1.3, §6) -------------------------------
+    # --- the identity platform (msal, on this conversation's session) -------------------------
 
-    def token_request(self, form: dict[str, str]) -> Tokens:
-        form = {**form, "client_id": self.client.client_id, "client_secret": self.client.client_secret,
-                "scope": " ".join(SCOPES)}
-        response = self.send("POST", self.endpoints.token_url, data=form,
-                             headers={"Accept": "application/json"})
-        # The identity platform rotates refresh tokens: the new one is kept when it sends one.
-        return tokens_from_answer(
-            PROVIDER, response.status_code, json_of(response), form,
-            reconnect_statuses=(400, 401), reconnect_errors=RECONNECT_ERRORS,
-            hint="check the application (client) id, secret and tenant in the settings.")
+    def identity(self) -> Identity:
+        """msal's application for this conversation, made at the first token request (msal
+        reads the tenant's OpenID configuration as it is made)."""
+        if self._identity is None:
+            self._identity = Identity(self.endpoints.authority, self.client.client_id,
+                                      self.client.client_secret, self.send)
+        return self._identity
 
     def refresh(self) -> None:
         if self.tokens is None or not self.tokens.refresh_token:
             raise ReconnectNeeded(PROVIDER)
-        self.tokens = self.token_request({"grant_type": "refresh_token",
-                                          "refresh_token": self.tokens.refresh_token})
+        # The identity platform rotates refresh tokens: the new one is kept when it sends one.
+        self.tokens = self.identity().refresh(self.tokens.refresh_token)
         if self._on_tokens is not None:
             self._on_tokens(self.tokens)  # the caller seals the new tokens
 
@@ -257,10 +244,21 @@ def graph_api(endpoints: MicrosoftEndpoints, client: MicrosoftClient, tokens: To
               allow_private: bool, limits: FetchLimits, on_tokens: Callable[[Tokens], None] | None = None,
               sleep: Callable[[float], None] = time.sleep) -> Iterator[GraphApi]:
     """One guarded conversation with Graph (the limits' deadline bounds all of it)."""
-    resolver = GuardedResolver(allow_private, ports=limits.ports)
-    session = GuardedSession(resolver, limits)
-    try:
+    with graph_session(endpoints, allow_private=allow_private, limits=limits) as (session, resolver):
         yield GraphApi(session, resolver, endpoints, client, tokens, mailbox=mailbox, on_tokens=on_tokens,
                        sleep=sleep)
+
+
+@contextmanager
+def graph_session(endpoints: MicrosoftEndpoints, *, allow_private: bool, limits: FetchLimits
+                  ) -> Iterator[tuple[GuardedSession, GuardedResolver]]:
+    """The guarded session of one conversation with Microsoft, trusting `endpoints.ca_file`
+    when the operator (or a test) names one; certificates are always verified."""
+    resolver = GuardedResolver(allow_private, ports=limits.ports)
+    session = GuardedSession(resolver, limits)
+    if endpoints.ca_file:
+        session.verify = endpoints.ca_file
+    try:
+        yield session, resolver
     finally:
         session.close()
