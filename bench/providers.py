@@ -567,7 +567,7 @@ def _notes(provider: Provider, setup: Setup, passes: Passes, figures: dict[str, 
         f"reschedule the latency stops at). {notifications} notifications reached the webhook (our own "
         f"write-backs notify too); it answered in {webhook * 1000:,.1f} ms (median).",
         "Huey's consumer polls its SQLite queue, and each idle worker waits longer before the next look "
-        "(×1.15 per empty poll, up to 10 s): moves after a long quiet spell wait longer than these "
-        "back-to-back ones (--idle).",
+        "(×1.15 per empty poll, capped at 0.5 s in feeds/jobs.py; Huey's default is 10 s): a move after "
+        "a quiet spell waits up to half a second more than these back-to-back ones (try --idle 30).",
         f"Setup {setup.seconds:.1f} s.",
     ]
