@@ -173,6 +173,28 @@ def test_caldav_client_negotiates_auth_through_an_overridable_method() -> None:
         hinted.session.close()
 
 
+# --- Werkzeug: URL builders compiled through Rule._compile_builder -----------------------------
+
+
+def test_werkzeug_compiles_each_url_builder_through_rule_compile_builder() -> None:
+    """web/routing.py defers `Rule._compile_builder`, which `Rule.compile` calls for the two
+    builders of every rule as it is bound to a Map."""
+    from werkzeug.routing import Map, Rule
+
+    why = upgrade_broke("werkzeug", "Rule.compile calling Rule._compile_builder(append_unknown)",
+                        "web/routing.py (LazyBuilderRule)")
+    assert "append_unknown" in inspect.signature(Rule._compile_builder).parameters, why
+    called: list[bool] = []
+
+    class Counting(Rule):
+        def _compile_builder(self, append_unknown: bool = True) -> Callable[..., tuple[str, str]]:
+            called.append(append_unknown)
+            return super()._compile_builder(append_unknown)
+
+    Map([Counting("/a/<int:x>", endpoint="a")])
+    assert sorted(called) == [False, True], why
+
+
 # --- Flask: the database-unavailable handler in every blueprint's scope -----------------------
 
 
