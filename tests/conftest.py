@@ -7,6 +7,7 @@ import ipaddress
 import os
 import shutil
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -127,8 +128,20 @@ def _postgres_schema(admin: Engine, url: str, schema: str) -> str:
 
 
 def _drop_schema(admin: Engine, schema: str) -> None:
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    """Drop a test's schema. A thread the test started may still be finishing a write there
+    (a feed's pieces stored after the answer, a worker's last job): the DROP can then be chosen
+    as a deadlock's victim, and is tried again once that write has ended."""
+    from sqlalchemy.exc import OperationalError
+
+    for attempt in range(10):
+        try:
+            with admin.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            return
+        except OperationalError as exc:
+            if "deadlock detected" not in str(exc) or attempt == 9:
+                raise
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")
