@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import Flask
@@ -20,11 +21,12 @@ from sqlalchemy import select, update
 from calsync.feeds.calendars.provider_access import seal_tokens
 from calsync.feeds.calendars.providers.base import Tokens
 from calsync.feeds.settings import Settings
-from calsync.models import Connection, ProviderChannel
+from calsync.models import Connection, OutboxEmail, ProviderChannel
 from tests.fakes.google_calendar import GoogleCalendarFake, ServedFake
 from tests.fakes.microsoft_graph import MicrosoftGraphFake, ServedGraph
 from tests.fakes.push import serve_pushing_google, serve_pushing_graph
 from tests.servers import _serve_wsgi
+from tests.waiting import wait_until
 
 BASE = "https://cal.example.test"
 
@@ -110,3 +112,18 @@ def clear_sync_request(app: Flask, row_id: int) -> None:
     with app.extensions["calsync"].sessions.begin() as session:
         session.execute(update(ProviderChannel).where(ProviderChannel.id == row_id)
                         .values(sync_requested_at=None))
+
+
+def wait_for_reschedule(app: Flask, api: Any, appointment_id: int, moved: datetime) -> None:
+    """The move made in the provider's calendar reaches the appointment through the notified
+    sync, and the customer is emailed about it exactly once."""
+    path = f"/appointments/{appointment_id}"
+
+    def starts() -> datetime:
+        return datetime.fromisoformat(api.get(path).get_json()["start"].replace("Z", "+00:00"))
+
+    wait_until(lambda: starts() == moved, lambda: f"the appointment rescheduled: {api.get(path).get_json()}")
+    with app.extensions["calsync"].sessions() as session:
+        kinds = list(session.scalars(select(OutboxEmail.kind).where(
+            OutboxEmail.appointment_id == appointment_id)))
+    assert kinds.count("rescheduled") == 1, kinds
