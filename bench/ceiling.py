@@ -14,7 +14,8 @@ baseline routes (bench/ceiling_setup.py); the row names the server. What each ba
 - reschedule PATCH of a staff member with ~appointments/staff appointments ÷ the same PATCH
   of a staff member with 20 appointments, same database and server (the growth with data);
 - availability over 60 days with 5,000 busy blocks (in-process) ÷ its own two queries alone
-  (busy_times: reading and sorting the rows), so the ratio is the Python above the database;
+  (busy_seconds: the appointments in the range and the staff member's packed busy timelines,
+  sliced to the range), so the ratio is the Python above the database;
 - `calsync demo-data` (feeds.demo.load_demo, in-process, a fresh database) ÷ inserting the same
   number of appointment rows with one Core executemany (no availability, no checks, no history).
 """
@@ -49,7 +50,7 @@ from calsync.bench.feeds import (
     answers,
     free_port,
 )
-from calsync.feeds.scheduling.availability import busy_times, find_availability
+from calsync.feeds.scheduling.availability import busy_seconds, find_availability
 from calsync.feeds.settings import Settings
 from calsync.models import Appointment, Staff, utcnow
 from calsync.web import create_app
@@ -171,7 +172,7 @@ def _availability_rows(services: Any, data: Company, rounds: int, busy_blocks: i
         with services.sessions() as session:
             session.get(Staff, data.availability_staff_id)
             t0 = time.perf_counter()
-            busy_times(session, data.availability_staff_id, start, end)
+            busy_seconds(session, data.availability_staff_id, start, end)
             return time.perf_counter() - t0
 
     ours, base = _paired(rounds, full, queries)

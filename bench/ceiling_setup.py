@@ -33,6 +33,7 @@ from calsync.feeds.company_settings import get_company_settings
 from calsync.feeds.demo import CUSTOMERS, NOTES, SERVICES, STAFF
 from calsync.feeds.publishing.feed import feed_window
 from calsync.feeds.publishing.tokens import issue_feed_token
+from calsync.feeds.scheduling.busy_timeline import rebuild
 from calsync.feeds.scheduling.directory import create_staff
 from calsync.models import Appointment, BusyBlock, Connection, Customer, utcnow
 
@@ -111,6 +112,9 @@ def populate(
             conn.execute(insert(Appointment), rows[part:part + 20_000])
         if blocks:
             conn.execute(insert(BusyBlock), blocks)
+    if blocks:
+        with sessions.begin() as session:
+            rebuild(session, conn_id, office)  # the busy timeline, as a sync writes it
     movable: dict[int, list[tuple[int, datetime, datetime]]] = {}
     with sessions() as session:
         # Appointments with room after them (the next one starts ≥ 1 h later), in the future.

@@ -71,6 +71,7 @@ from calsync.feeds.publishing.feed import feed_window
 from calsync.feeds.publishing.tokens import issue_feed_token
 from calsync.feeds.scheduling.availability import find_availability
 from calsync.feeds.scheduling.booking import reschedule_appointment
+from calsync.feeds.scheduling.busy_timeline import rebuild
 from calsync.feeds.settings import Settings
 from calsync.models import Appointment, Company, Connection, Staff, utcnow
 from calsync.web import create_app
@@ -385,6 +386,8 @@ def load_target(db: Database, seed: int = 2026) -> Target:
             for i in range(BUSY_BLOCKS)
         ),
     )
+    with services.sessions.begin() as session:
+        rebuild(session, conn_id, staff_ids[0])  # the busy timeline, as a sync writes it
     with services.sessions() as session:
         moved = session.execute(
             select(Appointment.id, Appointment.start_at, Appointment.end_at)
@@ -470,6 +473,9 @@ def load_filler(db: Database, appointments: int, seed: int = 7) -> dict[str, int
                 for b in range(BLOCKS_PER_CONNECTION)
             ),
         )
+        with services.sessions.begin() as session:
+            for staff_id, conn_id in conn_ids:
+                rebuild(session, conn_id, staff_id)  # each connection's busy timeline
         counts["tokens"] += _copy(
             db.engine,
             "feed_token",

@@ -6,7 +6,7 @@ from calsync.models.base import MAX_KEY, Base, UTCDateTime, utcnow
 from calsync.models.channel import ProviderChannel
 from calsync.models.company import Company
 from calsync.models.company_account import CompanyAccount, CompanyAccountMember
-from calsync.models.connection import Alert, BusyBlock, Connection, SyncItem
+from calsync.models.connection import Alert, BusyBlock, BusyTimeline, Connection, SyncItem
 from calsync.models.enums import (
     WRITE_ROLES,
     AlertKind,
@@ -66,6 +66,7 @@ __all__ = [
     "OutboxEmail",
     "Alert",
     "BusyBlock",
+    "BusyTimeline",
     "Connection",
     "OAuthPurpose",
     "OAuthStateRecord",

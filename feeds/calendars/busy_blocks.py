@@ -1,12 +1,14 @@
-"""The busy blocks of one connection, replaced in the sync's final transaction (feeds.calendars.sync)."""
+"""The busy blocks of one connection, replaced in the sync's final transaction (feeds.calendars.sync),
+and its busy timeline rebuilt from them in the same transaction (feeds.scheduling.busy_timeline)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, insert
 from sqlalchemy.orm import Session
 
+from calsync.feeds.scheduling.busy_timeline import rebuild
 from calsync.models import BusyBlock, Connection
 
 
@@ -29,6 +31,4 @@ def replace_blocks(
              "start_at": a, "end_at": b} for href, a, b in intervals
         ])
     session.flush()
-    conn.busy_count = session.scalar(
-        select(func.count()).select_from(BusyBlock).where(BusyBlock.connection_id == conn.id)
-    ) or 0
+    conn.busy_count = rebuild(session, conn.id, conn.staff_id)

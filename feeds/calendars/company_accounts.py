@@ -42,10 +42,10 @@ from calsync.feeds.calendars.providers.google_api import GoogleEndpoints
 from calsync.feeds.calendars.providers.microsoft_api import MicrosoftEndpoints
 from calsync.feeds.calendars.store import CalendarStore, StoreUnavailable
 from calsync.feeds.errors import NotFoundError, ValidationError
+from calsync.feeds.scheduling.busy_timeline import forget as forget_busy_time
 from calsync.feeds.scheduling.directory import get_staff, list_staff
 from calsync.feeds.sources.fetch import FetchLimits
 from calsync.models import (
-    BusyBlock,
     Company,
     CompanyAccount,
     CompanyAccountMember,
@@ -134,7 +134,7 @@ def disconnect_account(session: Session, company: Company, provider: str) -> int
         raise NotFoundError(f"No company-wide {PROVIDER_NAMES[_provider(provider)]} account is connected.")
     connections = list(session.scalars(select(Connection).where(Connection.company_account_id == account.id)))
     for conn in connections:
-        session.query(BusyBlock).filter(BusyBlock.connection_id == conn.id).delete()
+        forget_busy_time(session, conn.id)
         session.delete(conn)
     session.flush()  # before the account: the database would cascade to the rows deleted above
     session.delete(account)

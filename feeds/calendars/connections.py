@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from calsync.feeds.accounts.credentials import Vault
 from calsync.feeds.errors import ValidationError
 from calsync.feeds.lookup import get_owned
+from calsync.feeds.scheduling.busy_timeline import forget as forget_busy_time
 from calsync.feeds.scheduling.calendar_copies import queue_existing
 from calsync.feeds.scheduling.directory import get_staff
 from calsync.feeds.sources.addresses import address_problem, normalise_calendar_url, redact_url
@@ -29,7 +30,6 @@ from calsync.models import (
     WRITE_ROLES,
     AllDayPolicy,
     Appointment,
-    BusyBlock,
     Company,
     Connection,
     ConnectionKind,
@@ -253,6 +253,6 @@ def update_connection(
 
 def delete_connection(session: Session, company: Company, connection_id: int) -> None:
     conn = get_connection(session, company, connection_id)
-    session.query(BusyBlock).filter(BusyBlock.connection_id == conn.id).delete()
+    forget_busy_time(session, conn.id)
     session.delete(conn)
     session.flush()

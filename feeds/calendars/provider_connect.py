@@ -59,11 +59,11 @@ from calsync.feeds.calendars.providers.microsoft_account import MicrosoftProvide
 from calsync.feeds.calendars.store import ItemNotFound, PreconditionFailed, StoreError, StoreUnavailable
 from calsync.feeds.company_settings import get_company_settings
 from calsync.feeds.errors import ValidationError
+from calsync.feeds.scheduling.busy_timeline import forget as forget_busy_time
 from calsync.feeds.scheduling.calendar_copies import queue_existing
 from calsync.feeds.sources.fetch import FetchError, FetchLimits
 from calsync.models import (
     WRITE_ROLES,
-    BusyBlock,
     Company,
     Connection,
     ConnectionStatus,
@@ -335,7 +335,7 @@ def disconnect(sessions: sessionmaker[Session], vault: Vault, setup: ProviderSet
     with sessions.begin() as session:
         conn = session.get(Connection, connection_id)
         if conn is not None:
-            session.execute(delete(BusyBlock).where(BusyBlock.connection_id == connection_id))
+            forget_busy_time(session, connection_id)
             session.delete(conn)
     return Disconnected(name, removed, revoked)
 

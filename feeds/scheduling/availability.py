@@ -8,14 +8,24 @@ company's stale_after_hours; then the stale policy decides (feeds.scheduling.cal
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from sqlalchemy import DateTime, String, select, type_coerce
 from sqlalchemy.orm import Session
 
 from calsync.feeds.errors import ValidationError
+from calsync.feeds.scheduling.busy_timeline import (
+    seconds_ceil,
+    seconds_floor,
+    staff_runs,
+    subtract_run,
+    to_datetime,
+)
 from calsync.feeds.scheduling.calendar_block import calendar_block
 from calsync.feeds.scheduling.working_hours import (
     Interval,
@@ -27,7 +37,6 @@ from calsync.feeds.scheduling.working_hours import (
 from calsync.models import (
     STATUS_CONFIRMED,
     Appointment,
-    BusyBlock,
     Staff,
 )
 
@@ -38,19 +47,46 @@ MAX_DURATION = timedelta(days=1)
 
 
 class Busy(NamedTuple):
-    """A tuple, not a dataclass: thousands are made per availability request, and tuples are
-    built and sorted in C (a staff member's calendars can hold thousands of busy blocks)."""
+    """A tuple, not a dataclass: built and sorted in C."""
 
     start: datetime
     end: datetime
     kind: str  # "appointment" or "calendar" (busy time from the staff member's own calendars)
 
 
+# (start, end, kind) in UTC epoch seconds: availability works in integers, and makes datetimes
+# only for the slots it offers and, when asked, for the busy list.
+SecondsBusy = tuple[int, int, str]
+
+
+@dataclass(frozen=True)
+class BusySeconds:
+    """What blocks booking in a range, in UTC epoch seconds: the appointments as pairs, and the
+    calendar busy time as each connection's runs of starts and ends (busy_timeline.staff_runs),
+    kept as arrays so availability never makes a Python object per busy block."""
+
+    appointments: list[tuple[int, int]]
+    runs: list[tuple[array[int], array[int]]]
+
+    def items(self) -> list[SecondsBusy]:
+        found = [(a, b, "appointment") for a, b in self.appointments]
+        for starts, ends in self.runs:
+            found.extend(zip(starts, ends, repeat("calendar")))
+        found.sort()
+        return found
+
+
 @dataclass(frozen=True)
 class Availability:
     slots: list[Interval]
-    busy: list[Busy]
+    busy_seconds: BusySeconds
     blocked: str | None = None  # why there are no slots at all (pending or stale calendar)
+
+    @cached_property
+    def busy(self) -> list[Busy]:
+        """What blocks booking in the range, in start order: the staff member's appointments,
+        and their calendars' busy time (each connection's blocks merged, without titles)."""
+        return [Busy(to_datetime(a), to_datetime(b), kind) for a, b, kind in self.busy_seconds.items()]
 
 
 def check_range(start: datetime, end: datetime) -> None:
@@ -62,14 +98,15 @@ def check_range(start: datetime, end: datetime) -> None:
         raise ValidationError("Ask for at most 366 days at a time.", "end")
 
 
-def busy_times(
+def busy_seconds(
     session: Session,
     staff_id: int,
     start: datetime,
     end: datetime,
     exclude_appointment_id: int | None = None,
-) -> list[Busy]:
-    """Everything that blocks booking this staff member in [start, end), in start order."""
+) -> BusySeconds:
+    """Everything that blocks booking this staff member in [start, end), in UTC epoch seconds
+    (appointments rounded outwards to whole seconds, as busy timelines are)."""
     db = session.connection()
     # On PostgreSQL (sessions in UTC, models.session) the driver's aware UTC datetimes are
     # final: reading the columns as plain timestamps skips a per-value conversion call. SQLite
@@ -90,23 +127,26 @@ def busy_times(
             Appointment.start_at > start - MAX_DURATION,
             Appointment.end_at > start,
         )
-        .order_by(Appointment.start_at, Appointment.end_at)
     )
     if exclude_appointment_id is not None:
         query = query.where(Appointment.id != exclude_appointment_id)
-    # Core rows (session.connection()), not ORM results: plain column tuples need none of the
-    # ORM's machinery, and there may be thousands.
-    # .all(): one fetchall instead of a fetch per row when iterating the result.
-    found = [Busy(read(a), read(b), "appointment") for a, b in db.execute(query).all()]
-    # Busy blocks carry no title: only that the time is taken (staff privacy).
-    blocks = db.execute(
-        select(when(BusyBlock.start_at), when(BusyBlock.end_at))
-        .where(BusyBlock.staff_id == staff_id, BusyBlock.start_at < end, BusyBlock.end_at > start)
-        .order_by(BusyBlock.start_at, BusyBlock.end_at)
-    ).all()
-    found.extend([Busy(read(a), read(b), "calendar") for a, b in blocks])
-    found.sort()  # two sorted runs: Timsort merges them in linear time
-    return found
+    # Core rows (session.connection()), not ORM results; .all(): one fetchall.
+    appointments = [(seconds_floor(read(a)), seconds_ceil(read(b))) for a, b in db.execute(query).all()]
+    # Calendar busy time from the connections' packed timelines (one row each, sliced to the
+    # range), not from thousands of busy_block rows. No titles: only that the time is taken.
+    return BusySeconds(appointments, staff_runs(db, staff_id, seconds_floor(start), seconds_ceil(end)))
+
+
+def busy_times(
+    session: Session,
+    staff_id: int,
+    start: datetime,
+    end: datetime,
+    exclude_appointment_id: int | None = None,
+) -> list[Busy]:
+    """busy_seconds as datetimes (the booking check's short ranges)."""
+    found = busy_seconds(session, staff_id, start, end, exclude_appointment_id)
+    return [Busy(to_datetime(a), to_datetime(b), kind) for a, b, kind in found.items()]
 
 
 def _plain(column: Any) -> Any:
@@ -144,35 +184,23 @@ def find_availability(
     if duration <= timedelta(0) or duration > timedelta(days=1):
         raise ValidationError("duration must be between 1 minute and 24 hours.", "duration")
     step = step or duration
-    busy = busy_times(session, staff.id, start, end)
+    busy = busy_seconds(session, staff.id, start, end)
     blocked = calendar_blocker(session, staff)
     if blocked:
-        return Availability(slots=[], busy=busy, blocked=blocked)
-    free = subtract(
-        merge(list(working_intervals(staff.working_hours, staff.timezone, start, end))),
-        _merged(busy),
-    )
-    return Availability(slots=slots_within(free, duration, step, parse_timezone(staff.timezone)),
-                        busy=busy)
-
-
-def _merged(busy: list[Busy]) -> list[Interval]:
-    """working_hours.merge for busy times that are already sorted: no copy and no (start, end)
-    tuple per period first (thousands of allocations per request, and the garbage collector
-    passes they set off)."""
-    out: list[Interval] = []
-    last_start = last_end = None
-    for a, b, _kind in busy:
-        if last_end is not None and a <= last_end:
-            if b > last_end:
-                last_end = b
-            continue
-        if last_end is not None:
-            out.append((last_start, last_end))  # type: ignore[arg-type]
-        last_start, last_end = a, b
-    if last_end is not None:
-        out.append((last_start, last_end))  # type: ignore[arg-type]
-    return out
+        return Availability(slots=[], busy_seconds=busy, blocked=blocked)
+    # Working time rounded inwards to whole seconds (busy time is rounded outwards): a slot
+    # never starts before the range asked for.
+    work = [(seconds_ceil(a), seconds_floor(b))
+            for a, b in merge(list(working_intervals(staff.working_hours, staff.timezone, start, end)))]
+    # Each connection's spans are disjoint and sorted already: subtract them run by run, then
+    # the (few) appointments; no merged list of every busy block is made.
+    for starts, ends in busy.runs:
+        work = subtract_run(work, starts, ends)
+    free = subtract(work, merge(busy.appointments))
+    whole = int(duration.total_seconds())
+    wide = [(to_datetime(a), to_datetime(b)) for a, b in free if b - a >= whole]
+    return Availability(slots=slots_within(wide, duration, step, parse_timezone(staff.timezone)),
+                        busy_seconds=busy)
 
 
 def slots_within(free: list[Interval], duration: timedelta, step: timedelta, tz: object) -> list[Interval]:

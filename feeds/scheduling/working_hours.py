@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from calsync.feeds.errors import ValidationError
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Interval = tuple[datetime, datetime]
+# merge and subtract work on datetimes and on UTC epoch seconds (availability's integers).
+Moment = TypeVar("Moment", datetime, int)
 
 
 def parse_timezone(name: str, field: str = "timezone") -> ZoneInfo:
@@ -99,9 +101,9 @@ def working_intervals(
         day += timedelta(days=1)
 
 
-def merge(intervals: list[Interval]) -> list[Interval]:
+def merge(intervals: list[tuple[Moment, Moment]]) -> list[tuple[Moment, Moment]]:
     """Sort and join touching or overlapping intervals."""
-    out: list[Interval] = []
+    out: list[tuple[Moment, Moment]] = []
     for a, b in sorted(intervals):
         if out and a <= out[-1][1]:
             if b > out[-1][1]:
@@ -111,9 +113,11 @@ def merge(intervals: list[Interval]) -> list[Interval]:
     return out
 
 
-def subtract(free: list[Interval], busy: list[Interval]) -> list[Interval]:
+def subtract(
+    free: list[tuple[Moment, Moment]], busy: list[tuple[Moment, Moment]]
+) -> list[tuple[Moment, Moment]]:
     """`free` minus `busy`; both sorted and merged. Linear in their lengths."""
-    out: list[Interval] = []
+    out: list[tuple[Moment, Moment]] = []
     j = 0
     for a, b in free:
         cur = a
