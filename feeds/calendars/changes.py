@@ -7,11 +7,18 @@ collection (Radicale) that would double the server's work on every sync. Without
 server without RFC 6578, or after we created items) the collection tag, one PROPFIND, spares the
 full listing when it has not moved. A token the store refuses means a full listing, compared by
 ETag against what the last sync stored (vdirsyncer's status).
+
+A listing covers the whole calendar (CalDAV, Google) or only a time window (Graph's
+calendarView): an item missing from a windowed listing, or reported as having left the window,
+is *unsure* — gone from the view, not known to be deleted. Busy time drops it (it is outside
+the window); two-way sync must not take it for a deletion of a booking (feeds.calendars.twoway
+confirm_absent reads such bookings by id first).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from calsync.feeds.calendars.store import CalendarStore, InvalidSyncToken
 
@@ -21,11 +28,16 @@ class ChangeSet:
     """What changed in a calendar since the last sync."""
 
     etags: dict[str, str]  # href → ETag of present items this reading reported
-    deleted: set[str]  # hrefs reported gone
-    full: bool  # the reading covers the whole calendar (items not in it are gone)
+    deleted: set[str]  # hrefs gone from the view (for busy time)
+    full: bool  # a listing, not changes (items of the listed span not in it are gone)
     sync_token: str | None
     ctag: str | None
     data: dict[str, bytes] = field(default_factory=dict)  # href → iCalendar body, for loaded items
+    # The span the reading covered; None: the whole calendar (a listing's absence is deletion).
+    window: tuple[datetime, datetime] | None = None
+    # Those of `deleted` not known to be deleted: missing from a windowed listing, or moved
+    # out of the window. Never a reason to cancel a booking until read by id.
+    unsure: set[str] = field(default_factory=set)
 
 
 def read_changes(
@@ -45,16 +57,20 @@ def read_changes(
         else:
             if not changes.changed and not changes.deleted and changes.token == sync_token:
                 return None  # the token did not move: nothing changed
-            return _loaded(store, ChangeSet(etags=changes.changed, deleted=changes.deleted, full=False,
-                                            sync_token=changes.token, ctag=None), known, load_all)
+            return _loaded(store, ChangeSet(etags=changes.changed, deleted=set(changes.deleted), full=False,
+                                            sync_token=changes.token, ctag=None, window=changes.window,
+                                            unsure=set(changes.left) & set(changes.deleted)), known, load_all)
     new_ctag = None
     if not incremental:
         new_ctag = store.collection_tag()
         if ctag and new_ctag and new_ctag == ctag and not load_all:
             return None
     listing = store.list()
-    return _loaded(store, ChangeSet(etags=listing.etags, deleted=set(known) - set(listing.etags),
-                                    full=True, sync_token=listing.token, ctag=new_ctag), known, load_all)
+    missing = set(known) - set(listing.etags)
+    return _loaded(store, ChangeSet(etags=listing.etags, deleted=missing, full=True, sync_token=listing.token,
+                                    ctag=new_ctag, window=listing.window,
+                                    unsure=set(missing) if listing.window is not None else set()),
+                   known, load_all)
 
 
 def _loaded(store: CalendarStore, changes: ChangeSet, known: dict[str, str], load_all: bool) -> ChangeSet:

@@ -30,6 +30,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from calsync.feeds.accounts.credentials import Vault
+from calsync.feeds.calendars.company_accounts import CompanyAccess, open_company_channels
 from calsync.feeds.calendars.health import PUSH_UNTIL_KEY
 from calsync.feeds.calendars.provider_access import PROVIDER_LABELS, ProviderSetup, open_tokens, save_tokens
 from calsync.feeds.calendars.providers.base import Channel, ReconnectNeeded, Tokens
@@ -78,11 +79,18 @@ class ChannelContext:
 def provider_channels(sessions: sessionmaker[Session], vault: Vault, setup: ProviderSetup) -> ChannelsOpener:
     """The ChannelsOpener of the app: the connection's own tokens (sealed in the vault, as
     feeds.calendars.provider_access keeps them; refreshed ones are stored at once, since
-    Microsoft rotates refresh tokens) and the operator's OAuth clients."""
+    Microsoft rotates refresh tokens) and the operator's OAuth clients — or, for a connection
+    made through a company-wide account, that account's credentials."""
 
     @contextmanager
-    def open_channels(_session: Session, conn: Connection) -> Iterator[ChangeChannels]:
+    def open_channels(session: Session, conn: Connection) -> Iterator[ChangeChannels]:
         label = PROVIDER_LABELS.get(conn.kind, conn.kind)
+        if conn.company_account_id is not None:
+            # The company-wide connection: no tokens of its own; the account's credentials
+            # reach the staff member's mailbox (feeds.calendars.company_accounts).
+            with open_company_channels(session, vault, CompanyAccess.of_setup(setup), conn) as channels:
+                yield channels
+            return
         if not conn.tokens_sealed:
             raise ReconnectNeeded(label)
         tokens = open_tokens(vault, conn.tokens_sealed, label)

@@ -6,7 +6,8 @@ providers/company_microsoft.py; the rows are models.company_account.
 A connection made here is a Connection of kind google/microsoft with `company_account_id`
 set, `account_email` the address acted as and `remote_calendar_id` "primary": sync, pushes and
 two-way sync treat it like one the staff member connected with OAuth; only where its access
-token comes from differs (open_company_store, used by provider_access's token source).
+token comes from differs (open_company_store, used by provider_access's token source, and
+open_company_channels, used by feeds.calendars.channels for realtime mode).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from calsync.feeds.accounts.credentials import Vault
-from calsync.feeds.calendars.providers.base import AccountRefused, MemberRefused
+from calsync.feeds.calendars.providers.base import AccountRefused, MemberRefused, Tokens
 from calsync.feeds.calendars.providers.company_google import (
+    NO_CLIENT,
     ServiceAccountKey,
     check_subject,
     delegated_google_api,
@@ -38,8 +40,10 @@ from calsync.feeds.calendars.providers.company_microsoft import (
     open_app_graph_store,
     read_app_credentials,
 )
+from calsync.feeds.calendars.providers.google import GoogleProvider
 from calsync.feeds.calendars.providers.google_api import GoogleEndpoints
 from calsync.feeds.calendars.providers.microsoft_api import MicrosoftEndpoints
+from calsync.feeds.calendars.providers.subscriptions import ChangeChannels, GoogleChannels, GraphChannels
 from calsync.feeds.calendars.store import CalendarStore, StoreUnavailable
 from calsync.feeds.errors import NotFoundError, ValidationError
 from calsync.feeds.scheduling.busy_timeline import forget as forget_busy_time
@@ -285,3 +289,36 @@ def open_company_store(sessions: sessionmaker[Session], vault: Vault, access: Co
                               max_items=max_items, sleep=access.sleep) as graph:
         yield graph
 
+
+
+@contextmanager
+def open_company_channels(session: Session, vault: Vault, access: CompanyAccess,
+                          conn: Connection) -> Iterator[ChangeChannels]:
+    """The change notifications of a connection made through a company account: it has no
+    tokens of its own, so its channels are opened with the account's credentials for the staff
+    member's address — Graph: the app-only token (the application permission Calendars.Read
+    or Calendars.ReadWrite lets an app subscribe to /users/{address}/events; the tenant's RBAC
+    for Applications scope applies as to reads); Google: a token minted for the address by
+    domain-wide delegation. The network is used only inside the returned context."""
+    account = session.get(CompanyAccount, conn.company_account_id) \
+        if conn.company_account_id is not None else None
+    if account is None:
+        raise AccountRefused("The company-wide account this calendar was connected through was removed; "
+                             "connect the account again on the Calendar sync page.")
+    address, calendar_id = conn.account_email or "", conn.remote_calendar_id or "primary"
+    if account.provider == ProviderKind.MICROSOFT:
+        credentials = microsoft_credentials(vault, account)
+        with app_graph_api(access.microsoft, credentials, mailbox=address, allow_private=access.allow_private,
+                           limits=access.limits, sleep=access.sleep) as api:
+            yield GraphChannels(api, calendar_id, user=address)
+        return
+    with delegated_google_api(access.google, google_key(vault, account), address,
+                              allow_private=access.allow_private, limits=access.limits,
+                              sleep=access.sleep) as delegated:
+        if delegated.tokens is None or delegated.tokens.expires_at < time.time() + 300:
+            delegated.refresh()  # a token for the address, good for the few requests below
+        tokens: Tokens | None = delegated.tokens
+        assert tokens is not None  # refresh() sets them or raises
+        google = GoogleProvider(access.google, NO_CLIENT, allow_private=access.allow_private,
+                                limits=access.limits, sleep=access.sleep)
+        yield GoogleChannels(google, tokens, calendar_id)

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from calsync.feeds.errors import CalsyncError
@@ -112,20 +113,28 @@ class Written:
 
 @dataclass(frozen=True)
 class Listing:
-    """Every item of the store, and the sync token of that state (None: the store has none)."""
+    """Every item of the store, and the sync token of that state (None: the store has none).
+    `window`: the span the listing covers where the store lists only a time window (Graph's
+    calendarView), None where it lists the whole calendar. An item missing from a windowed
+    listing may only lie outside the window: its absence says nothing about a deletion."""
 
     etags: dict[str, str]  # href → ETag
     token: str | None
+    window: tuple[datetime, datetime] | None = None
 
 
 @dataclass(frozen=True)
 class Changes:
     """What changed since a sync token: items added or changed (with their ETags), items
-    deleted, and the token of the state after them."""
+    gone, and the token of the state after them. `left`: those of `deleted` that only left
+    the store's window (Graph's `@removed` with reason `changed`: moved out of it), which may
+    well still exist; the rest were reported deleted."""
 
     changed: dict[str, str]
     deleted: set[str]
     token: str
+    left: frozenset[str] = frozenset()
+    window: tuple[datetime, datetime] | None = None  # as Listing.window
 
 
 class CalendarStore(Protocol):

@@ -32,6 +32,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from calsync.feeds.accounts.credentials import Vault
+from calsync.feeds.calendars.absence import confirm_absent
 from calsync.feeds.calendars.busy_blocks import replace_blocks
 from calsync.feeds.calendars.changes import item_uid, read_changes
 from calsync.feeds.calendars.health import record_failure, record_success
@@ -310,6 +311,10 @@ def _sync_store(ctx: SyncContext, job: _Job) -> SyncOutcome:
     with ctx.open_store(job) as store:
         listing = read_changes(store, sync_token=None if job.window_moved else job.sync_token,
                                ctag=job.ctag, known=job.known, load_all=job.window_moved)
+        if listing is not None and job.writes:
+            # A Graph reading covers the sync window only: our bookings it did not vouch for
+            # (moved out of it, or missing from it) are read by id before two-way sync decides.
+            confirm_absent(ctx.sessions, job.id, store, listing)
     pushes, report, warning = PushSummary(), ReconcileReport(), None
     if job.writes:
         # Calendar-side changes first (they may cancel or move bookings), then our pending
@@ -319,7 +324,8 @@ def _sync_store(ctx: SyncContext, job: _Job) -> SyncOutcome:
             return _lost(ctx, job)
         if listing is not None:
             report = reconcile(ctx.sessions, job.id, etags=listing.etags, data=listing.data,
-                               deleted=listing.deleted, full=listing.full)
+                               deleted=listing.deleted, full=listing.full, unsure=listing.unsure,
+                               window=listing.window)
             warning = unapplied_warning(report)
             if warning:
                 log.warning("sync of connection %s: %d calendar-side change(s) not applied", job.id,
@@ -336,10 +342,12 @@ def _sync_store(ctx: SyncContext, job: _Job) -> SyncOutcome:
             # Nothing changed in the calendar; if we wrote into it, this sync still did work.
             status = "error" if error else "ok" if pushes.written else "unchanged"
             return _outcome(job.id, status, conn.busy_count, error, pushes, report)
-    if listing.full and not listing.etags and set(job.known) - job.ours:
+    if listing.full and not listing.etags and set(job.known) - job.ours \
+            and not (listing.window is not None and job.window_moved):
         # vdirsyncer's guard: an empty listing where we knew items is more likely a server
         # glitch than a staff member deleting everything at once. (Our own bookings have the
-        # same guard, with an admin's confirmation, in two-way sync's reconcile.)
+        # same guard, with an admin's confirmation, in two-way sync's reconcile.) A listing of
+        # a window that has just moved may be empty for real: what we knew lay behind it.
         raise CalendarDataError(
             "empty", "The calendar came back empty; the previous busy times are kept in case "
                      "this is a glitch of the calendar server.")

@@ -13,6 +13,13 @@ when its ETag *and* its content hash changed. Then:
   back as booked.
 A listing where every one of our events vanished at once is treated as an error until an admin
 confirms it (a calendar emptied by a glitch must not cancel a day of bookings).
+
+Only a deletion the calendar confirmed cancels (or restores) a booking: one it reported deleted,
+one missing from a listing of the whole calendar, or one read by id and answered 404/410.
+A Graph listing covers the sync window only, so every day some of our bookings drop out of it
+(the past edge) and a booking moved out of it in Outlook is `@removed` with reason `changed`:
+feeds.calendars.absence reads each of our bookings that the reading did not vouch for by id
+first, while the store is open; a booking outside the window is left alone without a request.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from calsync.feeds.calendars.absence import WATCHED
 from calsync.feeds.calendars.push import content_hash
 from calsync.feeds.company_settings import get_company_settings
 from calsync.feeds.errors import CalsyncError, SchedulingError
@@ -171,8 +179,14 @@ def reconcile(
     data: dict[str, bytes],
     deleted: set[str],
     full: bool,
+    unsure: set[str] | frozenset[str] = frozenset(),
+    window: tuple[datetime, datetime] | None = None,
 ) -> ReconcileReport:
-    """Apply calendar-side changes of our events; each decision in its own transaction."""
+    """Apply calendar-side changes of our events; each decision in its own transaction.
+    A booking is deleted only when the calendar said so: reported deleted and not `unsure`
+    (changes.ChangeSet), or missing from a `full` listing of the whole calendar (`window`
+    None). Missing from a windowed listing, or moved out of the window, it is left alone
+    (confirm_absent reads those by id beforehand)."""
     report = ReconcileReport()
     with sessions.begin() as s:
         conn = s.get(Connection, connection_id)
@@ -186,14 +200,14 @@ def reconcile(
                 select(LinkedItem.href, LinkedItem.id, LinkedItem.etag, LinkedItem.content_hash).where(
                     LinkedItem.connection_id == connection_id,
                     LinkedItem.href.is_not(None),
-                    LinkedItem.state.in_(
-                        (LinkedItemState.SYNCED, LinkedItemState.PENDING, LinkedItemState.ERROR)),
+                    LinkedItem.state.in_(WATCHED),
                 )
             )
             if href is not None  # excluded by the query; says so to the type checker
         }
         confirmed = bool((conn.extra or {}).get("deletions_confirmed"))
-    gone = {h for h in items if h in deleted or (full and h not in etags)}
+    gone = {h for h in items if h not in etags and (
+        (h in deleted and h not in unsure) or (full and window is None))}
     if len(items) >= MASS_DELETE_MINIMUM and gone == set(items) and not confirmed:
         raise CalendarDataError(
             "mass_delete",

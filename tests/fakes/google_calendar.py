@@ -18,8 +18,9 @@ listed here, and nothing else should be assumed.
   access tokens that expire on the fake's clock (401 then), revocation.
 - Faults: `fail_next(status, reason=..., retry_after=...)` answers the next API request with
   that error (403 rateLimitExceeded, 429, 500, 503, ...).
-- events.watch / channels.stop with expirations on the fake's clock (notification delivery
-  comes with the webhook, next session).
+- events.watch / channels.stop with expirations on the fake's clock. This fake delivers no
+  notifications itself: tests/fakes/push.py (PushingGoogleFake) extends it to send the `sync`
+  and `exists` messages to the channel's address.
 - The company-wide connection ("Using OAuth 2.0 for Server to Server Applications", RFC 7523):
   `add_service_account()` makes a service account with an RSA key (the JSON key file as the
   Cloud console hands it out) and the scopes its domain-wide delegation grants;
@@ -536,13 +537,15 @@ def create_app(fake: GoogleCalendarFake) -> Flask:
     def events_watch(cal_id: str) -> Any:
         body = request.get_json(silent=True) or {}
         with fake.lock:
-            if calendar(cal_id) is None:
+            watched = calendar(cal_id)
+            if watched is None:
                 return not_found()
             expiration = int((fake.now() + 7 * 86400) * 1000)  # a week, in milliseconds
             channel = {"kind": "api#channel", "id": body["id"], "resourceId": secrets.token_hex(12),
                        "resourceUri": f"{request.host_url}calendar/v3/calendars/{cal_id}/events",
                        "token": body.get("token"), "expiration": str(expiration)}
-            fake.channels[body["id"]] = {**channel, "address": body.get("address"), "calendar": cal_id}
+            # The calendar itself: "primary" of an impersonated user is their own calendar.
+            fake.channels[body["id"]] = {**channel, "address": body.get("address"), "calendar": watched.id}
             return jsonify(channel)
 
     @app.post("/calendar/v3/channels/stop")

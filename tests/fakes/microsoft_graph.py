@@ -32,6 +32,11 @@ else should be assumed.
   msal no longer validates ID tokens and calsync reads none) and `client_info`; refresh tokens
   rotate; `expire_refresh_tokens()` answers invalid_grant with the
   AADSTS700082 text. Access tokens expire on the fake's clock (401 InvalidAuthenticationToken).
+  Token requests are not Graph requests (not in `log`): `token_requests` records each one's
+  tenant, grant_type and answer status.
+- Zones in a request's dateTimeTimeZone: IANA names, and the Windows names of `WINDOWS_ZONES`
+  (the fake's own small table, so that it never reads zones with calsync's own code); any
+  other name is refused with 400, as Graph refuses a zone it does not know.
 - Faults: `fail_next(status, code, retry_after)` (429 + Retry-After, 503, 403
   ErrorAccessDenied, ...); `refused_users` answers 403 ErrorAccessDenied for /users/{address}.
 - The company-wide connection ("Microsoft identity platform and the OAuth 2.0 client
@@ -63,14 +68,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Flask, Response, jsonify, request
 
 from calsync.feeds.calendars.providers.base import Tokens
 from calsync.feeds.calendars.providers.microsoft import GraphCalendarStore, open_graph_store
 from calsync.feeds.calendars.providers.microsoft_api import MicrosoftClient, MicrosoftEndpoints
-from calsync.feeds.calendars.providers.microsoft_events import iana_zone
 from calsync.feeds.sources.fetch import FetchLimits
 from tests.fakes import tls
 from tests.fakes.google_calendar import _consent_page
@@ -79,6 +83,15 @@ Event = dict[str, Any]
 _FILTER = re.compile(r"^singleValueExtendedProperties/Any\(ep: ep/id eq '((?:[^']|'')*)' "
                      r"and ep/value eq '((?:[^']|'')*)'\)$")
 _CALENDAR = r"(?:me|users/(?P<user>[^/]+))/(?:calendar|calendars/(?P<cal>[^/]+))"
+# Windows zone names Graph accepts, and their IANA zones (CLDR's windowsZones.xml, territory
+# "001"): the ones the tests send, written out here rather than read from calsync.
+WINDOWS_ZONES = {
+    "UTC": "UTC", "tzone://Microsoft/Utc": "UTC", "GMT Standard Time": "Europe/London",
+    "W. Europe Standard Time": "Europe/Berlin", "Romance Standard Time": "Europe/Paris",
+    "Central Europe Standard Time": "Europe/Budapest", "Eastern Standard Time": "America/New_York",
+    "Central Standard Time": "America/Chicago", "Pacific Standard Time": "America/Los_Angeles",
+    "Tokyo Standard Time": "Asia/Tokyo", "AUS Eastern Standard Time": "Australia/Sydney",
+}
 
 
 @dataclass
@@ -132,6 +145,7 @@ class MicrosoftGraphFake:
              "hexColor": "#7bd148",
              "isDefaultCalendar": False, "canEdit": False, "canShare": False, "canViewPrivateItems": False}]
         self.log: list[dict[str, Any]] = []
+        self.token_requests: list[dict[str, Any]] = []  # tenant, grant_type, status of each
         self.address = "zoe@contoso.example"  # the signed-in account (GET /me)
         self.sign_in_screen = False  # True: the sign-in page waits for a click (browser tests)
         self.access_seconds = 3600
@@ -271,12 +285,31 @@ def _unpack(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+class UnknownZone(ValueError):
+    """A dateTimeTimeZone whose zone the fake does not know."""
+
+
+def fake_zone(name: str | None) -> ZoneInfo:
+    """A zone as Graph reads a request's timeZone: a Windows name of WINDOWS_ZONES or an IANA
+    name (no name: UTC)."""
+    key = WINDOWS_ZONES.get(name or "UTC", name or "UTC")
+    try:
+        return ZoneInfo(key)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise UnknownZone(str(name)) from exc
+
+
 def _from_request(value: dict[str, str]) -> dict[str, str]:
     """A dateTimeTimeZone as sent (any zone) → stored in UTC."""
     moment = datetime.fromisoformat(value["dateTime"][:26])
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=iana_zone(value.get("timeZone")) or ZoneInfo("UTC"))
+        moment = moment.replace(tzinfo=fake_zone(value.get("timeZone")))
     return {"dateTime": utc_text(moment), "timeZone": "UTC"}
+
+
+def _unknown_zone(exc: UnknownZone) -> Response:
+    return _error(400, "TimeZoneNotSupportedException", f"A valid TimeZone value must be specified. "
+                  f"The following TimeZone value is not supported: '{exc}'.")
 
 
 def create_app(fake: MicrosoftGraphFake) -> Flask:  # noqa: C901 - one route per documented endpoint
@@ -314,8 +347,16 @@ def create_app(fake: MicrosoftGraphFake) -> Flask:  # noqa: C901 - one route per
         request.environ["fake.counted"] = True
         return None
 
+    app.register_error_handler(UnknownZone, _unknown_zone)
+
     @app.after_request
     def remember(response: Response) -> Response:
+        token_path = re.fullmatch(r"/([^/]+)/oauth2/v2\.0/token", request.path)
+        if token_path:
+            with fake.lock:
+                fake.token_requests.append({"tenant": token_path.group(1),
+                                            "grant_type": request.form.get("grant_type"),
+                                            "status": response.status_code})
         if request.path.startswith("/v1.0/"):
             with fake.lock:
                 if request.environ.pop("fake.counted", False):

@@ -170,9 +170,10 @@ def test_microsoft_reaches_an_allowed_mailbox_and_names_a_refused_one(graph: Ser
     assert refused.value.code == "ErrorAccessDenied"
     assert str(refused.value).startswith("Zoë's mailbox is outside the app's allowed mailboxes")
     assert "application access policy" in str(refused.value)
-    token_requests = [r for r in graph.fake.log if "oauth2" in r["path"]]
-    assert token_requests == []  # the token endpoint is not under /v1.0: not logged, so count grants:
-    assert len(graph.fake.app_tokens) == 1  # one app-only token served both mailboxes (cached)
+    # One client-credentials grant served both mailboxes (the app-only token is cached).
+    assert [(r["tenant"], r["grant_type"], r["status"]) for r in graph.fake.token_requests] == [
+        ("salon.onmicrosoft.com", "client_credentials", 200)]
+    assert len(graph.fake.app_tokens) == 1
 
 
 def test_microsoft_refuses_a_wrong_secret_or_tenant_as_the_accounts_problem(graph: ServedGraph) -> None:

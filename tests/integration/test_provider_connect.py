@@ -94,22 +94,31 @@ def test_connect_google_from_the_self_service_page(app: Flask, visitor: Browser,
     assert "Team" in page and "Google" in page
 
 
-def test_a_callback_is_accepted_once(app: Flask, visitor: Browser) -> None:
-    callback = consent(start(visitor, "google"))
+PROVIDERS = pytest.mark.parametrize("kind", ["google", "microsoft"])
+
+
+@PROVIDERS
+def test_a_callback_is_accepted_once(app: Flask, visitor: Browser, kind: str) -> None:
+    callback = consent(start(visitor, kind))
+    assert callback.startswith(f"/oauth/{kind}/callback?")
     assert visitor.get(callback).status_code == 200
     again = visitor.get(callback)
     assert again.status_code == 400 and "already used" in text_of(again)
 
 
-def test_an_expired_state_is_refused(app: Flask, visitor: Browser) -> None:
-    callback = consent(start(visitor, "google"))
+@PROVIDERS
+def test_an_expired_state_is_refused(app: Flask, visitor: Browser, zoe: dict[str, Any], kind: str) -> None:
+    callback = consent(start(visitor, kind))
     app.extensions["calsync"].clock = lambda: time.time() + 11 * 60
     resp = visitor.get(callback)
     assert resp.status_code == 400 and "longer than ten minutes" in text_of(resp)
+    assert connected(app, zoe["id"]) == []
 
 
-def test_another_persons_state_is_refused(app: Flask, visitor: Browser, ana: dict[str, Any]) -> None:
-    callback = consent(start(visitor, "google"))  # Zoë's consent
+@PROVIDERS
+def test_another_persons_state_is_refused(app: Flask, visitor: Browser, ana: dict[str, Any],
+                                          kind: str) -> None:
+    callback = consent(start(visitor, kind))  # Zoë's consent
     anas_browser = self_service_browser(app, ana["id"])
     resp = anas_browser.get(callback)
     assert resp.status_code == 400 and "another person" in text_of(resp)

@@ -10,46 +10,29 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
 from calsync.feeds.calendars.provider_access import open_tokens
 from calsync.feeds.calendars.sync import sync_connection
-from calsync.feeds.settings import Settings
 from calsync.models import Alert, Appointment, Connection, LinkedItem, OutboxEmail
+from tests import provider_two_way
 from tests.admin_helpers import Browser
 from tests.conftest import Api
 from tests.fakes.google_calendar import ServedFake
 from tests.fakes.microsoft_graph import ServedGraph, utc_text
 from tests.feed_helpers import iso
-from tests.linked_helpers import WEEK_NINE_TO_FIVE, at
+from tests.linked_helpers import at
 from tests.provider_helpers import (
     connect,
     connect_google,
     connected,
     consent,
-    self_service_browser,
     start,
-    with_google,
-    with_microsoft,
 )
 
-
-@pytest.fixture
-def settings(settings: Settings, google: ServedFake, graph: ServedGraph) -> Settings:
-    return with_microsoft(with_google(settings, google), graph)
-
-
-@pytest.fixture
-def zoe(api: Api) -> dict[str, Any]:
-    api.patch("/settings", {"bidirectional_sync": True})
-    return api.make_staff(timezone="UTC", working_hours=WEEK_NINE_TO_FIVE)
-
-
-@pytest.fixture
-def visitor(app: Flask, zoe: dict[str, Any]) -> Browser:
-    return self_service_browser(app, zoe["id"])
+# The two-way fixtures (both fakes configured, Zoë, her self-service browser).
+settings, zoe, visitor = provider_two_way.settings, provider_two_way.zoe, provider_two_way.visitor
 
 
 def sync(app: Flask, conn: Connection) -> Any:
@@ -303,8 +286,13 @@ def test_microsoft_two_way_move_and_410_resync(app: Flask, api: Api, visitor: Br
     assert history(api, appt["id"]) == [("booked", "api"), ("rescheduled", "microsoft")]
     assert customer_emails(app, appt["id"]) == ["booked", "rescheduled"]
     sync(app, conn)
+    assert (row(app, conn).sync_token or "").startswith(graph.url + "/v1.0/")  # a deltaLink to refuse
     graph.fake.expire_delta_tokens()
+    before = len(graph.fake.log)
     assert sync(app, conn).status == "ok"
+    deltas = [(r["status"], "$deltatoken" in r["params"]) for r in graph.fake.log[before:]
+              if r["path"].endswith("/calendarView/delta")]
+    assert deltas == [(410, True), (200, False)]  # the refused deltaLink, then one full listing
     assert len(graph.fake.mailbox.events) == 1  # no duplicate after the full resync
     with app.extensions["calsync"].sessions() as s:
         assert s.get(Appointment, appt["id"]).status == "confirmed"  # type: ignore[union-attr]

@@ -9,8 +9,16 @@ busy time: microsoft_events.py.
   Graph's event id, its ETag Graph's @odata.etag (W/"<changeKey>").
 - list: `calendarView/delta?startDateTime&endDateTime` (the sync window), following
   @odata.nextLink to the @odata.deltaLink, which is the sync token (the window is part of it:
-  rolling the window forward means listing again). changes_since follows the deltaLink the
-  same way; `@removed` items are deletions; 410 / syncStateNotFound is InvalidSyncToken.
+  rolling the window forward means listing again). The listing names its window: an event
+  missing from it may only lie outside (feeds.calendars.twoway.confirm_absent reads our
+  bookings by id before any is taken for deleted). changes_since follows the deltaLink the
+  same way; `@removed` items are gone from the view — deleted (reason `deleted`) or moved out
+  of the window (`changed`: reported in Changes.left, not a deletion); 410 / syncStateNotFound
+  is InvalidSyncToken.
+- get: a delta round returns whole events; those that are not ours are kept from the round
+  and read from it (a window move loads every event: one request per page, not per event).
+  Ours are read with GET ($expand of our single-value extended properties, which a delta
+  round cannot expand).
 - create: a lookup of our UID (single-value extended property) first, so that an event already
   there is PreconditionFailed as the store contract asks; then POST with a `transactionId`
   derived from the UID, so a POST retried after a lost answer never makes a second event.
@@ -89,6 +97,9 @@ class GraphCalendarStore:
         self.window = window or (now - WINDOW_PAST, now + WINDOW_AHEAD)
         self._max_items = max_items
         self.page_size = PAGE_SIZE
+        # Events as the last delta round gave them, for `get` without a request of its own
+        # (not ours: see _reusable). Taken once; dropped when we write the event.
+        self._listed: dict[str, Event] = {}
 
     def collection_tag(self) -> str | None:
         return None  # Graph has no CTag; the deltaLink does the job
@@ -99,39 +110,56 @@ class GraphCalendarStore:
             "startDateTime": start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "endDateTime": end.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
 
-    def _round(self, url: str) -> tuple[dict[str, str], set[str], str]:
-        """One delta round: changed ids with their ETags, removed ids, the new deltaLink."""
+    def _round(self, url: str) -> tuple[dict[str, str], set[str], set[str], str]:
+        """One delta round: changed ids with their ETags, removed ids, those of them that only
+        left the window, the new deltaLink."""
         changed: dict[str, str] = {}
         removed: set[str] = set()
+        left: set[str] = set()
         delta_link: str | None = None
         for page in self.api.pages(url, prefer=f"odata.maxpagesize={self.page_size}"):
             for ev in page.get("value") or []:
                 event_id = str(ev.get("id", ""))
                 if not event_id or ev.get("type") == "seriesMaster":
                     continue
-                if "@removed" in ev:  # {"reason": "deleted" | "changed"}: gone from this view
+                if "@removed" in ev:  # gone from this view
                     changed.pop(event_id, None)
+                    self._listed.pop(event_id, None)
                     removed.add(event_id)
+                    # {"reason": "deleted"}: deleted. "changed" (or anything else): it no longer
+                    # matches the view — moved out of the window — and may well still exist.
+                    reason = ev["@removed"].get("reason") if isinstance(ev["@removed"], dict) else None
+                    if reason == "deleted":
+                        left.discard(event_id)
+                    else:
+                        left.add(event_id)
                 else:
                     removed.discard(event_id)
+                    left.discard(event_id)
                     changed[event_id] = event_etag(ev)
+                    if _reusable(ev):
+                        self._listed[event_id] = _kept(ev)
+                    else:
+                        self._listed.pop(event_id, None)
             if len(changed) > self._max_items:
                 raise StoreUnavailable("too_large", f"The calendar has more than {self._max_items} events.")
             delta_link = page.get("@odata.deltaLink") or delta_link
         if not delta_link or not self.api.owns(str(delta_link)):
             raise InvalidSyncToken()
-        return changed, removed, str(delta_link)
+        return changed, removed, left, str(delta_link)
 
     def list(self) -> Listing:
-        changed, _removed, token = self._round(self._delta_url())
-        return Listing(etags=changed, token=token)
+        """The events of the window only: one missing from it may just lie outside."""
+        changed, _removed, _left, token = self._round(self._delta_url())
+        return Listing(etags=changed, token=token, window=self.window)
 
     def changes_since(self, token: str) -> Changes:
         # The token must be a deltaLink of this calendar: it is a URL we send the bearer token to.
         if not token.startswith(self.api.url(f"{self._calendar}/calendarView/delta") + "?"):
             raise InvalidSyncToken()
-        changed, removed, new_token = self._round(token)
-        return Changes(changed=changed, deleted=removed, token=new_token)
+        changed, removed, left, new_token = self._round(token)
+        return Changes(changed=changed, deleted=removed, token=new_token, left=frozenset(left),
+                       window=self.window)
 
     def _event_url(self, href: str, params: dict[str, str] | None = None) -> str:
         return self.api.url(f"{self._calendar}/events/{quote(href, safe='')}", params)
@@ -144,7 +172,7 @@ class GraphCalendarStore:
         return json_of(response)
 
     def get(self, href: str) -> Item:
-        ev = self._read(href)
+        ev = self._listed.pop(href, None) or self._read(href)
         if ev is None:
             raise ItemNotFound(href)
         return Item(href, event_etag(ev), to_ical([ev]))
@@ -183,6 +211,7 @@ class GraphCalendarStore:
         return Written(str(answer["id"]), event_etag(answer))
 
     def update(self, href: str, body: bytes, etag: str | None) -> Written:
+        self._listed.pop(href, None)
         response = self.api.call("PATCH", self._event_url(href), body=_writable(body),
                                  headers={"If-Match": etag} if etag else None)
         if response.status_code in (404, 410, 412):
@@ -192,6 +221,7 @@ class GraphCalendarStore:
         return Written(href, event_etag(json_of(response)))
 
     def delete(self, href: str, etag: str | None) -> None:
+        self._listed.pop(href, None)
         response = self.api.call("DELETE", self._event_url(href),
                                  headers={"If-Match": etag} if etag else None)
         if response.status_code in (404, 410):
@@ -200,6 +230,21 @@ class GraphCalendarStore:
             raise PreconditionFailed(href)
         if response.status_code not in (200, 204):
             raise WriteRefused(response.status_code)
+
+
+def _reusable(ev: Event) -> bool:
+    """Whether a delta round's copy of an event reads as GET would give it: a delta round cannot
+    $expand our extended properties, so only for events that are not ours (ours are created
+    with our `transactionId`, which Graph returns with the event)."""
+    return not str(ev.get("transactionId") or "").startswith("calsync-")
+
+
+def _kept(ev: Event) -> Event:
+    """What to_ical reads of an event: an HTML body is not (its bodyPreview is), and is big."""
+    body = ev.get("body")
+    if isinstance(body, dict) and body.get("contentType") != "text":
+        return {k: v for k, v in ev.items() if k != "body"}
+    return ev
 
 
 def _writable(body: bytes) -> Event:

@@ -166,17 +166,23 @@ def test_lifecycle_notifications(
     wait_until(lambda: any(r.get("status") == 204 for r in fake.requests_to("POST", "/reauthorize")),
                "the subscription reauthorised")
     wait_until(lambda: "reauthorize" not in fake.subscriptions[row.channel_id], "reauthorised at the fake")
-    # missed → the next sync lists the calendar in full.
-    with app.extensions["calsync"].sessions.begin() as session:
-        session.execute(update(Connection).where(Connection.id == conn_id)
-                        .values(sync_token="old-delta-link"))
-    fake.lifecycle(row.channel_id, "missed")
-    fake.deliverer.settle()
-
+    # missed → the next sync lists the calendar in full, although its deltaLink is still good.
     def token() -> str | None:
         with app.extensions["calsync"].sessions() as session:
             return session.scalar(select(Connection.sync_token).where(Connection.id == conn_id))
-    wait_until(lambda: token() != "old-delta-link", "the delta link dropped")
+    assert sync_connection(app.extensions["calsync"].sync, conn_id).status == "ok"
+    link = token()
+    assert link and link.startswith(graph.url + "/v1.0/")  # a deltaLink Graph still knows
+    before = len(fake.log)
+    fake.lifecycle(row.channel_id, "missed")
+    fake.deliverer.settle()
+
+    def listings() -> list[dict[str, Any]]:
+        return [r for r in fake.log[before:] if r["path"].endswith("/calendarView/delta") and "status" in r]
+    wait_until(listings, "the sync the missed notification asked for")
+    wait_until(lambda: token() is not None, "that sync's deltaLink stored")
+    first = listings()[0]
+    assert "$deltatoken" not in first["params"] and "startDateTime" in first["params"]  # in full
     # subscriptionRemoved → a new subscription.
     fake.lifecycle(row.channel_id, "subscriptionRemoved")
     fake.deliverer.settle()
