@@ -1,7 +1,8 @@
 """Emails as bytes for the outbox: headers that cannot be injected, bodies rendered from the Jinja
 templates in templates/email/, and the iMIP calendar part.
 
-Built with `email.message.EmailMessage` (policy default), serialised with CRLF line ends and only
+Built with the standard library's `email.mime` classes under the compat32 policy (addresses
+beyond ASCII: `email.message.EmailMessage`, policy default); CRLF line ends, only
 7-bit content (quoted-printable and base64 parts, RFC 2047 encoded names), so any mail server
 takes it as stored whether or not it speaks 8BITMIME or SMTPUTF8.
 """
@@ -11,12 +12,17 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
-from email import policy
+from email import charset as charsets
+from email import encoders, policy
 from email.errors import HeaderParseError
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from email.parser import BytesHeaderParser
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, formataddr, make_msgid
 from functools import lru_cache
 from typing import Any
 
@@ -25,6 +31,14 @@ import jinja2
 from calsync.feeds.errors import CalsyncError
 
 WIRE = policy.default.clone(linesep="\r\n", cte_type="7bit")
+# The email.mime classes' policy: headers are written as given (already RFC 2047 encoded by
+# formataddr and Header), with none of policy default's header objects, whose parsing and
+# refolding of every field was a third of a reschedule PATCH (issue 17).
+# Lines of 74: compat32 folds Header values at the policy's length, and email.header's base64
+# words overshoot it by up to two; RFC 2047 §2 allows an encoded word 75 characters.
+LEGACY_WIRE = policy.compat32.clone(linesep="\r\n", max_line_length=74)
+UTF8_QP = charsets.Charset("utf-8")
+UTF8_QP.body_encoding = charsets.QP  # the text and HTML parts stay readable, 7-bit
 
 
 class UnsafeHeaderError(CalsyncError, ValueError):
@@ -105,8 +119,13 @@ class Party:
     def display_name(self) -> str:
         return header_text(self.name, 100)
 
+    def checked(self) -> tuple[str, str]:
+        """(display name, address), refused if either holds a line break."""
+        return check_header(self.display_name), check_header(self.address)
+
     def header(self) -> Address:
-        return Address(display_name=check_header(self.display_name), addr_spec=check_header(self.address))
+        name, address = self.checked()
+        return Address(display_name=name, addr_spec=address)
 
     def plain(self) -> Party:
         """The same party with a name that needs no quoting: RFC 5322 specials become spaces."""
@@ -136,6 +155,11 @@ class CalendarPart:
     method: str  # REQUEST | CANCEL: the same word as the METHOD property inside
     body: bytes
 
+    def __post_init__(self) -> None:
+        # A MIME parameter value: an iTIP method is one upper-case word (RFC 5546 §1.4).
+        if not (self.method.isascii() and self.method.isalpha() and self.method.isupper()):
+            raise ValueError(f"unsupported iTIP method {self.method!r}")
+
 
 def build_message(
     *,
@@ -150,29 +174,35 @@ def build_message(
     """multipart/alternative: text, HTML and (for iTIP) text/calendar, least to most
     specific (RFC 2046 §5.1.4), the layout of RFC 6047 §4.2: mail apps that understand
     invitations use the calendar part, the others show the HTML or the text."""
-    data = _assemble(sender, recipient, subject, text, html, date, calendar)
+    # A stable Message-ID, stored with the message: a retried delivery repeats it, so
+    # receiving systems can tell the duplicate. The domain is given: make_msgid would
+    # otherwise look up this host's name.
+    message_id = make_msgid("calsync", domain=sender.address.rpartition("@")[2] or "localhost")
+    # The email.mime classes when both addresses are ASCII (the common case, several times
+    # faster); EmailMessage otherwise, which encodes an internationalised domain.
+    assemble = _assemble_legacy if sender.address.isascii() and recipient.address.isascii() else _assemble
+    data = assemble(sender, recipient, subject, text, html, date, calendar, message_id)
     if not _addresses_intact(data, sender, recipient):
         # Python's email package (3.11/3.12) drops the quotes around a display name when it
         # folds a long address header, so a customer named 'Eve Bcc: x@example.org' would
         # become a second address. A name without specials cannot be misread.
         sender, recipient = sender.plain(), recipient.plain()
-        data = _assemble(sender, recipient, subject, text, html, date, calendar)
+        data = assemble(sender, recipient, subject, text, html, date, calendar, message_id)
         if not _addresses_intact(data, sender, recipient):
             raise UnsafeHeaderError("The email's sender or recipient would not read back as given.")
     return data
 
 
 def _assemble(sender: Party, recipient: Party, subject: str, text: str, html: str, date: datetime,
-              calendar: CalendarPart | None) -> bytes:
+              calendar: CalendarPart | None, message_id: str) -> bytes:
+    """The message built with EmailMessage: for addresses that are not ASCII, and the reference
+    tests/unit/test_mail_build.py compares the email.mime build with."""
     msg = EmailMessage(policy=WIRE)
     msg["From"] = sender.header()
     msg["To"] = recipient.header()
     msg["Subject"] = check_header(header_text(subject, 200))
     msg["Date"] = format_datetime(date)
-    # A stable Message-ID, stored with the message: a retried delivery repeats it, so
-    # receiving systems can tell the duplicate. The domain is given: make_msgid would
-    # otherwise look up this host's name.
-    msg["Message-ID"] = make_msgid("calsync", domain=sender.address.rpartition("@")[2] or "localhost")
+    msg["Message-ID"] = message_id
     # RFC 3834 §5: tells vacation responders and ticket systems not to answer automatically.
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(text, cte="quoted-printable")
@@ -183,6 +213,57 @@ def _assemble(sender: Party, recipient: Party, subject: str, text: str, html: st
         msg.add_alternative(calendar.body, maintype="text", subtype="calendar", cte="base64",
                             params={"method": calendar.method, "charset": "UTF-8"})
     return msg.as_bytes()
+
+
+def _assemble_legacy(sender: Party, recipient: Party, subject: str, text: str, html: str,
+                     date: datetime, calendar: CalendarPart | None, message_id: str) -> bytes:
+    """The same message as _assemble, built with the email.mime classes (compat32): names and
+    the subject are RFC 2047 encoded by formataddr and Header, bodies quoted-printable and
+    base64 as there; build_message reads the addresses back either way."""
+    msg = MIMEMultipart("alternative", policy=LEGACY_WIRE)
+    # compat32 takes Header objects as values (typeshed's stubs say str only); so does
+    # MIMEText a Charset (its QP body encoding), below.
+    for field, party in (("From", sender), ("To", recipient)):
+        msg[field] = _mailbox(field, *party.checked())  # type: ignore[assignment]
+    msg["Subject"] = _encoded(field="Subject", text=check_header(header_text(subject, 200)))  # type: ignore[assignment]
+    msg["Date"] = format_datetime(date)
+    msg["Message-ID"] = message_id
+    # RFC 3834 §5: tells vacation responders and ticket systems not to answer automatically.
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.attach(MIMEText(_lines(text), "plain", UTF8_QP, policy=LEGACY_WIRE))  # type: ignore[arg-type]
+    msg.attach(MIMEText(_lines(html), "html", UTF8_QP, policy=LEGACY_WIRE))  # type: ignore[arg-type]
+    if calendar is not None:
+        # RFC 6047 §2.4: the method parameter must equal the METHOD property; base64 keeps the
+        # iCalendar object's CRLF line ends (RFC 5545 §3.1) exactly.
+        part = MIMEBase("text", "calendar", policy=LEGACY_WIRE, method=calendar.method, charset="UTF-8")
+        part.set_payload(calendar.body)
+        encoders.encode_base64(part)
+        msg.attach(part)
+    return msg.as_bytes()
+
+
+def _encoded(*, field: str, text: str, then: str = "") -> Header:
+    """Text as RFC 2047 encoded words where it is not ASCII, each at most 75 characters (§2:
+    LEGACY_WIRE's line length)."""
+    header = Header(text, "us-ascii" if text.isascii() else "utf-8", header_name=field)
+    if then:
+        header.append(then, "us-ascii")
+    return header
+
+
+def _mailbox(field: str, name: str, address: str) -> str | Header:
+    """`Name <address>`: an ASCII name as it is or quoted (formataddr quotes one with RFC 5322
+    specials), any other name as encoded words."""
+    if not name:
+        return address
+    if name.isascii():
+        return formataddr((name, address))
+    return _encoded(field=field, text=name, then=f"<{address}>")
+
+
+def _lines(text: str) -> str:
+    """Line ends made one kind and a final one added, as EmailMessage.set_content does."""
+    return "\n".join(text.splitlines()) + "\n"
 
 
 KEPT_AFTER_DELIVERY = ("From", "To", "Date", "Message-ID", "Auto-Submitted")

@@ -93,11 +93,13 @@ def _previous_time(session: Session, appointment: Appointment) -> tuple[datetime
 
 
 def queue_customer_email(
-    session: Session, appointment: Appointment, action: str, source: str
+    session: Session, appointment: Appointment, action: str, source: str, *,
+    previous: tuple[datetime, datetime] | None = None,
 ) -> OutboxEmail | None:
     """Write the customer's email about this change into the outbox; None when there is none
     to write (no address, demo data, an action customers are not told about, or already
-    written: the dedupe key is (UID, SEQUENCE, kind))."""
+    written: the dedupe key is (UID, SEQUENCE, kind)). `previous`: where a moved appointment
+    was, when the caller knows (after_change does); otherwise it is read from the history."""
     method = METHODS.get(action)
     customer = appointment.customer
     if method is None or source in SILENT_SOURCES or not customer.email:
@@ -114,7 +116,10 @@ def queue_customer_email(
     staff = appointment.staff
     identity = mail_identity(session)
     zone = zone_of(staff, company)
-    previous = _previous_time(session, appointment) if action == ChangeAction.RESCHEDULED else None
+    if action != ChangeAction.RESCHEDULED:
+        previous = None
+    elif previous is None:
+        previous = _previous_time(session, appointment)
     subject = f"{HEADLINES[action]}: {appointment.service} on {short_time(appointment.start_at, zone)}"
     subject = _flat(subject, 300)
     context = {

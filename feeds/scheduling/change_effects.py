@@ -36,6 +36,9 @@ def after_change(
     session: Session, appointment: Appointment, action: str, source: str, **detail: Any
 ) -> None:
     record_change(session, appointment, action, source, **detail)
-    queue_customer_email(session, appointment, action, source)
+    # A move's previous time is in hand: the email need not read it back from the history.
+    start, end = detail.get("previous_start"), detail.get("previous_end")
+    queue_customer_email(session, appointment, action, source,
+                         previous=(start, end) if start is not None and end is not None else None)
     for connection_id in queue_pushes(session, appointment):
         request_job(session, "sync_connection", connection_id)
