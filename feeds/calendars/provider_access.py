@@ -16,11 +16,13 @@ providers, the sealed tokens.
 - `seal_tokens` / `open_tokens`: tokens as one JSON document sealed with the credentials key,
   exactly like a CalDAV password (and re-sealed by `calsync rotate-credentials-key`).
 
-Extension point (helper H3, the company-wide connection): where the tokens of a connection
-come from is `_tokens_for` alone. A staff member's own consent gives a refresh token stored on
-the connection; a company-wide connection (a Google service account with domain-wide
-delegation, Microsoft client credentials) would mint an access token for the staff member's
-mailbox there instead, and open the store with `user=` (Graph) / the staff address (Google).
+Where a connection's tokens come from (H3, the company-wide connection) is decided in
+`open_provider_store`: a connection with `company_account_id` set is opened by
+feeds.calendars.company_accounts.open_company_store, which mints an access token for the staff
+member's address from the company's account (a Google service account with domain-wide
+delegation, Microsoft client credentials) and never involves the operator's OAuth client; any
+other connection acts with the staff member's own consent, the refresh token sealed on the
+connection (`_tokens_for`).
 """
 
 from __future__ import annotations
@@ -151,8 +153,9 @@ def _target(session: Session, connection_id: int) -> _Target:
 
 
 def _tokens_for(vault: Vault, target: _Target) -> Tokens:
-    """The tokens calsync acts with for this connection: today the staff member's own consent.
-    (H3: the company-wide connection branches here.)"""
+    """The tokens calsync acts with for a connection the staff member consented to themselves
+    (a company-wide connection never gets here: open_provider_store opens it through
+    open_company_store)."""
     label = PROVIDER_LABELS[target.kind]
     if not target.tokens_sealed:
         raise ReconnectNeeded(label)
