@@ -18,21 +18,25 @@ from calsync.feeds.scheduling.calendar_block import CalendarBlock, calendar_bloc
 from calsync.feeds.sources.caldav_source import RemoteCalendar
 from calsync.models import WRITE_ROLES, Company, Connection, utcnow
 from calsync.web import db, interactive
-from calsync.web.formatting import STATUS_LABELS, ago, flash_at
+from calsync.web.formatting import ago, connection_status, flash_at
 
 # What the add-calendar forms show again after an error (never the password).
 KEPT_FIELDS = ("kind", "url", "name", "username", "caldav_url")
 
 
-def unreachable_consequence(company: Company, staff_name: str) -> str:
-    """What saving a calendar that could not be read means (feeds.scheduling.calendar_block)."""
+def unreachable_consequence(company: Company, staff_name: str, saved: bool = False) -> str:
+    """What saving a calendar that could not be read means (feeds.scheduling.calendar_block):
+    beside "Save anyway" what it would do, after it what it does."""
     settings = get_company_settings(company)
     hours = settings.stale_after_hours
     later = (f"If it still has not synced {hours} hour{'s' if hours != 1 else ''} after it was added, "
              + ("bookings go ahead without it." if settings.stale_policy == "keep"
                 else "bookings stay stopped until it syncs or is removed (Stale calendars: stop bookings)."))
-    return (f"{staff_name} can't be booked until it syncs, because their busy time in it is unknown. "
-            f"It is tried again in the background. {later}")
+    if saved:
+        return (f"{staff_name} can't be booked until it syncs, because their busy time in it is unknown. "
+                f"It is tried again in the background. {later}")
+    return (f"If you save it anyway, {staff_name} can't be booked until it syncs, because their busy "
+            f"time in it is unknown; it is tried again in the background. {later}")
 
 
 def kept_values(form: MultiDict[str, str]) -> dict[str, str]:
@@ -58,7 +62,8 @@ def add_ics(
     once within the interactive budget: saved only when that worked, or when the person chose
     "Save anyway" (then as not yet reachable). Then its first sync runs at once, so the page
     shows its busy times rather than "not synced yet". CalendarUnreachable when it could not be
-    read and was not to be saved anyway; ValidationError for an address that is not allowed."""
+    read and was not to be saved anyway (or "Save anyway" was pressed for an address other than
+    the one checked, `checked_url`); ValidationError for an address that is not allowed."""
     services = db.services()
     s = db.session()
     data = calendar_setup.connection_input(
@@ -68,12 +73,20 @@ def add_ics(
     url = conns.checked_address(data, services.settings.allow_private_networks, services.sync.limits.ports)
     s.rollback()  # no transaction may stay open while the calendar is read
     problem: calendar_setup.CalendarUnreachable | None = None
+    wants_anyway = form.get("save_anyway") == "1"
+    # "Save anyway" saves the address that was checked and refused, never another one typed
+    # over it afterwards (the form carries the checked one): a changed address is checked again.
+    anyway = wants_anyway and form.get("checked_url", "").strip() == form.get("url", "").strip()
     with interactive.limits() as limits:
         try:
             calendar_setup.check_ics_address(url, allow_private=services.settings.allow_private_networks,
                                              limits=limits)
         except calendar_setup.CalendarUnreachable as exc:
-            if form.get("save_anyway") != "1":
+            if not anyway:
+                if wants_anyway:
+                    raise calendar_setup.CalendarUnreachable(
+                        f"The address was changed after it was checked, so it was read again and "
+                        f"was not saved. {exc}", exc.kind or "error") from exc
                 raise
             problem = exc
     conn = conns.create_connection(s, company, services.vault, staff_id, data,
@@ -99,7 +112,7 @@ def added_message(company: Company, staff_name: str, conn: Connection, outcome: 
     """The line shown after a calendar was added (and, unless saved as not reachable, synced)."""
     if (conn.extra or {}).get("saved_unreachable") and conn.last_success_at is None:
         return (f"Calendar '{conn.name}' saved as not yet reachable. "
-                f"{unreachable_consequence(company, staff_name)}")
+                f"{unreachable_consequence(company, staff_name, saved=True)}")
     if outcome is None:
         return f"Calendar '{conn.name}' added; it is being read in the background."
     return f"Calendar '{conn.name}' added. {sync_message(conn, outcome)}"
@@ -234,10 +247,11 @@ def flash_sync_result(conn: Connection, outcome: SyncOutcome | None, place: str 
 
 def connection_json(conn: Connection, outcome: SyncOutcome | None) -> Response:
     """What calsync.js needs to update a connection card in place."""
+    badge, label = connection_status(conn)
     body: dict[str, Any] = {
         "id": conn.id,
-        "status": conn.status,
-        "status_label": STATUS_LABELS.get(conn.status, conn.status),
+        "status": badge,  # the badge's kind (calsync.js sets badge-<status>)
+        "status_label": label,
         "last_sync": ago(conn.last_success_at),
         "last_success_at": conn.last_success_at.isoformat() if conn.last_success_at else None,
         "busy_count": conn.busy_count,

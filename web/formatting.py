@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Flask, flash, g
@@ -11,6 +12,21 @@ from markupsafe import Markup
 from calsync.models import utcnow
 
 STATUS_LABELS = {"ok": "OK", "error": "Failing", "stale": "Stale", "pending": "Not synced yet"}
+APPOINTMENT_STATUS = {"confirmed": "Confirmed", "cancelled": "Cancelled"}  # an appointment's badge
+NEVER_REACHED = "Not yet reachable"
+
+
+def connection_status(conn: Any) -> tuple[str, str]:
+    """A calendar connection's badge, (kind, label), the same on every page (its card, the staff
+    list, Sync health, the in-place "Sync now" update): a calendar that has never synced and
+    fails is "Not yet reachable", not "Failing", since it never worked; one that has never synced
+    and not failed either is "Not synced yet"."""
+    status = str(conn.status)
+    if conn.last_success_at is None and status != "ok":
+        if conn.last_error or status == "error":
+            return "error", NEVER_REACHED
+        return "pending", STATUS_LABELS["pending"]
+    return status, STATUS_LABELS.get(status, status)
 ROLE_LABELS = {
     "conflict": "Busy time",
     "linked": "Linked (bookings written here)",
@@ -88,4 +104,6 @@ def register_filters(app: Flask) -> None:
     app.add_template_filter(ago, "ago")
     app.add_template_filter(time_ago, "time_ago")
     app.add_template_filter(local, "local")
-    app.jinja_env.globals.update(STATUS_LABELS=STATUS_LABELS, ROLE_LABELS=ROLE_LABELS)
+    app.jinja_env.globals.update(STATUS_LABELS=STATUS_LABELS, ROLE_LABELS=ROLE_LABELS,
+                                 APPOINTMENT_STATUS=APPOINTMENT_STATUS)
+    app.add_template_global(connection_status, "connection_status")

@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from calsync.feeds.errors import ValidationError
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DAY_NAMES = dict(zip(DAYS, ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
+                     strict=True))
 Interval = tuple[datetime, datetime]
 # merge and subtract work on datetimes and on UTC epoch seconds (availability's integers).
 Moment = TypeVar("Moment", datetime, int)
@@ -32,7 +34,8 @@ def parse_timezone(name: str, field: str = "timezone") -> ZoneInfo:
 def _parse_clock(value: Any, where: str) -> time | None:
     """'HH:MM' as a time; '24:00' (end of day) as None."""
     if not isinstance(value, str) or len(value) != 5 or value[2] != ":":
-        raise ValidationError(f"{where}: times are written HH:MM, got {value!r}.", "working_hours")
+        day = DAY_NAMES.get(where, where[:1].upper() + where[1:])
+        raise ValidationError(f"{day}: write times like 09:00–17:00.", "working_hours")
     if value == "24:00":
         return None
     try:

@@ -35,7 +35,14 @@ from lxml import etree
 
 from calsync.feeds.errors import CalsyncError
 from calsync.feeds.sources.addresses import normalise_calendar_url
-from calsync.feeds.sources.fetch import FetchError, FetchLimits, GuardedResolver, GuardedSession, _explain
+from calsync.feeds.sources.fetch import (
+    FetchError,
+    FetchLimits,
+    GuardedResolver,
+    GuardedSession,
+    _explain,
+    fetch_url,
+)
 
 WRITE_PRIVILEGES = {"write", "write-content", "all", "bind"}
 # (URL given to dav_client, user name) of calendars whose server asked for Basic: this
@@ -173,6 +180,32 @@ def discover_calendars(
     url: str, username: str, password: str, *, allow_private: bool, limits: FetchLimits | None = None,
 ) -> list[RemoteCalendar]:
     """The calendars the user can see on a server, from its URL (any URL on it)."""
+    try:
+        return _discover(url, username, password, allow_private=allow_private, limits=limits)
+    except FetchError as exc:
+        # A web server without WebDAV answers 405 or 501 whether or not anything is there:
+        # a plain GET tells a mistyped address (404) from a web page.
+        if exc.kind == "web_page" and _nothing_at(url, allow_private=allow_private, limits=limits):
+            raise FetchError("not_found", "Nothing was found at that address (404): check the CalDAV "
+                                          "address your calendar provider gives (for iCloud "
+                                          "https://caldav.icloud.com/, for Fastmail "
+                                          "https://caldav.fastmail.com/).") from exc
+        raise
+
+
+def _nothing_at(url: str, *, allow_private: bool, limits: FetchLimits | None) -> bool:
+    try:
+        fetch_url(normalise_calendar_url(url), limits=limits, allow_private=allow_private, accept="*/*")
+    except FetchError as exc:
+        return exc.kind == "not_found"
+    except CalsyncError:
+        return False
+    return False
+
+
+def _discover(
+    url: str, username: str, password: str, *, allow_private: bool, limits: FetchLimits | None = None,
+) -> list[RemoteCalendar]:
     with dav_client(url, username, password, allow_private=allow_private, limits=limits) as (client, _r):
         calendars = client.principal().calendars()
         found = []

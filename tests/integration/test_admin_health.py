@@ -51,7 +51,8 @@ def test_every_connection_with_its_health(admin: Browser, three: dict[str, int])
     # Failing first, with its failures and the alert sentence.
     assert html.index("Broken") < html.index("Waiting") < html.index("Fine")
     assert "has failed to sync 3 times in a row" in html
-    assert re.search(r'badge-error" data-field="status">Failing<', html)
+    # Broken never synced: "Not yet reachable", as on its card and the staff list.
+    assert re.search(r'badge-error" data-field="status">Not yet reachable<', html)
     assert re.search(r'badge-ok" data-field="status">OK<', html)
     assert re.search(r'badge-pending" data-field="status">Not synced yet<', html)
     assert re.search(r'data-label="Failures" class="inline-cell">3<', html)
@@ -62,7 +63,7 @@ def test_every_connection_with_its_health(admin: Browser, three: dict[str, int])
 
 @pytest.mark.parametrize(("show", "present", "absent"), [
     ("errors", ["Broken"], ["Fine", "Waiting"]),
-    ("pending", ["Waiting"], ["Fine", "Broken"]),
+    ("pending", ["Waiting", "Broken"], ["Fine"]),  # never synced, failing or not
     ("stale", [], ["Fine", "Broken", "Waiting"]),
     ("all", ["Fine", "Broken", "Waiting"], []),
     ("nonsense", ["Fine", "Broken", "Waiting"], []),

@@ -66,7 +66,8 @@ def test_working_hours_are_saved(admin: Browser, api: Api, staff: dict[str, Any]
     ("09:00-25:00", "is not a time of day"),
     ("17:00-09:00", "ends before it starts"),
     ("09:00-12:00, 11:00-13:00", "overlaps"),
-    ("nine to five", "write each period as 09:00–17:00"),
+    ("nine to five", "Write each period as 09:00–17:00"),
+    ("9-17", "Write times like 09:00–17:00."),  # a plain sentence, not "HH:MM, got '9'"
 ])
 def test_invalid_working_hours_say_what_is_wrong(admin: Browser, api: Api, staff: dict[str, Any],
                                                  text: str, message: str) -> None:

@@ -57,7 +57,7 @@ def test_a_new_calendar_that_never_synced_blocks_and_says_why_until_it_is_stale(
     error = refused.get_json()["error"]
     assert error.startswith("Zoë Müller can't be booked: the calendar 'Work' has not synced since it "
                             "was added on ")
-    assert "because: The calendar was not found at that address" in error
+    assert "because the calendar was not found at that address" in error
     assert "Fix or remove it on Zoë Müller's staff page; from " in error
     assert "try again in a minute" not in error
     avail = api.get(f"/staff/{zoe['id']}/availability?start={iso(at(3, 0))}&end={iso(at(4, 0))}"

@@ -169,7 +169,8 @@ def test_log_in_flip_a_toggle_and_see_it_persist(tab: Page, app: Flask, api: Api
     assert page.locator(f"#set-{name}").is_checked()
     assert getattr(company_settings(app), name) is True
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Calendar sync").click()
-    # The copy button puts the feed URL on the clipboard.
+    # The copy button puts the feed URL on the clipboard (each link's address is folded away).
+    page.get_by_text("Link and subscribe buttons").first.click()
     first_url = page.locator("input.url").first
     page.get_by_role("button", name="Copy").first.click()
     expect(page.get_by_role("button", name="Copied").first).to_be_visible()

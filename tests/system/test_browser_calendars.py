@@ -172,7 +172,7 @@ def test_save_anyway_explains_the_block_everywhere_and_sends_no_alert_emails(
     banner = page.locator('[data-field="unbookable"]')
     expect(banner).to_contain_text("Zoë Müller can't be booked: the calendar 'Work 0' has not synced "
                                    "since it was added on")
-    expect(banner).to_contain_text("because: The calendar was not found at that address")
+    expect(banner).to_contain_text("because the calendar was not found at that address")
     tab.shot("calendars-unbookable-staff")
     assert_accessible(page, axe_source)
     banner.get_by_role("link", name="Fix").click()
@@ -213,8 +213,9 @@ def test_save_anyway_explains_the_block_everywhere_and_sends_no_alert_emails(
     assert refused.status_code == 409
     error = refused.get_json()["error"]
     assert error.startswith("Zoë Müller can't be booked: the calendar 'Work 0' has not synced since")
-    assert "Fix or remove it on Zoë Müller's staff page; from " in error
-    assert "bookings go ahead without it." in error
+    assert "; and 4 more calendars have not synced either." in error
+    assert "Fix or remove them on Zoë Müller's staff page; from " in error
+    assert "bookings go ahead without them." in error
 
 
 def test_caldav_choice_keeps_the_discovery_links_one_calendar_and_copies_bookings(

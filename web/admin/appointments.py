@@ -8,15 +8,19 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import abort, flash, redirect, render_template, request, url_for
+from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
 from calsync.feeds.errors import NotFoundError, SchedulingError, ValidationError
 from calsync.feeds.scheduling import booking, directory
+from calsync.feeds.scheduling.calendar_block import CalendarBlock
 from calsync.feeds.scheduling.history import appointment_history
-from calsync.models import Appointment, AppointmentChange, ChangeAction, ChangeSource, Staff, utcnow
+from calsync.models import Appointment, AppointmentChange, ChangeAction, ChangeSource, Company, Staff, utcnow
 from calsync.web import db
 from calsync.web.admin import bp, current_company
 from calsync.web.admin.appointment_delivery import calendar_copies, customer_emails, reach_sentence
+from calsync.web.admin.paging import page_of
+from calsync.web.calendar_forms import staff_blocks
 from calsync.web.formatting import local
 
 PAGE_SIZE = 50  # a page of appointments stays a few screens tall, on a phone too
@@ -59,18 +63,24 @@ def appointments() -> str:
     if last < first:
         last = first
     staff_id = request.args.get("staff", type=int)
-    page = max(1, request.args.get("page", 1, type=int) or 1)
-    # One row more than a page: whether there is a next page, without counting them all.
-    rows = booking.list_appointments(
-        s, company, staff_id=staff_id,
-        start=datetime.combine(first, datetime.min.time(), tzinfo=tz),
-        end=datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=tz),
-        limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE,
-    )
+    start = datetime.combine(first, datetime.min.time(), tzinfo=tz)
+    end = datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=tz)
+    page, pages = page_of(request.args.get("page"), _count(company, staff_id, start, end), PAGE_SIZE)
+    rows = booking.list_appointments(s, company, staff_id=staff_id, start=start, end=end,
+                                     limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     return render_template(
-        "admin/appointments.html", rows=rows[:PAGE_SIZE], more=len(rows) > PAGE_SIZE, page=page,
+        "admin/appointments.html", rows=rows, page=page, pages=pages,
         staff=directory.list_staff(s, company), staff_id=staff_id, first=first, last=last, company=company,
     )
+
+
+def _count(company: Company, staff_id: int | None, start: datetime, end: datetime) -> int:
+    """How many appointments the list has (booking.list_appointments' filter), for "Page 1 of 4"."""
+    query = select(func.count()).select_from(Appointment).where(
+        Appointment.company_id == company.id, Appointment.end_at > start, Appointment.start_at < end)
+    if staff_id is not None:
+        query = query.where(Appointment.staff_id == staff_id)
+    return db.session().scalar(query) or 0
 
 
 @bp.route("/appointments/new", methods=["GET", "POST"])
@@ -100,13 +110,24 @@ def new_appointment() -> Response | tuple[str, int]:
             )
         except (ValidationError, SchedulingError, NotFoundError) as exc:
             s.rollback()
-            flash(str(exc), "error")
-            return render_template("admin/appointment_new.html", staff=members, values=values), 422
+            block = _block(company, values.get("staff_id"))
+            if block is None or str(exc) != block.sentence():  # else the note above the form says it
+                flash(str(exc), "error")
+            return render_template("admin/appointment_new.html", staff=members, values=values,
+                                   block=block), 422
         s.commit()
         reach = reach_sentence(s, appointment, appointment.staff.timezone)
         flash(f"Booked {appointment.service} for {appointment.customer.name}. {reach}".strip(), "success")
         return redirect(url_for("admin.appointment", appointment_id=appointment.id))
-    return render_template("admin/appointment_new.html", staff=members, values=values), 200
+    return render_template("admin/appointment_new.html", staff=members, values=values,
+                           block=_block(company, values.get("staff_id"))), 200
+
+
+def _block(company: Company, staff_id: Any) -> CalendarBlock | None:
+    """Why the chosen staff member cannot be booked because of a calendar, said before the form
+    is filled in rather than after Book (feeds.scheduling.calendar_block)."""
+    chosen = _int(staff_id)
+    return staff_blocks(company, [chosen]).get(chosen) if chosen else None
 
 
 def _int(value: str | None) -> int:
@@ -149,20 +170,58 @@ def describe_change(change: AppointmentChange, tz: str) -> str:
     return f"{change.action.capitalize()} by {by}."
 
 
-@bp.get("/appointments/<int:appointment_id>")
-def appointment(appointment_id: int) -> str:
-    item = _appointment(appointment_id)
+def mail_configured() -> bool:
+    """Whether emails leave the outbox at all (CALSYNC_SMTP_URL is set)."""
+    return db.services().mail.smtp is not None
+
+
+def customer_told(item: Appointment, change: str = "cancelled", done: bool = False) -> str:
+    """What the customer hears of a change, as the page says it before (and, with `done`, the
+    message says it after): emailed, or — with no mail server set up — written to the outbox,
+    where it waits."""
+    customer = item.customer
+    if not customer.email:
+        if done:
+            return f"{customer.name} has no email address: let them know yourself."
+        return f"{customer.name} has no email address, so nobody is told: let them know yourself."
+    news = "the new time" if change == "moved" else f"that it is {change}"
+    if mail_configured():
+        if change == "moved":
+            return f"{customer.name} is emailed the new time at {customer.email}."
+        if done:
+            return f"{customer.name} is emailed at {customer.email}."
+        return f"{customer.name} is emailed at {customer.email} that it is {change}."
+    if done:
+        return (f"The email to {customer.name} ({customer.email}) waits in the outbox, because no mail "
+                "server is set up (CALSYNC_SMTP_URL).")
+    return (f"The email telling {customer.name} ({customer.email}) {news} waits in the outbox, "
+            "because no mail server is set up (CALSYNC_SMTP_URL).")
+
+
+def _show(item: Appointment, status: int = 200, move: dict[str, str] | None = None,
+          move_error: str | None = None) -> tuple[str, int]:
     tz = item.staff.timezone
     s = db.session()
     history = [(c, describe_change(c, tz)) for c in appointment_history(s, item.id)]
+    if move is None:  # the form shows the appointment's own time until something else was typed
+        move = {"date": local(item.start_at, tz, "%Y-%m-%d"), "start": local(item.start_at, tz, "%H:%M"),
+                "end": local(item.end_at, tz, "%H:%M")}
     return render_template(
         "admin/appointment.html", item=item, history=history, tz=tz,
         copies=calendar_copies(s, item, tz), emails=customer_emails(s, item),
-    )
+        move=move, move_error=move_error,
+        told_cancelled=customer_told(item, "cancelled"), told_moved=customer_told(item, "moved"),
+        mail_configured=mail_configured(),
+    ), status
+
+
+@bp.get("/appointments/<int:appointment_id>")
+def appointment(appointment_id: int) -> tuple[str, int]:
+    return _show(_appointment(appointment_id))
 
 
 @bp.post("/appointments/<int:appointment_id>/reschedule")
-def reschedule(appointment_id: int) -> Response:
+def reschedule(appointment_id: int) -> Response | tuple[str, int]:
     item = _appointment(appointment_id)
     s = db.session()
     try:
@@ -170,11 +229,15 @@ def reschedule(appointment_id: int) -> Response:
         booking.reschedule_appointment(s, current_company(), item.id, start=start, end=end,
                                        source=ChangeSource.ADMIN)
     except (ValidationError, SchedulingError) as exc:
+        # Shown again with what was typed, the error beside the Reschedule card: nothing is lost.
         s.rollback()
-        flash(str(exc), "error")
-        return redirect(url_for("admin.appointment", appointment_id=appointment_id))
+        s.expire_all()
+        typed = {k: request.form.get(k, "") for k in ("date", "start", "end")}
+        return _show(_appointment(appointment_id), 422, move=typed, move_error=str(exc))
     s.commit()
-    flash(f"Appointment moved. {reach_sentence(s, item, item.staff.timezone, 'moved')}".strip(), "success")
+    told = customer_told(item, "moved", done=True)
+    reach = reach_sentence(s, item, item.staff.timezone, "moved")
+    flash(f"Appointment moved. {reach} {told}".replace("  ", " ").strip(), "success")
     return redirect(url_for("admin.appointment", appointment_id=appointment_id))
 
 
@@ -189,8 +252,7 @@ def cancel(appointment_id: int) -> Response:
         flash(str(exc), "error")
         return redirect(url_for("admin.appointment", appointment_id=appointment_id))
     s.commit()
-    told = (f" {item.customer.name} is emailed at {item.customer.email}." if item.customer.email
-            else f" {item.customer.name} has no email address: let them know yourself.")
-    flash(f"Appointment cancelled.{told} {reach_sentence(s, item, item.staff.timezone, 'cancelled')}".strip(),
-          "success")
+    told = customer_told(item, "cancelled", done=True)
+    reach = reach_sentence(s, item, item.staff.timezone, "cancelled")
+    flash(f"Appointment cancelled. {told} {reach}".strip(), "success")
     return redirect(url_for("admin.appointment", appointment_id=appointment_id))

@@ -3,13 +3,15 @@ failures and open alerts, a page at a time; filters for failing and stale ones; 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from calsync.feeds.calendars import connections as conns
 from calsync.feeds.calendars.health import open_alerts
 from calsync.feeds.scheduling import directory
-from calsync.models import ConnectionStatus
+from calsync.models import Connection, ConnectionStatus
 from calsync.web import db
 from calsync.web.admin import bp, current_company
 from calsync.web.admin.paging import page_of
@@ -18,11 +20,13 @@ from calsync.web.formatting import plural
 
 PAGE_SIZE = 25  # failing ones first, so the first page is the one to act on
 
-FILTERS = {
-    "all": ("All", lambda status: True),
-    "errors": ("Failing", lambda status: status == ConnectionStatus.ERROR),
-    "stale": ("Stale", lambda status: status == ConnectionStatus.STALE),
-    "pending": ("Not synced yet", lambda status: status == ConnectionStatus.PENDING),
+# Tab key → (label, test of a connection). "Not synced yet" is every calendar that has never
+# synced, the failing ones ("Not yet reachable") included, not only those still waiting.
+FILTERS: dict[str, tuple[str, Callable[[Connection], bool]]] = {
+    "all": ("All", lambda conn: True),
+    "errors": ("Failing", lambda conn: conn.status == ConnectionStatus.ERROR),
+    "stale": ("Stale", lambda conn: conn.status == ConnectionStatus.STALE),
+    "pending": ("Not synced yet", lambda conn: conn.last_success_at is None),
 }
 
 
@@ -34,8 +38,8 @@ def health() -> str:
     if shown not in FILTERS:
         shown = "all"
     everything = conns.list_connections(s, company)
-    counts = {key: sum(1 for c in everything if test(c.status)) for key, (_l, test) in FILTERS.items()}
-    rows = [c for c in everything if FILTERS[shown][1](c.status)]
+    counts = {key: sum(1 for c in everything if test(c)) for key, (_l, test) in FILTERS.items()}
+    rows = [c for c in everything if FILTERS[shown][1](c)]
     # Failing first, then stale, then the rest; the most failures first within each.
     order = {ConnectionStatus.ERROR: 0, ConnectionStatus.STALE: 1, ConnectionStatus.PENDING: 2,
              ConnectionStatus.OK: 3}

@@ -1,6 +1,7 @@
 """Outbox: the company's emails and how their delivery went, filtered by status, a page at a
 time, with "Retry" for a failed or waiting one (feeds.outbox.retry_email, the same call as
-POST /api/v1/emails/{id}/retry). A sent email is never sent again, so it has no Retry."""
+POST /api/v1/emails/{id}/retry). A sent email is never sent again, so it has no Retry; nor has a
+waiting one while no mail server is set up, since it was never tried and Retry would change nothing."""
 
 from __future__ import annotations
 

@@ -119,8 +119,18 @@ class SettingField:
 
     @property
     def unit_text(self) -> str | None:
-        """'1 day', '2 days': the unit agrees with the number shown."""
-        return self.unit_one if self.unit_one and self.value == 1 else self.unit
+        """'1 day', '2 days': the unit agrees with the number shown, which after a refused Save is
+        the text typed ("1", " 1 ", "1.0"), not a number."""
+        return self.unit_one if self.unit_one and _is_one(self.value) else self.unit
+
+
+def _is_one(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        return float(str(value).strip()) == 1
+    except ValueError:
+        return False
 
 
 def _label(name: str) -> str:

@@ -134,8 +134,10 @@ def check_hours(form: Any) -> tuple[dict[str, list[list[str]]], dict[str, str]]:
         try:
             hours[day] = normalise_working_hours({day: parse_hours(form.get(f"hours-{day}", ""), day)})[day]
         except ValidationError as exc:
-            # The message starts with the day ("mon: ..." or "Monday: ..."); the field names it.
-            errors[day] = str(exc).split(": ", 1)[-1]
+            # The message starts with the day ("Monday: ..."); the field names it, so the
+            # sentence beside it starts after it ("Write times like 09:00–17:00.").
+            said = str(exc).split(": ", 1)[-1]
+            errors[day] = said[:1].upper() + said[1:]
     return hours, errors
 
 
