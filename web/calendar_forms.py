@@ -212,14 +212,21 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
+def _failed(conn: Connection, outcome: SyncOutcome | None) -> bool:
+    return outcome is not None and (outcome.status in ("error", "lost") or conn.status == "error")
+
+
 def sync_message(conn: Connection, outcome: SyncOutcome | None) -> str:
     """What "Sync now" did, in words: for a calendar bookings are written to, the bookings
     written, the moves and deletions applied and the conflicts opened; for every calendar the
     busy times read."""
     if outcome is None:
         return _queued_message(conn)
-    if outcome.status in ("error", "lost") or conn.status == "error":
-        return f"'{conn.name}' did not sync: {outcome.error or conn.last_error or 'it will be retried.'}"
+    if _failed(conn, outcome):
+        why = outcome.error or conn.last_error or "it will be retried."
+        if conn.consecutive_failures > 1:  # it was failing before this try too
+            return f"Tried again just now — still failing: {why}"
+        return f"'{conn.name}' did not sync: {why}"
     if outcome.status == "skipped":
         return f"'{conn.name}' is being synced right now by the background worker; reload in a minute."
     busy = _count(conn.busy_count, "busy time read", "busy times read")
@@ -237,8 +244,7 @@ def sync_message(conn: Connection, outcome: SyncOutcome | None) -> str:
 def flash_sync_result(conn: Connection, outcome: SyncOutcome | None, place: str | None = None) -> None:
     """The one-line result of "Sync now", for the page that reloads after it: on the calendar's
     card when the page goes back to it (`place`, flash_at), else at the top."""
-    ok = outcome is None or (outcome.status not in ("error", "lost") and conn.status != "error")
-    kind = "success" if ok else "error"
+    kind = "error" if _failed(conn, outcome) else "success"
     if place:
         flash_at(sync_message(conn, outcome), kind, place)
     else:
@@ -257,6 +263,10 @@ def connection_json(conn: Connection, outcome: SyncOutcome | None) -> Response:
         "busy_count": conn.busy_count,
         "last_error": conn.last_error,
         "message": sync_message(conn, outcome),
+        # A failure is said once, as an error, in "message" (the card hides its last-error box
+        # meanwhile); "failures" updates "Failed in a row".
+        "failed": _failed(conn, outcome),
+        "failures": conn.consecutive_failures,
     }
     if outcome is None:  # the card keeps its health until the background sync has run
         body["queued"] = True

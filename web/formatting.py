@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -68,6 +69,20 @@ def local(moment: datetime | None, tz: str = "UTC", fmt: str = "%a %d %b %Y, %H:
     if moment is None:
         return ""
     return moment.astimezone(ZoneInfo(tz)).strftime(fmt)
+
+
+# Letters that Unicode does not decompose into a base letter and a mark, sorted with the letter
+# they are read as (ł with l, ø with o, ı with i, …), as a reader of a list expects.
+_BASE_LETTERS = str.maketrans({"ł": "l", "ø": "o", "đ": "d", "ð": "d", "ħ": "h", "ı": "i", "ŀ": "l",
+                               "æ": "ae", "œ": "oe", "þ": "th", "ŧ": "t", "ŋ": "n", "ĸ": "k"})
+
+
+def name_key(name: str) -> tuple[str, str]:
+    """A person's name as a sort key that needs no collation support (no ICU, no locale): accents
+    and case ignored, so Łukasz comes before Zoë and é sorts with e; the name itself breaks ties."""
+    decomposed = unicodedata.normalize("NFKD", name.casefold())
+    base = "".join(c for c in decomposed if not unicodedata.combining(c)).translate(_BASE_LETTERS)
+    return base, name
 
 
 def plural(count: int, one: str, many: str | None = None) -> str:

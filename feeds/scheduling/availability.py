@@ -93,7 +93,7 @@ def check_range(start: datetime, end: datetime) -> None:
     if start.tzinfo is None or end.tzinfo is None:
         raise ValidationError("Give start and end with a UTC offset, e.g. 2026-05-01T09:00:00Z.", "start")
     if end <= start:
-        raise ValidationError("end must be after start.", "end")
+        raise ValidationError("The end time must be after the start time.", "end")
     if end - start > MAX_RANGE:
         raise ValidationError("Ask for at most 366 days at a time.", "end")
 

@@ -249,15 +249,18 @@ def reschedule_appointment(
 
 
 def cancel_appointment(
-    session: Session, company: Company, appointment_id: int, *, source: str = ChangeSource.API
+    session: Session, company: Company, appointment_id: int, *, source: str = ChangeSource.API,
+    email_customer: bool = True,
 ) -> Appointment:
+    """`email_customer=False` cancels without writing the customer's email (the admin's choice
+    for an appointment that already took place); calendars and feeds follow as always."""
     appointment = lock_appointment(session, company, appointment_id)
     if appointment.status == STATUS_CANCELLED:
         raise SchedulingError("This appointment is already cancelled.")
     appointment.status = STATUS_CANCELLED
     _touch(appointment, new_sequence=True)
     session.flush()
-    after_change(session, appointment, ChangeAction.CANCELLED, source)
+    after_change(session, appointment, ChangeAction.CANCELLED, source, email_customer=email_customer)
     return appointment
 
 

@@ -33,12 +33,18 @@ def request_job(session: Session, task: str, argument: int) -> None:
 
 
 def after_change(
-    session: Session, appointment: Appointment, action: str, source: str, **detail: Any
+    session: Session, appointment: Appointment, action: str, source: str, *,
+    email_customer: bool = True, **detail: Any
 ) -> None:
+    """`email_customer=False`: the customer is not told (an admin cancelling an appointment that
+    already took place); the history says so."""
+    if not email_customer:
+        detail["customer_not_emailed"] = True
     record_change(session, appointment, action, source, **detail)
-    # A move's previous time is in hand: the email need not read it back from the history.
-    start, end = detail.get("previous_start"), detail.get("previous_end")
-    queue_customer_email(session, appointment, action, source,
-                         previous=(start, end) if start is not None and end is not None else None)
+    if email_customer:
+        # A move's previous time is in hand: the email need not read it back from the history.
+        start, end = detail.get("previous_start"), detail.get("previous_end")
+        queue_customer_email(session, appointment, action, source,
+                             previous=(start, end) if start is not None and end is not None else None)
     for connection_id in queue_pushes(session, appointment):
         request_job(session, "sync_connection", connection_id)

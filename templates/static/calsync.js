@@ -152,6 +152,12 @@
     if (el) el.hidden = !text;
   }
 
+  function showResult(card, text, failed) {
+    showNote(card, "result", text);
+    var el = card.querySelector('[data-field="result"]');
+    if (el) el.className = "note " + (failed ? "note-error" : "note-info");
+  }
+
   each("form[data-sync]", function (form) {
     var card = document.getElementById(form.getAttribute("data-sync"));
     var button = form.querySelector("button");
@@ -180,11 +186,17 @@
           if (data.last_success_at) when.setAttribute("title", data.last_success_at);
         }
         setField(card, "busy-count", String(data.busy_count));
-        showNote(card, "last-error", data.last_error);
-        showNote(card, "result", data.message);
+        if (typeof data.failures === "number") {
+          setField(card, "failures", String(data.failures));
+          var row = card.querySelector('[data-field="failures-row"]');
+          if (row) row.hidden = !data.failures;
+        }
+        /* A failure is said once, as an error: the result replaces the last-error box. */
+        showNote(card, "last-error", data.failed ? "" : data.last_error);
+        showResult(card, data.message, data.failed);
         announce(data.message);
       }).catch(function (err) {
-        showNote(card, "result", err.message);
+        showResult(card, err.message, true);
         announce(err.message);
       }).then(function () {
         button.disabled = false;

@@ -72,7 +72,7 @@ def test_book_on_the_staff_members_clock(app: Flask, admin: Browser, staff: dict
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"start": "07:00", "end": "07:30"}, "does not work at that time"),
-    ({"end": "09:00"}, "end must be after start"),
+    ({"end": "09:00"}, "The end time must be after the start time."),
     ({"date": "someday"}, "Give the start as a date and a time"),
     ({"service": " "}, "Name the service"),
     ({"customer_name": ""}, "Give the customer&#39;s name"),

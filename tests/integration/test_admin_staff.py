@@ -114,6 +114,7 @@ def test_sync_now_as_json_for_the_script(app: Flask, admin: Browser, staff: dict
         "id": conn.id, "status": "ok", "status_label": "OK", "last_sync": "just now",
         "last_success_at": None, "busy_count": 2, "last_error": None,
         "message": "'Personal' synced: nothing changed since the last sync (2 busy times).",
+        "failed": False, "failures": 0,
     }
     # A failing calendar answers with its error sentence, still as JSON.
     calendar_http.routes.pop("/c.ics")

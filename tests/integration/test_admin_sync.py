@@ -96,7 +96,8 @@ def test_new_links_default_to_limited_with_a_note_on_full(admin: Browser, staff:
     html = text_of(admin.get("/"))
     form = html.split('action="/tokens"', 1)[1].split("</form>", 1)[0]
     assert re.findall(r'<option value="(\w+)" selected>', form) == ["limited"]
-    assert "“full” shows customers’ names, email addresses, phone numbers and notes" in form
+    assert "Full also shows customers’ names, email addresses, phone numbers and notes" in form
+    assert ">Limited: service only</option>" in form  # capitalised and short: whole on a phone
     # A public base URL (https://cal.example.test in the tests): no warning about reachability.
     assert 'data-field="base-url-warning"' not in html
 

@@ -191,7 +191,7 @@ def test_new_links_are_limited_and_a_loopback_base_url_is_flagged(tab: Page, app
     owner.locator("summary", has_text="New link").click()
     privacy = owner.get_by_label("Privacy")
     assert privacy.input_value() == "limited"
-    expect(owner.get_by_text("“full” shows customers’ names")).to_be_visible()
+    expect(owner.get_by_text("Full also shows customers’ names")).to_be_visible()
     tab.shot("plain-new-link-limited")
     owner.get_by_label("Name").fill("Front desk")
     owner.get_by_role("button", name="Create link").click()
@@ -240,7 +240,7 @@ def test_errors_say_what_to_do_in_plain_words(
     tab.open(f"/staff/{zoe['id']}")
     card = page.locator("article.conn", has_text="Unshared")
     card.get_by_role("button", name="Sync now").click()
-    error = card.locator('[data-field="last-error"]')
+    error = card.locator('[data-field="result"]')  # said once, where Sync now answers
     expect(error).to_contain_text("Copy the calendar's current address again")
     assert "password" not in error.inner_text().lower()
 

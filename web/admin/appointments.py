@@ -21,7 +21,7 @@ from calsync.web.admin import bp, current_company
 from calsync.web.admin.appointment_delivery import calendar_copies, customer_emails, reach_sentence
 from calsync.web.admin.paging import page_of
 from calsync.web.calendar_forms import staff_blocks
-from calsync.web.formatting import local
+from calsync.web.formatting import local, name_key
 
 PAGE_SIZE = 50  # a page of appointments stays a few screens tall, on a phone too
 SOURCE_LABELS = {ChangeSource.API: "the API", ChangeSource.ADMIN: "an admin",
@@ -52,6 +52,23 @@ def _when(form: Any, staff: Staff) -> tuple[datetime, datetime]:
             _moment(day, form.get("end", ""), staff.timezone, "end"))
 
 
+def _not_past(start: datetime, tz: str) -> None:
+    """The admin forms book and move into the future only: a time that has passed would email
+    the customer about an appointment they can no longer go to. (The JSON API and two-way sync
+    keep their own rules.)"""
+    now = utcnow()
+    if start < now:
+        raise ValidationError(
+            f"The start time, {local(start, tz, '%H:%M on %a %d %b %Y')}, has already passed: it is now "
+            f"{local(now, tz, '%H:%M on %a %d %b')} ({tz}). Choose a later time.",
+            "start")
+
+
+def is_past(item: Appointment) -> bool:
+    """Whether the appointment already took place (it has ended)."""
+    return item.end_at <= utcnow()
+
+
 @bp.get("/appointments")
 def appointments() -> str:
     s = db.session()
@@ -70,8 +87,13 @@ def appointments() -> str:
                                      limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     return render_template(
         "admin/appointments.html", rows=rows, page=page, pages=pages,
-        staff=directory.list_staff(s, company), staff_id=staff_id, first=first, last=last, company=company,
+        staff=_sorted_staff(company), staff_id=staff_id, first=first, last=last, company=company,
     )
+
+
+def _sorted_staff(company: Company) -> list[Staff]:
+    """The staff members for a list to choose from, by name as a reader expects (Łukasz before Zoë)."""
+    return sorted(directory.list_staff(db.session(), company), key=lambda m: name_key(m.name))
 
 
 def _count(company: Company, staff_id: int | None, start: datetime, end: datetime) -> int:
@@ -87,7 +109,7 @@ def _count(company: Company, staff_id: int | None, start: datetime, end: datetim
 def new_appointment() -> Response | tuple[str, int]:
     s = db.session()
     company = current_company()
-    members = directory.list_staff(s, company)
+    members = _sorted_staff(company)
     values: dict[str, Any] = dict(request.form) if request.method == "POST" else {
         "staff_id": request.args.get("staff", ""), "date": request.args.get("date", ""),
     }
@@ -96,6 +118,7 @@ def new_appointment() -> Response | tuple[str, int]:
             _check_required(request.form)
             staff = directory.get_staff(s, company, _int(request.form.get("staff_id")))
             start, end = _when(request.form, staff)
+            _not_past(start, staff.timezone)
             appointment = booking.book_appointment(
                 s, company, staff_id=staff.id, start=start, end=end,
                 service=request.form.get("service", "").strip()[:200],
@@ -111,16 +134,25 @@ def new_appointment() -> Response | tuple[str, int]:
         except (ValidationError, SchedulingError, NotFoundError) as exc:
             s.rollback()
             block = _block(company, values.get("staff_id"))
-            if block is None or str(exc) != block.sentence():  # else the note above the form says it
-                flash(str(exc), "error")
+            # "Not booked:" each time Book is pressed, so the same page is never mistaken for the
+            # one before; a calendar block is said once, in the note above the form.
+            blocked = block is not None and str(exc) == block.sentence()
             return render_template("admin/appointment_new.html", staff=members, values=values,
-                                   block=block), 422
+                                   block=block, refused=not blocked, error=None if blocked else str(exc),
+                                   error_field=None if blocked else getattr(exc, "field", None),
+                                   not_booked=True, **_booking_note()), 422
         s.commit()
         reach = reach_sentence(s, appointment, appointment.staff.timezone)
-        flash(f"Booked {appointment.service} for {appointment.customer.name}. {reach}".strip(), "success")
+        told = customer_told(appointment, "booked", done=True)
+        flash(f"Booked {appointment.service} for {appointment.customer.name}. {reach} {told}"
+              .replace("  ", " ").strip(), "success")
         return redirect(url_for("admin.appointment", appointment_id=appointment.id))
     return render_template("admin/appointment_new.html", staff=members, values=values,
-                           block=_block(company, values.get("staff_id"))), 200
+                           block=_block(company, values.get("staff_id")), **_booking_note()), 200
+
+
+def _booking_note() -> dict[str, Any]:
+    return {"mail_configured": mail_configured()}
 
 
 def _block(company: Company, staff_id: Any) -> CalendarBlock | None:
@@ -166,6 +198,8 @@ def describe_change(change: AppointmentChange, tz: str) -> str:
     if change.action == ChangeAction.RESCHEDULED:
         return f"Moved by {by} from {at('previous_start')} to {at('start')}."
     if change.action == ChangeAction.CANCELLED:
+        if detail.get("customer_not_emailed"):
+            return f"Cancelled by {by}, without emailing the customer."
         return f"Cancelled by {by}."
     return f"{change.action.capitalize()} by {by}."
 
@@ -185,14 +219,20 @@ def customer_told(item: Appointment, change: str = "cancelled", done: bool = Fal
             return f"{customer.name} has no email address: let them know yourself."
         return f"{customer.name} has no email address, so nobody is told: let them know yourself."
     news = "the new time" if change == "moved" else f"that it is {change}"
+    if change == "booked":
+        news = "a confirmation with a calendar invitation"
     if mail_configured():
+        if change == "booked":
+            return (f"{customer.name} is emailed a confirmation with a calendar invitation at "
+                    f"{customer.email}.")
         if change == "moved":
             return f"{customer.name} is emailed the new time at {customer.email}."
         if done:
             return f"{customer.name} is emailed at {customer.email}."
         return f"{customer.name} is emailed at {customer.email} that it is {change}."
     if done:
-        return (f"The email to {customer.name} ({customer.email}) waits in the outbox, because no mail "
+        what = "confirmation" if change == "booked" else "email"
+        return (f"The {what} to {customer.name} ({customer.email}) waits in the outbox, because no mail "
                 "server is set up (CALSYNC_SMTP_URL).")
     return (f"The email telling {customer.name} ({customer.email}) {news} waits in the outbox, "
             "because no mail server is set up (CALSYNC_SMTP_URL).")
@@ -211,7 +251,7 @@ def _show(item: Appointment, status: int = 200, move: dict[str, str] | None = No
         copies=calendar_copies(s, item, tz), emails=customer_emails(s, item),
         move=move, move_error=move_error,
         told_cancelled=customer_told(item, "cancelled"), told_moved=customer_told(item, "moved"),
-        mail_configured=mail_configured(),
+        mail_configured=mail_configured(), past=is_past(item),
     ), status
 
 
@@ -226,6 +266,7 @@ def reschedule(appointment_id: int) -> Response | tuple[str, int]:
     s = db.session()
     try:
         start, end = _when(request.form, item.staff)
+        _not_past(start, item.staff.timezone)
         booking.reschedule_appointment(s, current_company(), item.id, start=start, end=end,
                                        source=ChangeSource.ADMIN)
     except (ValidationError, SchedulingError) as exc:
@@ -245,14 +286,22 @@ def reschedule(appointment_id: int) -> Response | tuple[str, int]:
 def cancel(appointment_id: int) -> Response:
     item = _appointment(appointment_id)
     s = db.session()
+    # One that already took place is cancelled without an email unless the admin asks for one
+    # (the dialog's "Also email …" box); an upcoming one always tells the customer.
+    past = is_past(item)
+    email = not past or request.form.get("email_customer") == "1"
     try:
-        booking.cancel_appointment(s, current_company(), item.id, source=ChangeSource.ADMIN)
+        booking.cancel_appointment(s, current_company(), item.id, source=ChangeSource.ADMIN,
+                                   email_customer=email)
     except SchedulingError as exc:
         s.rollback()
         flash(str(exc), "error")
         return redirect(url_for("admin.appointment", appointment_id=appointment_id))
     s.commit()
-    told = customer_told(item, "cancelled", done=True)
+    if email or not item.customer.email:
+        told = customer_told(item, "cancelled", done=True)
+    else:
+        told = f"{item.customer.name} was not emailed, as the appointment was in the past."
     reach = reach_sentence(s, item, item.staff.timezone, "cancelled")
     flash(f"Appointment cancelled. {told} {reach}".strip(), "success")
     return redirect(url_for("admin.appointment", appointment_id=appointment_id))

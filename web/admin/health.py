@@ -4,8 +4,11 @@ failures and open alerts, a page at a time; filters for failing and stale ones; 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
 from calsync.feeds.calendars import connections as conns
@@ -64,3 +67,20 @@ def sync_all() -> Response:
     flash(f"{plural(len(ids), 'calendar')} queued for syncing; reload this page in a minute to see the "
           "results." if ids else "There are no calendars to sync yet.", "success")
     return redirect(url_for("admin.health", show=request.form.get("show", "all")))
+
+
+def _failing_connection_count() -> int:
+    """The calendars that are failing now: the "Failing" tab's count, shown on the nav link as
+    Conflicts and Outbox show theirs."""
+    if not current_user.is_authenticated:
+        return 0
+    return db.session().scalar(
+        select(func.count()).select_from(Connection)
+        .where(Connection.company_id == current_user.company_id, Connection.status == ConnectionStatus.ERROR)
+    ) or 0
+
+
+@bp.app_context_processor
+def _nav_counts() -> dict[str, Callable[[], Any]]:
+    # Called by the main navigation only (see web/admin/outbox.py).
+    return {"failing_connection_count": _failing_connection_count}

@@ -34,8 +34,9 @@ LABELS = {
     "calendar_delete_action": "Deletion in a staff calendar",
     "cancelled_in_calendar": "Cancelled appointments in staff calendars",
 }
+FEED_SETTINGS = ("feed_", "show_cancelled")  # what the published feeds show (name prefixes)
 SECTIONS = [
-    ("Published feeds", ("feed_", "show_cancelled")),
+    ("Published feeds", FEED_SETTINGS),
     ("Two-way sync", ("bidirectional", "calendar_delete", "cancelled_in_calendar")),
     ("Staff calendars", ("sync_window", "ics_", "caldav_", "default_sync", "default_interval")),
     ("Sync health", ("alert_", "stale_")),
@@ -58,7 +59,11 @@ HELP = {
         "Outlook shows cancelled events as if they were still on."
     ),
     "feed_color": "Optional colour for this calendar in the apps that show one.",
-    "default_sync_mode": "How often a newly connected calendar is read, unless it is set otherwise.",
+    "default_sync_mode": (
+        "How often a newly connected calendar is read, unless it is set otherwise. “As soon as it "
+        "changes” needs a server that sends change notifications (Google, Microsoft 365); other "
+        "calendars are then read about every minute."
+    ),
     "default_interval_minutes": "Time between two reads of a calendar that is read on a schedule.",
     "stale_policy": (
         "What happens while a calendar has not synced for longer than the time above: keep "
@@ -69,15 +74,17 @@ HELP = {
         "the customer is emailed. Off: the booked time wins and the calendar is put back."
     ),
     "calendar_delete_action": (
-        "When a staff member deletes a booking from their linked calendar. Needs two-way sync."
+        "When a staff member deletes a booking from their linked calendar: cancel the "
+        "appointment and email the customer, or put the booking back. Needs two-way sync."
     ),
     "cancelled_in_calendar": "What a cancelled appointment becomes in staff members' calendars.",
 }
-# Option values are API words; the page shows what each one does.
+# Option values are API words; the page shows what each one does, short enough for a phone's
+# list (333 px) to show it whole; the help text below the list says the rest.
 CHOICE_LABELS = {
     "feed_color": {"": "None"},
     "default_sync_mode": {
-        "realtime": "As soon as it changes, where the server supports it",
+        "realtime": "As soon as it changes",
         "interval": "On a schedule (every few minutes)",
         "manual": "Only when someone presses Sync now",
     },
@@ -86,7 +93,7 @@ CHOICE_LABELS = {
         "block": "Stop bookings until it syncs again",
     },
     "calendar_delete_action": {
-        "cancel": "Cancel the appointment and email the customer",
+        "cancel": "Cancel it and email the customer",
         "restore": "Put the booking back in the calendar",
     },
     "cancelled_in_calendar": {

@@ -13,12 +13,23 @@ from calsync.feeds.company_settings import get_company_settings, update_company_
 from calsync.web import db
 from calsync.web.admin import bp, current_company
 from calsync.web.admin.settings_form import (
+    FEED_SETTINGS,
     describe_errors,
     label_of,
     parse_settings_form,
     refused_fields,
     setting_fields,
 )
+
+
+def saved_message(changed: list[str]) -> str:
+    """What Save did: the feeds' next refresh is mentioned only when a setting of the published
+    feeds changed (the "Published feeds" section), since only those change what a feed shows."""
+    if not changed:
+        return "Settings saved; nothing had changed."
+    if any(name.startswith(FEED_SETTINGS) for name in changed):
+        return "Settings saved. Feeds show the change at their next refresh."
+    return "Settings saved."
 
 
 @bp.get("/settings")
@@ -33,9 +44,12 @@ def save_settings() -> Response | tuple[str, int]:
     s = db.session()
     company = current_company()
     changes, problems = parse_settings_form(request.form)
+    before = get_company_settings(company).model_dump()
+    changed: list[str] = []
     if not problems:
         try:
-            update_company_settings(s, company, changes)
+            after = update_company_settings(s, company, changes).model_dump()
+            changed = [name for name, value in after.items() if before.get(name) != value]
         except PydanticValidationError as exc:
             problems = describe_errors(exc)
     if problems:
@@ -45,5 +59,5 @@ def save_settings() -> Response | tuple[str, int]:
         return render_template("admin/settings.html", company=company, settings_sections=sections,
                                problems=summary), 422
     s.commit()
-    flash("Settings saved. Feeds show the change at their next refresh.", "success@settings")
+    flash(saved_message(changed), "success@settings")
     return redirect(url_for("admin.settings", _anchor="settings-saved"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from flask import render_template, request
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from calsync.feeds.company_settings import get_company_settings
 from calsync.feeds.onboarding.invitations import link_state
@@ -15,6 +15,7 @@ from calsync.models import Connection, FeedToken, Invitation, InvitationState, S
 from calsync.web import db
 from calsync.web.admin import bp, current_company
 from calsync.web.admin.paging import page_of
+from calsync.web.formatting import name_key
 
 PAGE_SIZE = 25  # a page stays a few screens tall on a phone, where each row is a block
 # Worst first: the staff member's health is that of their worst calendar.
@@ -40,12 +41,15 @@ class StaffRow:
 def staff_list() -> str:
     s = db.session()
     company = current_company()
-    total = s.scalar(select(func.count()).select_from(Staff).where(Staff.company_id == company.id)) or 0
+    # In the order a reader expects (web.formatting.name_key: Łukasz before Zoë, é with e), which
+    # the database's byte order is not; the names are short, so all are sorted and a page read.
+    names = s.execute(select(Staff.id, Staff.name).where(Staff.company_id == company.id)).all()
+    total = len(names)
     page, pages = page_of(request.args.get("page"), total, PAGE_SIZE)
-    members = list(s.scalars(
-        select(Staff).where(Staff.company_id == company.id)
-        .order_by(Staff.name, Staff.id).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
-    ))
+    ordered = [i for i, _ in sorted(names, key=lambda r: (*name_key(r.name), r.id))]
+    chosen = ordered[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
+    by_id = {m.id: m for m in s.scalars(select(Staff).where(Staff.id.in_(chosen)))} if chosen else {}
+    members = [by_id[i] for i in chosen]
     rows = {m.id: StaffRow(m) for m in members}
     ids = list(rows)
     for token in s.scalars(select(FeedToken).where(
