@@ -3,12 +3,14 @@
 Rules from docs/protocol.md: always 200 text/calendar (whatever the Accept header), no redirects, no
 HTTP auth, strong ETag + Last-Modified, If-None-Match wins over If-Modified-Since, 404 with no
 detail for unknown or revoked tokens. A 304 is decided from the version alone and never renders;
-the version is read on a plain connection, and an ORM session is opened only to render.
+the version is read on a plain connection, and a render reads through prebuilt statements
+(feeds/publishing/prebuilt.py).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -16,8 +18,8 @@ from typing import Any
 from flask import Blueprint, Response, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from calsync.feeds.publishing.cache import Recipe
-from calsync.feeds.publishing.feed import PublishedFeed, feed_body, read_feed
+from calsync.feeds.publishing.feed import PublishedFeed, feed_body, lookup_feed
+from calsync.feeds.publishing.prebuilt import Reads
 from calsync.feeds.publishing.segments import Later
 from calsync.feeds.publishing.tokens import touch_feed_token
 from calsync.web import db
@@ -34,7 +36,7 @@ def _not_found() -> Response:
 
 
 def _client_has_it(feed: PublishedFeed, etags: tuple[str, str]) -> bool:
-    sent = request.headers.get("If-None-Match")
+    sent = request.environ.get("HTTP_IF_NONE_MATCH")  # request.headers' own source, read directly
     if sent in etags:
         return True  # what calendar apps send back: our own tag, verbatim; no parsing needed
     if request.if_none_match:
@@ -52,20 +54,16 @@ def published_feed(token: str) -> Response:
     services = db.services()
     now = datetime.now(UTC)
     engine = services.engine
-    # A pooled DBAPI connection, not engine.connect(): the lookup is one prebuilt statement,
-    # and the Connection wrapper cost more than the query (docs/scale.md).
-    pooled = engine.raw_connection()
-    try:
-        feed = read_feed(pooled.dbapi_connection, engine.dialect, token, now)
-    finally:
-        pooled.close()
+    # A DBAPI connection, not engine.connect(): the lookup is one prebuilt statement, and the
+    # Connection wrapper (then the pool's checkout) cost more than the query (docs/scale.md).
+    feed = lookup_feed(engine, token, now)
     if feed is None:
         return _not_found()
     every = timedelta(seconds=services.settings.token_touch_seconds)
     if feed.last_used_at is None or now - feed.last_used_at >= every:
         with engine.begin() as conn:  # at most once per `every` and token
             touch_feed_token(conn, feed.token_id, feed.last_used_at, every)
-    gzip_ok = "gzip" in request.headers.get("Accept-Encoding", "").lower()
+    gzip_ok = "gzip" in request.environ.get("HTTP_ACCEPT_ENCODING", "").lower()
     # A different content coding is a different representation: it gets its own strong ETag.
     gzip_etag = feed.etag[:-1] + '-gzip"'
     validators = [
@@ -83,28 +81,35 @@ def published_feed(token: str) -> Response:
         ("Content-Disposition", 'inline; filename="calendar.ics"'),
     ]
     cache = services.feed_cache
-    body = cache.body(feed.cache_key)
+    entry = cache.body(feed.cache_key)
     later: Later = []
-    recipe: Recipe = []
-    if body is None:
-        body = _render(feed, later, recipe)
+    rendered = entry is None
+    if entry is None:
+        with Reads(engine, services.sessions) as reads:  # reads only: its writes are in `later`
+            entry = feed_body(reads, feed, cache, later)
     if gzip_ok:
-        body = cache.gzipped(feed.cache_key, feed.scope_key, body, recipe)
+        body: Any = (cache.gzipped(feed.cache_key, feed.scope_key, entry),)
         headers.append(("Content-Encoding", "gzip"))
-    # Werkzeug drops the body of a HEAD response and keeps its Content-Length.
+    else:
+        # A new body is its pieces, written in turn by the server; Werkzeug sets Content-Length
+        # to their sum (and drops the body of a HEAD response, keeping its Content-Length).
+        body = entry.pieces
     response = Response(body, status=200, headers=headers, content_type="text/calendar; charset=utf-8")
-    if later:
-        # The new fragments and segment go into the shared tables once the body is sent: they
-        # are caches keyed by versions, and writing them first made the client wait for two
-        # writes and a commit (issue 17, docs/scale.md).
-        response.call_on_close(partial(_store, services.sessions, later))
+    if rendered:
+        # Once the body is sent: its pieces joined for the warm GETs that follow (if it is
+        # kept), and the new fragments and segment written into the shared tables. They are
+        # caches keyed by versions, and doing either first made the client wait (issue 17,
+        # docs/scale.md).
+        settle = entry.settle if cache.body(feed.cache_key) is entry else None
+        response.call_on_close(partial(_after_render, settle, services.sessions, later))
     return response
 
 
-def _render(feed: PublishedFeed, later: Later, recipe: Recipe) -> bytes:
-    services = db.services()
-    with services.sessions() as session:  # reads only: its writes are in `later`
-        return feed_body(session, feed, services.feed_cache, later, recipe)
+def _after_render(settle: Callable[[], None] | None, sessions: Any, later: Later) -> None:
+    if settle is not None:
+        settle()
+    if later:
+        _store(sessions, later)
 
 
 def _store(sessions: Any, later: Later) -> None:

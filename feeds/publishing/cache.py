@@ -16,16 +16,16 @@ import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from calsync.feeds.publishing.segment_index import Index, SegmentIndexes
+from calsync.feeds.publishing.prebuilt import Prebuilt, Reads
+from calsync.feeds.publishing.segment_index import Index, LazyIndex, SegmentIndexes
 from calsync.models import FeedSegment, utcnow
 
 
@@ -84,16 +84,37 @@ GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, m
 GZIP_LEVEL = 6
 
 
-@dataclass(frozen=True)
 class BodyEntry:
-    """A body with the pieces it was joined from, stored as one cache entry so the two are
-    always evicted together."""
+    """A body as the pieces it is made of (header, one segment per staff member, footer) and
+    where each lies in it, stored as one cache entry so the two are always evicted together.
 
-    body: bytes
-    recipe: Recipe
+    A new body is served as its pieces (a WSGI server writes each in turn; Content-Length is
+    their sum), so the first GET after a change copies no 5 MB; `settle()`, once the response
+    is sent, joins them so warm GETs hand the server one object. `pieces` is replaced in one
+    assignment: a reader sees either form whole.
+    """
+
+    __slots__ = ("pieces", "recipe", "size")
+
+    def __init__(self, pieces: list[bytes], recipe: Recipe) -> None:
+        self.pieces: tuple[bytes, ...] = tuple(pieces)
+        self.recipe = recipe
+        self.size = sum(len(p) for p in self.pieces)
 
     def __len__(self) -> int:
-        return len(self.body)
+        return self.size
+
+    def settle(self) -> None:
+        if len(self.pieces) > 1:
+            self.pieces = (b"".join(self.pieces),)
+
+    def parts(self) -> list[bytes | memoryview]:
+        """The body's pieces as the recipe lists them (slices of the joined body once settled)."""
+        pieces = self.pieces
+        if len(pieces) == len(self.recipe):
+            return list(pieces)
+        view = memoryview(pieces[0])
+        return [view[start:end] for _, start, end in self.recipe]
 
 
 def _deflate(data: bytes | memoryview) -> bytes:
@@ -111,7 +132,7 @@ class FeedCache:
         self.memory = MemoryCache(max_bytes)
         self.indexes = SegmentIndexes()
 
-    def previous_segment(self, family: str) -> tuple[bytes, Index] | None:
+    def previous_segment(self, family: str) -> tuple[bytes, Index | LazyIndex] | None:
         """The family's last segment in memory with its index, for a rebuild to reuse."""
         found = self.indexes.get(family)
         if found is None:
@@ -121,14 +142,13 @@ class FeedCache:
 
     # -- whole bodies (memory only) ------------------------------------------------------------
 
-    def body(self, cache_key: str) -> bytes | None:
-        entry = self.memory.get(cache_key)
-        return entry.body if isinstance(entry, BodyEntry) else entry
+    def body(self, cache_key: str) -> BodyEntry | None:
+        return self.memory.get(cache_key)  # type: ignore[no-any-return]
 
-    def keep_body(self, cache_key: str, scope_key: str, body: bytes, recipe: Recipe | None = None) -> None:
-        self.memory.put(cache_key, BodyEntry(body, recipe) if recipe else body, family="body:" + scope_key)
+    def keep_body(self, cache_key: str, scope_key: str, entry: BodyEntry) -> None:
+        self.memory.put(cache_key, entry, family="body:" + scope_key)
 
-    def gzipped(self, cache_key: str, scope_key: str, body: bytes, recipe: Recipe | None = None) -> bytes:
+    def gzipped(self, cache_key: str, scope_key: str, entry: BodyEntry) -> bytes:
         """The gzip form of a body, made once per version and process.
 
         One gzip member whose deflate stream is the concatenation of one piece per segment
@@ -140,38 +160,36 @@ class FeedCache:
         key = cache_key + "|gzip"
         packed = self.memory.get(key)
         if packed is None:
-            if not recipe:
-                entry = self.memory.get(cache_key)
-                recipe = entry.recipe if isinstance(entry, BodyEntry) else [(None, 0, len(body))]
-            view = memoryview(body)
-            crc = 0
+            crc = size = 0
             out = [GZIP_HEADER]
-            for piece_key, start, end in recipe:
-                part = view[start:end]
+            for (piece_key, _, _), part in zip(entry.recipe, entry.parts(), strict=True):
                 crc = zlib.crc32(part, crc)
+                size += len(part)
                 piece = self.memory.get(piece_key) if piece_key else None
                 if piece is None:
                     piece = _deflate(part)
                     if piece_key:
                         self.memory.put(piece_key, piece, family=piece_key.rsplit(":r", 1)[0])
                 out.append(piece)
-            out += [FINAL_BLOCK, struct.pack("<II", crc, len(body) & 0xFFFFFFFF)]
+            out += [FINAL_BLOCK, struct.pack("<II", crc, size & 0xFFFFFFFF)]
             packed = b"".join(out)
-            if self.memory.get(cache_key) is not None:  # only beside its body: see render_feed
+            # Only beside its body: a body not kept (render_feed) has no version to be kept under.
+            if self.memory.get(cache_key) is entry:
                 self.memory.put(key, packed, family="gzip:" + scope_key)
         return packed  # type: ignore[no-any-return]
 
     # -- per-staff segments (memory, then the database) ----------------------------------------
 
-    def segment(self, session: Session, key: str) -> bytes | None:
+    def segment(self, reads: Reads, key: str) -> bytes | None:
         body = self.memory.get(key)
         if body is None:
-            body = session.scalar(select(FeedSegment.body).where(FeedSegment.segment_key == key))
-            if body is not None:
+            found = _SEGMENT.first(reads, key=key)
+            if found is not None:
+                body = found[0]
                 self.memory.put(key, body)
-        return body
+        return body  # type: ignore[no-any-return]
 
-    def keep_segment(self, session: Session, key: str, family: str, staff_id: int, body: bytes,
+    def keep_segment(self, reads: Reads, key: str, family: str, staff_id: int, body: bytes,
                      later: list[Callable[[Session], None]] | None = None) -> None:
         """Store a segment and drop the older versions of the same family: in memory now, in
         the database now or, given `later`, when the caller runs it (after answering)."""
@@ -179,7 +197,19 @@ class FeedCache:
         if later is not None:
             later.append(partial(store_segment, key=key, family=family, staff_id=staff_id, body=body))
         else:
-            store_segment(session, key, family, staff_id, body)
+            store_segment(reads.session, key, family, staff_id, body)
+
+
+_SEGMENT = Prebuilt(select(FeedSegment.body).where(FeedSegment.segment_key == bindparam("key")))
+
+
+_SEGMENT_TABLE: Any = FeedSegment.__table__
+# Built once (statement building cost more than running them): the writes a render leaves for
+# after its response (web/public_feeds.py).
+_DROP_OLDER = delete(_SEGMENT_TABLE).where(_SEGMENT_TABLE.c.family == bindparam("family"),
+                                           _SEGMENT_TABLE.c.segment_key != bindparam("key"))
+_INSERT_NEW = {name: make(_SEGMENT_TABLE).on_conflict_do_nothing()
+               for name, make in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
 
 
 def store_segment(session: Session, key: str, family: str, staff_id: int, body: bytes) -> None:
@@ -188,15 +218,11 @@ def store_segment(session: Session, key: str, family: str, staff_id: int, body: 
     Two processes may build the same segment at once; the insert ignores the second one
     instead of failing the request.
     """
-    session.execute(
-        delete(FeedSegment).where(FeedSegment.family == family, FeedSegment.segment_key != key)
-    )
+    session.execute(_DROP_OLDER, {"family": family, "key": key})
     values = {"segment_key": key, "family": family, "staff_id": staff_id, "body": body,
               "created_at": utcnow()}
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        session.execute(pg_insert(FeedSegment).values(**values).on_conflict_do_nothing())
-    elif dialect == "sqlite":
-        session.execute(sqlite_insert(FeedSegment).values(**values).on_conflict_do_nothing())
+    insert_new = _INSERT_NEW.get(session.get_bind().dialect.name)
+    if insert_new is not None:
+        session.execute(insert_new, values)
     elif session.get(FeedSegment, key) is None:  # pragma: no cover - other dialects
         session.add(FeedSegment(**values))

@@ -8,33 +8,61 @@ Without it (another process made the segment, or the memory was cleared), the se
 from the feed_fragment table as before, and its index kept for the next change.
 
 Indexes are per process, like the memory cache, bounded by count; each names the segment key it
-describes, so an index is used only together with the very bytes it was made from.
+describes, so an index is used only together with the very bytes it was made from. A rebuilt
+segment's index is made once the response is sent (LazyIndex), off the first GET's path.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
-# appointment id -> (revision key of its fragment, start, end) in the segment's bytes
-Index = dict[int, tuple[str, int, int]]
+# appointment id -> (its revision, start, end) in the segment's bytes; the fragment format is
+# part of the segment's family, so the revision alone says which fragment a slice is
+Index = dict[int, tuple[int, int, int]]
 Piece = bytes | memoryview
+
+
+class LazyIndex:
+    """A segment's index, made when first asked for: a rebuild after a change hands it out
+    unmade and makes it once the response is sent (segments.build_segment), so the next
+    rebuild finds it ready."""
+
+    __slots__ = ("_make", "_built")
+
+    def __init__(self, make: Callable[[], Index]) -> None:
+        self._make: Callable[[], Index] | None = make
+        self._built: Index | None = None
+
+    def build(self) -> Index:
+        built = self._built
+        if built is None:
+            make = self._make
+            if make is None:  # made by another thread meanwhile (it sets _built first)
+                return self._built  # type: ignore[return-value]
+            built = self._built = make()
+            self._make = None  # what it referred to (the previous segment) can go
+        return built
+
+    def get(self, appt_id: int) -> tuple[int, int, int] | None:
+        return self.build().get(appt_id)
 
 
 class SegmentIndexes:
     def __init__(self, max_families: int = 20_000) -> None:
         self.max_families = max_families
-        self._items: OrderedDict[str, tuple[str, Index]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[str, Index | LazyIndex]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, family: str) -> tuple[str, Index] | None:
+    def get(self, family: str) -> tuple[str, Index | LazyIndex] | None:
         with self._lock:
             found = self._items.get(family)
             if found is not None:
                 self._items.move_to_end(family)
             return found
 
-    def put(self, family: str, segment_key: str, index: Index) -> None:
+    def put(self, family: str, segment_key: str, index: Index | LazyIndex) -> None:
         with self._lock:
             self._items[family] = (segment_key, index)
             self._items.move_to_end(family)
@@ -46,12 +74,13 @@ class SegmentIndexes:
             self._items.clear()
 
 
-def join(order: list[int], pieces: dict[int, Piece], keys: dict[int, str]) -> tuple[bytes, Index]:
-    """The segment (pieces in `order`, copied once) and its index."""
+def join(order: list[tuple[int, int]], pieces: list[Piece]) -> tuple[bytes, Index]:
+    """The segment (the pieces, copied once) and its index; `order` holds (appointment id,
+    revision) of each piece."""
     index: Index = {}
     offset = 0
-    for appt_id in order:
-        size = len(pieces[appt_id])
-        index[appt_id] = (keys[appt_id], offset, offset + size)
+    for (appt_id, revision), piece in zip(order, pieces, strict=True):
+        size = len(piece)
+        index[appt_id] = (revision, offset, offset + size)
         offset += size
-    return b"".join([pieces[appt_id] for appt_id in order]), index
+    return b"".join(pieces), index

@@ -10,106 +10,260 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import and_, bindparam, delete, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, defaultload, selectinload
 
+from calsync.feeds.publishing.prebuilt import Prebuilt, Reads
 from calsync.feeds.publishing.render import FRAGMENT_FORMAT, Variant, render_event
-from calsync.feeds.publishing.segment_index import Index, Piece, join
-from calsync.models import STATUS_CONFIRMED, Appointment, FeedFragment, Staff
+from calsync.feeds.publishing.segment_index import Index, LazyIndex, Piece, join
+from calsync.models import STATUS_CONFIRMED, Appointment, Customer, FeedFragment, Staff
 
 # Writes of rendered fragments and segments that a caller runs after answering (render_feed).
 Later = list[Callable[[Session], None]]
+# Up to this many changed appointments are read one Core row each (the first GET after a
+# change); more (a cold render) through the ORM in chunks, staff and customers loaded apart.
+FEW = 20
+
+# (staff_id, start_at) is indexed: a range scan in the order we want, no sort. An appointment
+# lasts at most a day (booking.MAX_DURATION), so one overlapping the window starts after
+# start - 1 day ("low"); that lower bound keeps the scan to the window.
+_IN_WINDOW = and_(Appointment.staff_id == bindparam("staff_id"), Appointment.start_at < bindparam("end"),
+                  Appointment.start_at > bindparam("low"), Appointment.end_at > bindparam("start"))
+_ORDER = (Appointment.start_at, Appointment.id)
+# The staff member's revision, read by the same statement as their appointments: one statement
+# reads one committed state (SQLite and PostgreSQL alike), so the rows are those of that revision.
+_STAFF_REVISION = (select(Staff.feed_revision).where(Staff.id == bindparam("staff_id"))
+                   .scalar_subquery().label("staff_revision"))
+
+
+def _where(show_cancelled: bool) -> Any:
+    return _IN_WINDOW if show_cancelled else and_(_IN_WINDOW, Appointment.status == STATUS_CONFIRMED)
+
+
+# A rebuild beside the previous segment: (id, revision, staff revision), nothing else.
+_REVISIONS = {cancelled: Prebuilt(select(Appointment.id, Appointment.revision, _STAFF_REVISION)
+                                  .where(_where(cancelled)).order_by(*_ORDER))
+              for cancelled in (False, True)}
+# Without one (a cold render, another process's segment): the stored fragments too.
+_WITH_FRAGMENTS = {
+    cancelled: select(Appointment.id, Appointment.revision, _STAFF_REVISION, FeedFragment.revision_key,
+                      FeedFragment.body)
+    .outerjoin(FeedFragment, and_(FeedFragment.appointment_id == Appointment.id,
+                                  FeedFragment.variant == bindparam("variant")))
+    .where(_where(cancelled)).order_by(*_ORDER)
+    for cancelled in (False, True)
+}
+_REVISION_ONLY = Prebuilt(select(Staff.feed_revision).where(Staff.id == bindparam("staff_id")))
+# One changed appointment with what its VEVENT shows (render.py) and its stored fragment, if
+# another process made it already: one query instead of an ORM load of three objects.
+_SHOWN = (Appointment.uid, Appointment.sequence, Appointment.status, Appointment.service,
+          Appointment.location, Appointment.notes, Appointment.start_at, Appointment.end_at,
+          Appointment.created_at, Appointment.updated_at)
+_ONE = Prebuilt(
+    select(Appointment.revision, FeedFragment.revision_key, FeedFragment.body, Staff.name, Staff.timezone,
+           Customer.name, Customer.email, Customer.phone, *_SHOWN)
+    .join(Staff, Staff.id == Appointment.staff_id)
+    .join(Customer, Customer.id == Appointment.customer_id)
+    .outerjoin(FeedFragment, and_(FeedFragment.appointment_id == Appointment.id,
+                                  FeedFragment.variant == bindparam("variant")))
+    .where(Appointment.id == bindparam("id"))
+)
+_SHOWN_NAMES = tuple(c.key for c in _SHOWN)
+
+
+def fragment_key(revision: int) -> str:
+    return f"{FRAGMENT_FORMAT}.{revision}"
 
 
 def build_segment(
-    session: Session, staff_id: int, variant: Variant, window: tuple[datetime, datetime],
-    show_cancelled: bool, later: Later | None = None,
-    previous: tuple[bytes, Index] | None = None,
-) -> tuple[bytes, Index]:
-    """One staff member's VEVENTs in the window, rendering only appointments that changed.
+    reads: Reads, staff_id: int, revision: int, variant: Variant, window: tuple[datetime, datetime],
+    show_cancelled: bool, later: Later | None = None, previous: tuple[bytes, Index | LazyIndex] | None = None,
+) -> tuple[bytes, Index | LazyIndex, bool]:
+    """One staff member's VEVENTs in the window, rendering only appointments that changed, its
+    index, and whether they are exactly those of the staff member's `revision`.
 
     `previous`: the last segment of the same family with its index (segment_index.py); its
     unchanged fragments are reused as slices, and only (id, revision) is read per appointment.
+    Each query reads what is committed when it runs, so a booking committed since `revision`
+    was read may be in the segment: such bytes are served but never kept (render_feed).
     """
     start, end = window
-    # (staff_id, start_at) is indexed: a range scan in the order we want, no sort. An
-    # appointment lasts at most a day (booking.MAX_DURATION), so one overlapping the window
-    # starts after start - 1 day; that lower bound keeps the scan to the window.
-    scope = and_(Appointment.staff_id == staff_id, Appointment.start_at < end,
-                 Appointment.start_at > start - timedelta(days=1), Appointment.end_at > start)
-    if not show_cancelled:
-        scope = and_(scope, Appointment.status == STATUS_CONFIRMED)
-    order_by = (Appointment.start_at, Appointment.id)
-    pieces: dict[int, Piece] = {}
-    keys: dict[int, str] = {}
-    stale: dict[int, str] = {}
-    if previous is not None:
-        view, index = memoryview(previous[0]), previous[1]
-        rows: Sequence[Any] = session.execute(
-            select(Appointment.id, Appointment.revision).where(scope).order_by(*order_by)).all()
-        for appt_id, revision in rows:
-            wanted = keys[appt_id] = f"{FRAGMENT_FORMAT}.{revision}"
-            hit = index.get(appt_id)
-            if hit is not None and hit[0] == wanted:
-                pieces[appt_id] = view[hit[1]:hit[2]]
-            else:
-                stale[appt_id] = wanted
-        if stale:  # perhaps rendered by another process already
-            for appt_id, key, body in session.execute(
-                select(FeedFragment.appointment_id, FeedFragment.revision_key, FeedFragment.body)
-                .where(FeedFragment.appointment_id.in_(list(stale)), FeedFragment.variant == variant.key)
-            ).all():
-                if stale.get(appt_id) == key:
-                    pieces[appt_id] = body.encode("utf-8")
-                    del stale[appt_id]
-    else:
-        rows = session.execute(
-            select(Appointment.id, Appointment.revision, FeedFragment.revision_key, FeedFragment.body)
-            .outerjoin(FeedFragment, and_(FeedFragment.appointment_id == Appointment.id,
-                                          FeedFragment.variant == variant.key))
-            .where(scope).order_by(*order_by)
-        ).all()
-        for appt_id, revision, key, body in rows:
-            wanted = keys[appt_id] = f"{FRAGMENT_FORMAT}.{revision}"
-            if key == wanted:
-                pieces[appt_id] = body.encode("utf-8")
-            else:
-                stale[appt_id] = wanted
+    params = {"staff_id": staff_id, "end": end, "low": start - timedelta(days=1), "start": start}
+    if previous is None:
+        return _build_cold(reads, staff_id, revision, variant, show_cancelled, later, params)
+    rows = _REVISIONS[show_cancelled].all(reads, **params)
+    view, index = memoryview(previous[0]), previous[1]
+    if isinstance(index, LazyIndex):
+        index = index.build()  # built once the previous response was sent: at hand
+    get = index.get
+    # Runs of fragments that lie next to each other in the previous segment are copied as one
+    # slice; a changed appointment's place is held by its id until it is rendered.
+    parts: list[Piece | int] = []
+    stale: dict[int, int] = {}
+    run_start = run_end = -1
+    for appt_id, appt_revision, _ in rows:
+        hit = get(appt_id)
+        if hit is not None and hit[0] == appt_revision:
+            if hit[1] != run_end:
+                if run_end > run_start:
+                    parts.append(view[run_start:run_end])
+                run_start = hit[1]
+            run_end = hit[2]
+        else:
+            if run_end > run_start:
+                parts.append(view[run_start:run_end])
+            run_start = run_end = -1
+            parts.append(appt_id)
+            stale[appt_id] = appt_revision
+    if run_end > run_start:
+        parts.append(view[run_start:run_end])
+    exact = _revision_seen(reads, rows, staff_id) == revision
+    rendered: dict[int, bytes] = {}
     if stale:
-        rendered = _render_stale(session, variant, stale, later)
-        pieces.update((i, body.encode("utf-8")) for i, body in rendered.items())
-    return join([row[0] for row in rows], pieces, keys)
+        rendered, fresh = _render_stale(reads, variant, stale, later, look_up=True)
+        exact = exact and fresh
+        parts = [rendered.get(p, b"") if isinstance(p, int) else p for p in parts]
+
+    def make_index() -> Index:
+        made: Index = {}
+        offset = 0
+        for appt_id, appt_revision, _ in rows:
+            if appt_id in stale:
+                if appt_id not in rendered:
+                    continue  # vanished
+                size = len(rendered[appt_id])
+            else:
+                _, old_start, old_end = index[appt_id]
+                size = old_end - old_start
+            made[appt_id] = (appt_revision, offset, offset + size)
+            offset += size
+        return made
+
+    lazy = LazyIndex(make_index)
+    if later is not None:
+        later.insert(0, partial(_make_index, lazy))  # once the response is sent, before the writes
+    else:
+        lazy.build()
+    return b"".join(parts), lazy, exact  # type: ignore[arg-type]
 
 
-def _render_stale(
-    session: Session, variant: Variant, stale: dict[int, str], later: Later | None = None
-) -> dict[int, str]:
-    rendered: dict[int, str] = {}
-    ids = list(stale)
-    for chunk_start in range(0, len(ids), 500):
-        chunk = ids[chunk_start : chunk_start + 500]
-        # Staff.groups is loaded "selectin" by default: a query a render never needs.
-        query = select(Appointment).where(Appointment.id.in_(chunk)).options(
-            defaultload(Appointment.staff).lazyload(Staff.groups))
-        if len(chunk) > 20:
-            # Many at once (a cold render): staff and customers in two queries of their own
-            # rather than repeated on every row. A few (the first GET after a change): the
-            # mapping's joined loading answers in the one query.
-            query = query.options(selectinload(Appointment.staff), selectinload(Appointment.customer))
-        appointments = session.scalars(query).unique().all()
-        new_rows = []
-        for appt in appointments:
-            body = render_event(appt, variant)
-            rendered[appt.id] = body
-            new_rows.append({"appointment_id": appt.id, "variant": variant.key,
-                             "revision_key": stale[appt.id], "body": body})
-        if new_rows and later is not None:
-            later.append(partial(_store_fragments, rows=new_rows))
-        elif new_rows:
-            _store_fragments(session, new_rows)
-    return rendered
+def _make_index(lazy: LazyIndex, _session: Session) -> None:
+    lazy.build()
+
+
+def _build_cold(reads: Reads, staff_id: int, revision: int, variant: Variant, show_cancelled: bool,
+                later: Later | None, params: dict[str, Any]) -> tuple[bytes, Index, bool]:
+    """A segment without a previous one in memory: the stored fragments are read with the rows."""
+    rows = reads.session.execute(_WITH_FRAGMENTS[show_cancelled], dict(params, variant=variant.key)).all()
+    pieces: list[Piece | None] = []
+    stale: dict[int, int] = {}
+    for appt_id, appt_revision, _, key, body in rows:
+        if key == fragment_key(appt_revision):
+            pieces.append(body.encode("utf-8"))
+        else:
+            pieces.append(None)
+            stale[appt_id] = appt_revision
+    exact = _revision_seen(reads, rows, staff_id) == revision
+    if stale:
+        rendered, fresh = _render_stale(reads, variant, stale, later, look_up=False)
+        exact = exact and fresh
+        pieces = [rendered.get(row[0]) if piece is None else piece
+                  for row, piece in zip(rows, pieces, strict=True)]
+    order = [(row[0], row[1]) for row, piece in zip(rows, pieces, strict=True) if piece is not None]
+    segment, index = join(order, [p for p in pieces if p is not None])
+    return segment, index, exact
+
+
+def _revision_seen(reads: Reads, rows: Sequence[Any], staff_id: int) -> int | None:
+    """The staff member's revision as the statement that read `rows` saw it."""
+    if rows:
+        return rows[0][2]  # type: ignore[no-any-return]
+    found = _REVISION_ONLY.first(reads, staff_id=staff_id)
+    return found[0] if found else None
+
+
+def _shown(row: tuple[Any, ...]) -> Any:
+    """What render_event reads of an appointment (with its staff member and customer), from
+    _ONE's row; the values are those the ORM would load (the columns' own result types)."""
+    staff = SimpleNamespace(name=row[3], timezone=row[4])
+    customer = SimpleNamespace(name=row[5], email=row[6], phone=row[7])
+    return SimpleNamespace(staff=staff, customer=customer, **dict(zip(_SHOWN_NAMES, row[8:], strict=True)))
+
+
+def _render_stale(reads: Reads, variant: Variant, stale: dict[int, int], later: Later | None,
+                  look_up: bool) -> tuple[dict[int, bytes], bool]:
+    """The fragments of the appointments in `stale` (id -> the revision the segment lists), and
+    whether each was made from that revision; a vanished appointment has none.
+
+    `look_up`: whether to look for fragments another process stored (the caller did not)."""
+    out: dict[int, bytes] = {}
+    fresh = True
+    new_rows: list[dict[str, Any]] = []
+    if len(stale) <= FEW:
+        for appt_id, wanted in stale.items():
+            row = _ONE.first(reads, id=appt_id, variant=variant.key)
+            if row is None:
+                fresh = False
+                continue
+            key = fragment_key(row[0])
+            fresh = fresh and row[0] == wanted
+            if row[1] == key:
+                out[appt_id] = row[2].encode("utf-8")
+                continue
+            body = render_event(_shown(row), variant)
+            out[appt_id] = body.encode("utf-8")
+            new_rows.append({"appointment_id": appt_id, "variant": variant.key, "revision_key": key,
+                             "body": body})
+    else:
+        session = reads.session
+        ids = list(stale)
+        if look_up:  # perhaps rendered by another process already
+            for chunk_start in range(0, len(ids), 500):
+                for appt_id, key, body in session.execute(
+                    select(FeedFragment.appointment_id, FeedFragment.revision_key, FeedFragment.body)
+                    .where(FeedFragment.appointment_id.in_(ids[chunk_start:chunk_start + 500]),
+                           FeedFragment.variant == variant.key)
+                ).all():
+                    if key == fragment_key(stale[appt_id]):
+                        out[appt_id] = body.encode("utf-8")
+            ids = [i for i in ids if i not in out]
+        for chunk_start in range(0, len(ids), 500):
+            # Staff and customers in two queries of their own rather than repeated on every row;
+            # Staff.groups is loaded "selectin" by default: a query a render never needs.
+            query = select(Appointment).where(Appointment.id.in_(ids[chunk_start:chunk_start + 500])).options(
+                defaultload(Appointment.staff).lazyload(Staff.groups),
+                selectinload(Appointment.staff), selectinload(Appointment.customer))
+            for appt in session.scalars(query).unique().all():
+                fresh = fresh and appt.revision == stale[appt.id]
+                body = render_event(appt, variant)
+                out[appt.id] = body.encode("utf-8")
+                new_rows.append({"appointment_id": appt.id, "variant": variant.key,
+                                 "revision_key": fragment_key(appt.revision), "body": body})
+        fresh = fresh and len(out) == len(stale)
+    if new_rows and later is not None:
+        later.append(partial(_store_fragments, rows=new_rows))
+    elif new_rows:
+        _store_fragments(reads.session, new_rows)
+    return out, fresh
+
+
+_FRAGMENT_TABLE: Any = FeedFragment.__table__
+
+
+def _upsert(make_insert: Any) -> Any:
+    statement = make_insert(_FRAGMENT_TABLE)
+    return statement.on_conflict_do_update(
+        index_elements=[_FRAGMENT_TABLE.c.appointment_id, _FRAGMENT_TABLE.c.variant],
+        set_={"revision_key": statement.excluded.revision_key, "body": statement.excluded.body},
+    )
+
+
+# Built once: statement building cost more than the write (it runs after the response).
+_UPSERT = {"postgresql": _upsert(postgresql.insert), "sqlite": _upsert(sqlite.insert)}
 
 
 def _store_fragments(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -118,18 +272,11 @@ def _store_fragments(session: Session, rows: list[dict[str, Any]]) -> None:
     failed on PostgreSQL with a unique violation or a deadlock under load (tests/system/test_load.py).
     Whichever render writes last wins; both bodies carry the revision they were made from."""
     rows = sorted(rows, key=lambda row: row["appointment_id"])
-    dialect = session.get_bind().dialect.name
-    if dialect not in ("postgresql", "sqlite"):
+    upsert = _UPSERT.get(session.get_bind().dialect.name)
+    if upsert is None:
         session.execute(delete(FeedFragment).where(
             FeedFragment.appointment_id.in_([r["appointment_id"] for r in rows]),
             FeedFragment.variant == rows[0]["variant"]))
         session.execute(insert(FeedFragment), rows)
         return
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    make_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement: Any = make_insert(FeedFragment).values(rows)
-    session.execute(statement.on_conflict_do_update(
-        index_elements=[FeedFragment.appointment_id, FeedFragment.variant],
-        set_={"revision_key": statement.excluded.revision_key, "body": statement.excluded.body},
-    ))
+    session.execute(upsert, rows)

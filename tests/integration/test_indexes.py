@@ -18,7 +18,7 @@ from flask import Flask
 from sqlalchemy import Engine, event, inspect, text
 
 from calsync.feeds.accounts.keys import hash_token
-from calsync.feeds.publishing import feed as publish
+from calsync.feeds.publishing import version as publish
 from calsync.models import utcnow
 from tests.conftest import Api
 from tests.feed_helpers import ALL_DAY

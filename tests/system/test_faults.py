@@ -32,9 +32,10 @@ from calsync.feeds.calendars.sync import sync_connection
 from calsync.feeds.jobs import due_connection_ids
 from calsync.feeds.mail.delivery import MailContext, deliver_due
 from calsync.feeds.mail.smtp import parse_smtp_url
+from calsync.feeds.publishing.lookup_connections import lookup_connections
 from calsync.feeds.scheduling.directory import create_staff
 from calsync.feeds.settings import Settings
-from calsync.models import Appointment, BusyBlock, Conflict, Connection, OutboxEmail, make_engine, utcnow
+from calsync.models import Appointment, BusyBlock, Conflict, Connection, OutboxEmail, utcnow
 from tests.conftest import Api
 from tests.feed_helpers import ALL_DAY, iso
 from tests.hostile_servers import PrivatePostgres, RadicaleProcess, RefusingSmtp, unique_name
@@ -207,83 +208,29 @@ def test_a_feed_request_during_a_database_restart_gets_a_503_then_the_same_feed(
             stopped.append("yes")
             private_postgres.stop()
 
-    # The request has its connection from the pool (alive: checked on the way out), and then
-    # the server goes away before the request's first query.
+    # The request has its connection (alive: from the pool, checked on the way out, or one the
+    # feed lookup keeps aside), and then the server goes away before the request's first query.
     event.listen(engine, "checkout", stop_the_database)
+    stash = lookup_connections(engine)
+    assert stash is not None
+    real_take = stash.take
+    stash.take = lambda: (real_take(), stop_the_database())[0]  # type: ignore[method-assign]
     try:
         assert_unavailable(client.get(path), json=False)
     finally:
         event.remove(engine, "checkout", stop_the_database)
+        del stash.take
     try:
         assert stopped
         assert_unavailable(client.get(path), json=False)  # still down
         assert_unavailable(api.get("/staff"), json=True)
     finally:
         private_postgres.start()
-    after = client.get(path)  # the pool replaces the dead connections (ping_when_idle)
+    after = client.get(path)  # the pool replaces the dead connections (pool_pre_ping)
     assert after.status_code == 200
     assert (after.headers["ETag"], after.data) == (before.headers["ETag"], before.data)
     assert client.get(path, headers={"If-None-Match": before.headers["ETag"]}).status_code == 304
     assert api.get("/staff").status_code == 200
-
-
-def _backend_pid(engine: Any) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
-
-
-def _terminate(private_postgres: PrivatePostgres, pid: int) -> None:
-    admin = create_engine(private_postgres.url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as conn:
-        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
-    admin.dispose()
-
-
-def test_an_idle_pooled_connection_that_died_is_replaced_before_use(
-    private_postgres: PrivatePostgres, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """models.session.ping_when_idle: a connection that sat in the pool is tested first, so a
-    server-side close (restart, proxy idle timeout) costs no request."""
-    import calsync.models.session as pool_rules
-
-    engine = make_engine(private_postgres.url)
-    pings: list[int] = []
-    real_ping = engine.dialect.do_ping
-
-    def counted_ping(dbapi_conn: Any) -> bool:
-        pings.append(1)
-        return bool(real_ping(dbapi_conn))
-
-    monkeypatch.setattr(engine.dialect, "do_ping", counted_ping)
-    try:
-        first = _backend_pid(engine)
-        second = _backend_pid(engine)  # checked out again at once: hot, so not pinged
-        assert (second, pings) == (first, [])
-        _terminate(private_postgres, first)
-        monkeypatch.setattr(pool_rules, "IDLE_PING_SECONDS", 0.0)  # as if it had been idle a while
-        third = _backend_pid(engine)  # no error: the ping failed and the pool connected anew
-        assert third != first and pings == [1]
-    finally:
-        engine.dispose()
-
-
-def test_a_hot_pooled_connection_that_died_fails_one_use_then_the_pool_recovers(
-    private_postgres: PrivatePostgres, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The price of not pinging hot connections: the one use that meets the closed connection
-    fails (web.errors answers 503), and every older pooled connection is replaced with it."""
-    import calsync.models.session as pool_rules
-
-    monkeypatch.setattr(pool_rules, "IDLE_PING_SECONDS", 60.0)  # however slow this machine is
-    engine = make_engine(private_postgres.url)
-    try:
-        first = _backend_pid(engine)
-        _terminate(private_postgres, first)
-        with pytest.raises(OperationalError):
-            _backend_pid(engine)
-        assert _backend_pid(engine) != first
-    finally:
-        engine.dispose()
 
 
 def run_in_thread(work: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:

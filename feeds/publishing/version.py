@@ -1,0 +1,307 @@
+"""A published feed's version: find a feed by its token and compute its version cheaply.
+
+The flow of a feed request (docs/architecture.md): token → scope → version → 304 if the client has it →
+cached body, or render (feed.py). Finding the version is one prebuilt Core statement on a plain
+DBAPI connection (no ORM session, no commit), so a 304 costs little more than an empty response.
+
+Version: every change to an appointment bumps its staff member's feed_revision in the same
+transaction; company-wide changes bump the company's feed_epoch. Revisions only grow, so the
+sum of the revisions of the staff in a scope, with their count and the epoch, changes whenever
+anything the feed shows changes — in whatever process or machine the change was made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, bindparam, case, func, select
+
+from calsync.feeds.accounts.keys import hash_token, same_hash
+from calsync.feeds.company_settings import STORED, CompanySettings
+from calsync.feeds.publishing.lookup_connections import lookup_connections
+from calsync.feeds.publishing.render import FRAGMENT_FORMAT
+from calsync.models import Company, FeedToken, Staff, group_member
+
+
+@dataclass(frozen=True)
+class PublishedFeed:
+    token_id: int
+    last_used_at: datetime | None
+    company_id: int
+    company_name: str
+    company_timezone: str
+    scope: str
+    scope_id: int
+    privacy: str
+    settings: CompanySettings
+    window: tuple[datetime, datetime]
+    cache_key: str
+    scope_key: str
+    etag: str
+    changed_at: datetime  # the last change the feed shows, to the microsecond
+    last_modified: datetime  # the Last-Modified header: see last_modified()
+
+    def unchanged_since(self, since: datetime) -> bool:
+        """If-Modified-Since: nothing changed after `since` (whole seconds, from a Last-Modified
+        we sent). Compared with the exact change time, not the header's: the header can name the
+        second a second change happened in (last_modified)."""
+        return self.changed_at <= since
+
+
+def last_modified(changed: datetime, now: datetime) -> datetime:
+    """The Last-Modified of a feed whose last change was at `changed`, answered at `now`.
+
+    HTTP dates have whole seconds, and Last-Modified is never later than the response's Date
+    (RFC 9110 §8.8.2.1), so it cannot tell apart two changes in one second by itself; a date is
+    only a reliable validator when the server knows the content did not change again within the
+    second it names (§8.8.2.2). So it is the end of the second of the last change (rounded up),
+    once that second is over: If-Modified-Since with it is then a 304 until the next change.
+    While the second lasts, it is the current second, which is earlier than the change: a client
+    revalidating with it gets the full feed again (once), which is right if another change
+    followed in the same second. Change times come from the clocks of the processes that made
+    them; one ahead of ours is treated the same way, so the header never passes Date.
+    """
+    rounded_up = changed.replace(microsecond=0) + timedelta(seconds=1 if changed.microsecond else 0)
+    return min(rounded_up, now.replace(microsecond=0))
+
+
+def feed_window(settings: CompanySettings, now: datetime) -> tuple[datetime, datetime]:
+    """The published window on whole UTC days, so it (and the version) moves once a day."""
+    today = datetime.combine(now.astimezone(UTC).date(), time(0), tzinfo=UTC)
+    return (
+        today - timedelta(days=settings.feed_window_past_days),
+        today + timedelta(days=settings.feed_window_future_days + 1),
+    )
+
+
+def scope_staff_filter(scope: str, scope_id: Any, company_id: Any):  # type: ignore[no-untyped-def]
+    if scope == "staff":
+        return and_(Staff.id == scope_id, Staff.company_id == company_id)
+    if scope == "group":
+        members = select(group_member.c.staff_id).where(group_member.c.group_id == scope_id)
+        return and_(Staff.company_id == company_id, Staff.id.in_(members))
+    return Staff.company_id == company_id
+
+
+def _scope_aggregate(value: Any) -> Any:
+    """`value` over the staff of the token's scope, as a column of the token query.
+
+    A CASE whose branches are scalar subqueries correlated to the token row: SQLite and
+    PostgreSQL evaluate only the branch that matches, so a staff feed never aggregates the
+    whole company. Correlation is explicit because the group branch nests a second subquery.
+    """
+    members = (
+        select(group_member.c.staff_id)
+        .where(group_member.c.group_id == FeedToken.scope_id)
+        .correlate(FeedToken)
+    )
+    branches = {
+        "staff": and_(Staff.id == FeedToken.scope_id, Staff.company_id == FeedToken.company_id),
+        "group": and_(Staff.company_id == FeedToken.company_id, Staff.id.in_(members)),
+        "company": Staff.company_id == FeedToken.company_id,
+    }
+
+    def over(scope: str) -> Any:
+        return select(value).where(branches[scope]).correlate(FeedToken).scalar_subquery()
+
+    return case(
+        (FeedToken.scope == "staff", over("staff")),
+        (FeedToken.scope == "group", over("group")),
+        else_=over("company"),
+    )
+
+
+# Built once, so SQLAlchemy reuses its compiled form: one statement answers "which feed, which
+# company settings, which version" for every request, 304s included.
+_FEED_QUERY = (
+    select(
+        FeedToken.id, FeedToken.token_hash, FeedToken.revoked_at, FeedToken.last_used_at,
+        FeedToken.scope, FeedToken.scope_id, FeedToken.privacy, FeedToken.company_id,
+        Company.name, Company.timezone, Company.settings, Company.feed_epoch,
+        Company.feed_epoch_changed_at,
+        _scope_aggregate(func.coalesce(func.sum(Staff.feed_revision), 0)).label("revisions"),
+        _scope_aggregate(func.count(Staff.id)).label("staff_count"),
+        _scope_aggregate(func.max(Staff.feed_changed_at)).label("changed"),
+    )
+    .join(Company, Company.id == FeedToken.company_id)
+    .where(FeedToken.token_hash == bindparam("digest"))
+)
+
+class _FeedLookup:
+    """_FEED_QUERY compiled once per dialect and run on the DBAPI cursor.
+
+    It runs on every feed request, 304s included, where SQLAlchemy's execution wrapper would be
+    the largest cost. The few typed columns are decoded by read_feed (SQLite hands back text
+    for datetimes and JSON, psycopg native values).
+    """
+
+    def __init__(self, dialect: Any) -> None:
+        compiled = _FEED_QUERY.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.positional = bool(compiled.positional)
+        self.order = list(compiled.positiontup or [])
+        self.base = dict(compiled.params)
+        self.columns = [str(c.key) for c in _FEED_QUERY.selected_columns]
+        # The parameters with the digest left out: only it changes between requests.
+        self._before = tuple(self.base[k] for k in self.order[: self.order.index("digest")]) \
+            if self.positional else ()
+        self._after = tuple(self.base[k] for k in self.order[self.order.index("digest") + 1:]) \
+            if self.positional else ()
+
+    def run(self, dbapi_connection: Any, digest: str) -> tuple[Any, ...] | None:
+        """The row, its columns in `columns` order."""
+        params: Any = ((*self._before, digest, *self._after) if self.positional
+                       else dict(self.base, digest=digest))
+        # psycopg opens a transaction for a SELECT: a BEGIN before it and, when the pool takes
+        # the connection back, a ROLLBACK after it — two round trips around a one-row read,
+        # more than the read itself on PostgreSQL. An idle connection reads in autocommit mode.
+        idle = (getattr(getattr(dbapi_connection, "info", None), "transaction_status", None) == 0
+                and getattr(dbapi_connection, "autocommit", True) is False)
+        if idle:
+            dbapi_connection.autocommit = True
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(self.sql, params)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+            if idle:
+                dbapi_connection.autocommit = False
+        return None if row is None else tuple(row)
+
+
+(_ID, _HASH, _REVOKED, _LAST_USED, _SCOPE, _SCOPE_ID, _PRIVACY, _COMPANY, _NAME, _TIMEZONE, _SETTINGS,
+ _EPOCH, _EPOCH_CHANGED, _REVISIONS, _STAFF_COUNT, _CHANGED) = range(len(_FEED_QUERY.selected_columns))
+_lookups: dict[str, _FeedLookup] = {}
+
+
+def _lookup(dialect: Any) -> _FeedLookup:
+    found = _lookups.get(dialect.name)
+    if found is None:
+        found = _lookups[dialect.name] = _FeedLookup(dialect)
+    return found
+
+
+# Parsed company settings keyed by their stored text: content-addressed, so it cannot go stale
+# whichever process or database changed them; it only saves re-validating on every request.
+_settings_cache: dict[str, CompanySettings] = {}
+_settings_lock = threading.Lock()
+
+
+def _company_settings(raw: Any) -> CompanySettings:
+    key = raw if isinstance(raw, str) else json.dumps(raw or {}, sort_keys=True)
+    found = _settings_cache.get(key)
+    if found is None:
+        found = CompanySettings.model_validate(json.loads(key) if key else {}, context=STORED)
+        with _settings_lock:
+            if len(_settings_cache) > 10_000:
+                _settings_cache.clear()
+            _settings_cache[key] = found
+    return found
+
+
+def _aware(moment: Any) -> datetime | None:
+    if moment is None:
+        return None
+    if isinstance(moment, str):  # SQLite stores datetimes as ISO text (in UTC, see UTCDateTime)
+        moment = datetime.fromisoformat(moment)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def open_feed(conn: Connection, token: str, now: datetime) -> PublishedFeed | None:
+    """The feed behind a token with its version, without rendering anything."""
+    return read_feed(conn.connection.dbapi_connection, conn.dialect, token, now)
+
+
+# The feed each token's row made last, by digest: a feed is a function of its row and the day
+# (the window) once the second of its last change is over (last_modified), so a request whose
+# row and day are those of the last one reuses it. The row is read on every request all the
+# same: this saves only the decoding, hashing and formatting that follow (issue 17, 304s).
+_derived: dict[str, tuple[tuple[Any, ...], date, PublishedFeed]] = {}
+
+
+def lookup_feed(engine: Engine, token: str, now: datetime) -> PublishedFeed | None:
+    """read_feed on a connection set aside for lookups (lookup_connections.py), or on one from
+    the pool where there are none or the set-aside one failed."""
+    stash = lookup_connections(engine)
+    if stash is not None:
+        aside = stash.take()
+        try:
+            feed = read_feed(aside.connection, engine.dialect, token, now, aside.rows)
+        except engine.dialect.loaded_dbapi.Error:
+            stash.close(aside)  # broken (a restarted server) or busy: through the pool, once
+        else:
+            stash.put_back(aside)
+            return feed
+    pooled = engine.raw_connection()
+    try:
+        return read_feed(pooled.dbapi_connection, engine.dialect, token, now)
+    finally:
+        pooled.close()
+
+
+def read_feed(dbapi_connection: Any, dialect: Any, token: str, now: datetime,
+              rows: dict[str, tuple[int, tuple[Any, ...]]] | None = None) -> PublishedFeed | None:
+    """open_feed on a DBAPI connection: every feed request, 304s included, reads this one row,
+    and SQLAlchemy's Connection around it cost more than the query on SQLite (docs/scale.md).
+
+    `rows`: what this SQLite connection read before, by digest, with its data_version then
+    (lookup_connections.Aside): while no other connection committed anything, the row is the
+    same. Only for connections that never write (their own commits leave data_version alone)."""
+    digest = hash_token(token)
+    if rows is None:
+        row = _lookup(dialect).run(dbapi_connection, digest)
+    else:
+        cursor = dbapi_connection.cursor()
+        try:  # first: a commit between it and the query makes the next lookup read again
+            version = cursor.execute("PRAGMA data_version").fetchone()[0]
+        finally:
+            cursor.close()
+        known = rows.get(digest)
+        if known is not None and known[0] == version:
+            row = known[1]
+        else:
+            row = _lookup(dialect).run(dbapi_connection, digest)
+            if row is not None:
+                if len(rows) > 10_000:
+                    rows.clear()
+                rows[digest] = (version, row)
+    # The index lookup already matched; compare again in constant time so no code path's
+    # timing depends on how much of a guessed hash matched.
+    if row is None or not same_hash(row[_HASH], digest) or row[_REVOKED] is not None:
+        return None
+    day = now.astimezone(UTC).date()
+    made = _derived.get(digest)
+    if made is not None and made[1] == day and made[0] == row and made[2].last_modified <= now:
+        return made[2]
+    feed = _feed_of(row, now)
+    if feed is not None and feed.last_modified < now.replace(microsecond=0):
+        if len(_derived) > 10_000:
+            _derived.clear()
+        _derived[digest] = (row, day, feed)
+    return feed
+
+
+def _feed_of(row: tuple[Any, ...], now: datetime) -> PublishedFeed | None:
+    scope, scope_id, privacy = row[_SCOPE], row[_SCOPE_ID], row[_PRIVACY]
+    total, count = row[_REVISIONS], row[_STAFF_COUNT]
+    if scope == "staff" and count == 0:
+        return None  # the staff member was deleted
+    settings = _company_settings(row[_SETTINGS])
+    window = feed_window(settings, now)
+    scope_key = f"{scope}:{scope_id}:{privacy}"
+    cache_key = f"{scope_key}:f{FRAGMENT_FORMAT}:e{row[_EPOCH]}:r{total}:n{count}:w{window[0]:%Y%m%d}"
+    moments = [m for m in (_aware(row[_EPOCH_CHANGED]), window[0], _aware(row[_CHANGED])) if m]
+    changed = max(moments)
+    return PublishedFeed(
+        token_id=row[_ID], last_used_at=_aware(row[_LAST_USED]), company_id=row[_COMPANY],
+        company_name=row[_NAME], company_timezone=row[_TIMEZONE], scope=scope, scope_id=scope_id,
+        privacy=privacy, settings=settings, window=window, cache_key=cache_key, scope_key=scope_key,
+        etag='"' + hashlib.sha256(cache_key.encode()).hexdigest()[:32] + '"',
+        changed_at=changed, last_modified=last_modified(changed, now),
+    )

@@ -1,0 +1,242 @@
+"""The first GET after a change (issue 17): a segment rebuilt beside the previous one in memory,
+the changed appointment rendered from one Core row, the body served as its pieces and joined
+once sent, the lookup on connections set aside from the pool. Each must give exactly the bytes
+of a render from nothing."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import delete, select
+
+from calsync.feeds.publishing import segments
+from calsync.feeds.publishing.cache import BodyEntry
+from calsync.feeds.publishing.lookup_connections import lookup_connections
+from calsync.feeds.publishing.prebuilt import Reads
+from calsync.feeds.publishing.render import Variant, render_event
+from calsync.feeds.publishing.version import lookup_feed
+from calsync.feeds.settings import Settings
+from calsync.models import Appointment, FeedFragment, FeedSegment
+from calsync.web import create_app
+from tests.conftest import Api
+from tests.feed_helpers import ALL_DAY, events_by_uid, iso, soon
+
+NOTES = "Allergic to ammonia; bring the voucher, please \\ thanks\nsecond line"
+
+
+@pytest.fixture
+def staff(api: Api) -> list[dict]:
+    return [api.make_staff(name=f"Staff {i} Zoë", email=f"s{i}@example.com", working_hours=ALL_DAY,
+                           timezone=("Europe/Berlin", "America/New_York")[i]) for i in range(2)]
+
+
+def _book_some(api: Api, staff: list[dict]) -> list[dict]:
+    booked = []
+    for day in range(1, 7):
+        for member in staff:
+            resp = api.book(member["id"], iso(soon(day, 9 + day)), iso(soon(day, 10 + day)),
+                            notes=NOTES * (day % 3), location="Torstraße 1, Berlin" if day % 2 else None)
+            assert resp.status_code == 201, resp.get_json()
+            booked.append(resp.get_json())
+    return booked
+
+
+def _get(client: Any, url: str, **headers: str) -> tuple[bytes, Any]:
+    response = client.get(url, headers=headers)
+    assert response.status_code == 200
+    body = response.data
+    response.close()  # what a server does once the body is sent: the post-response work runs
+    return body, response
+
+
+def _from_nothing(settings: Settings, app: Flask, url: str) -> bytes:
+    """The feed rendered by a process with nothing in memory and nothing in the shared tables."""
+    with app.extensions["calsync"].sessions.begin() as session:
+        session.execute(delete(FeedSegment))
+        session.execute(delete(FeedFragment))
+    other = create_app(settings, migrate=False)
+    try:
+        return _get(other.test_client(), url)[0]
+    finally:
+        other.extensions["calsync"].engine.dispose()
+
+
+def test_every_first_get_after_a_change_equals_a_render_from_nothing(
+        settings: Settings, app: Flask, api: Api, staff: list[dict], monkeypatch) -> None:
+    booked = _book_some(api, staff)
+    with app.extensions["calsync"].sessions() as session:
+        company_id = session.scalar(select(Appointment.company_id).limit(1))
+    url = api.feed_url("company", company_id)
+    cold, _ = _get(api.client, url)
+    assert cold == _from_nothing(settings, app, url)
+    rendered: list[str] = []
+    real = segments.render_event
+    monkeypatch.setattr(segments, "render_event",
+                        lambda appt, variant: rendered.append(appt.uid) or real(appt, variant))
+    cold_builds: list[int] = []
+    real_cold = segments._build_cold
+    monkeypatch.setattr(segments, "_build_cold", lambda *a: cold_builds.append(1) or real_cold(*a))
+    first, second = booked[0], booked[1]
+    changes = [  # (what, the change, how many appointments it renders)
+        ("moved later", lambda: api.patch(f"/appointments/{first['id']}",
+                                          {"start": iso(soon(1, 20)), "end": iso(soon(1, 21))}), 1),
+        ("moved to another day: its place in the segment changes", lambda: api.patch(
+            f"/appointments/{first['id']}", {"start": iso(soon(5, 1)), "end": iso(soon(5, 2))}), 1),
+        ("cancelled: leaves the feed", lambda: api.post(f"/appointments/{second['id']}/cancel"), 0),
+        ("a new booking", lambda: api.book(staff[1]["id"], iso(soon(2, 3)), iso(soon(2, 4))), 1),
+        ("moved out of the window", lambda: api.patch(
+            f"/appointments/{booked[4]['id']}", {"start": iso(soon(400)), "end": iso(soon(400, 11))}), 0),
+    ]
+    for what, change, renders in changes:
+        resp = change()
+        assert resp.status_code in (200, 201), (what, resp.get_json())
+        rendered.clear()
+        cold_builds.clear()
+        body, response = _get(api.client, url)
+        assert response.headers["Content-Length"] == str(len(body)), what
+        assert len(rendered) == renders and cold_builds == [], (what, rendered)  # beside the previous
+        assert body == _from_nothing(settings, app, url), what
+        packed, _ = _get(api.client, url, **{"Accept-Encoding": "gzip"})
+        assert gzip.decompress(packed) == body, what
+    by_uid = events_by_uid(body)
+    assert second["uid"] not in by_uid and booked[4]["uid"] not in by_uid
+    assert by_uid[first["uid"]]["SEQUENCE"] == 2
+
+
+def test_a_new_body_goes_out_as_its_pieces_and_is_joined_once_sent(app: Flask, api: Api,
+                                                                   staff: list[dict]) -> None:
+    booked = _book_some(api, staff)
+    url = api.feed_url("staff", staff[0]["id"])
+    _get(api.client, url)
+    api.patch(f"/appointments/{booked[0]['id']}", {"start": iso(soon(1, 20)), "end": iso(soon(1, 21))})
+    memory = app.extensions["calsync"].feed_cache.memory
+    head = api.client.head(url)
+    assert head.status_code == 200 and head.data == b""
+    head.close()
+    response = api.client.get(url)
+    entries = [v for v in memory._items.values() if isinstance(v, BodyEntry)]
+    assert len(entries) == 1 and len(entries[0].pieces) == 1  # the HEAD's render, joined at its close
+    assert response.headers["Content-Length"] == head.headers["Content-Length"] == str(len(response.data))
+    response.close()
+    api.patch(f"/appointments/{booked[0]['id']}", {"start": iso(soon(1, 21)), "end": iso(soon(1, 22))})
+    response = api.client.get(url)
+    (entry,) = [v for v in memory._items.values() if isinstance(v, BodyEntry)]
+    assert len(entry.pieces) == 3  # header, the one staff member's segment, footer: not joined
+    assert b"".join(entry.pieces) == response.data
+    assert int(response.headers["Content-Length"]) == len(response.data)
+    response.close()
+    assert entry.pieces == (response.data,)  # joined once sent, for the warm GETs
+
+
+def test_the_changed_appointment_renders_from_its_row_as_from_the_orm(app: Flask, api: Api,
+                                                                       staff: list[dict]) -> None:
+    (booked,) = [api.book(staff[0]["id"], iso(soon(3)), iso(soon(3, 11)), notes=NOTES,
+                          location="Room 2").get_json()]
+    api.post(f"/appointments/{booked['id']}/cancel")
+    services = app.extensions["calsync"]
+    with Reads(services.engine, services.sessions) as reads, services.sessions() as session:
+        appt = session.get(Appointment, booked["id"])
+        for privacy in ("full", "limited", "busy"):
+            for names_staff in (False, True):
+                variant = Variant(privacy, names_staff)
+                row = segments._ONE.first(reads, id=booked["id"], variant=variant.key)
+                assert row is not None and row[0] == appt.revision
+                assert render_event(segments._shown(row), variant) == render_event(appt, variant)
+
+
+def test_a_segment_whose_appointment_vanished_meanwhile_is_served_but_not_kept(
+        app: Flask, api: Api, staff: list[dict], monkeypatch) -> None:
+    """Between the statement that lists a staff member's appointments and the one that reads the
+    changed one, another request may delete it: the segment goes out without it, never kept."""
+    booked = _book_some(api, staff)
+    url = api.feed_url("staff", staff[0]["id"])
+    _get(api.client, url)
+    api.patch(f"/appointments/{booked[0]['id']}", {"start": iso(soon(1, 20)), "end": iso(soon(1, 21))})
+    real_first = segments._ONE.first
+
+    def gone(reads: Reads, **params: Any) -> Any:
+        return None if params["id"] == booked[0]["id"] else real_first(reads, **params)
+
+    monkeypatch.setattr(segments._ONE, "first", gone)
+    body, _ = _get(api.client, url)
+    assert booked[0]["uid"] not in events_by_uid(body)
+    memory = app.extensions["calsync"].feed_cache.memory._items
+    assert body not in [b"".join(v.pieces) for v in memory.values() if isinstance(v, BodyEntry)]
+    monkeypatch.undo()
+    body, _ = _get(api.client, url)
+    assert booked[0]["uid"] in events_by_uid(body)
+
+
+def test_lookups_survive_a_broken_set_aside_connection_and_dispose_closes_them(app: Flask, api: Api,
+                                                                               staff: list[dict]) -> None:
+    url = api.feed_url("staff", staff[0]["id"])
+    engine = app.extensions["calsync"].engine
+    stash = lookup_connections(engine)
+    assert stash is not None
+    _get(api.client, url)
+    (aside,) = stash._idle
+    connection = aside.connection
+    connection.close()  # as a restarted database server leaves it
+    body, _ = _get(api.client, url)  # read through the pool instead
+    assert body.startswith(b"BEGIN:VCALENDAR")
+    _get(api.client, url)
+    fresh = stash._idle[0].connection
+    assert fresh is not connection
+    engine.dispose()
+    assert stash._idle == []
+    with pytest.raises(engine.dialect.loaded_dbapi.Error):
+        fresh.cursor()
+    assert _get(api.client, url)[0] == body
+
+
+def test_a_lookup_reuses_its_feed_only_once_the_second_of_the_change_is_over(app: Flask, api: Api,
+                                                                             staff: list[dict]) -> None:
+    """Last-Modified names the current second while the change's second lasts (version.py's
+    last_modified): a feed made then is not reused later in that form."""
+    url = api.feed_url("staff", staff[0]["id"])
+    token = url.removeprefix("/feeds/").removesuffix(".ics")
+    engine = app.extensions["calsync"].engine
+    api.book(staff[0]["id"], iso(soon(3)), iso(soon(3, 11)))
+    first = lookup_feed(engine, token, datetime.now(UTC))
+    assert first is not None
+    during = first.changed_at.replace(microsecond=999_999)
+    at_once = lookup_feed(engine, token, during)
+    assert at_once is not None and at_once.last_modified == during.replace(microsecond=0)
+    later = first.changed_at + timedelta(seconds=5)
+    settled = lookup_feed(engine, token, later)
+    assert settled is not None and settled.last_modified > at_once.last_modified
+    assert lookup_feed(engine, token, later + timedelta(seconds=1)) is settled  # reused
+
+
+def test_a_lookup_reads_the_token_row_again_only_after_a_commit(app: Flask, api: Api, staff: list[dict],
+                                                                monkeypatch) -> None:
+    """SQLite: a set-aside connection keeps the rows it read while its data_version stays the
+    same, i.e. while no other connection committed anything (lookup_connections.Aside)."""
+    from sqlalchemy import update
+
+    from calsync.feeds.publishing import version
+    from calsync.models import Staff
+
+    url = api.feed_url("staff", staff[0]["id"])
+    first, response = _get(api.client, url)
+    etag = response.headers["ETag"]
+    reads: list[int] = []
+    lookup = version._lookup(app.extensions["calsync"].engine.dialect)
+    real_run = lookup.run
+    monkeypatch.setattr(lookup, "run", lambda *a: reads.append(1) or real_run(*a))
+    sqlite = app.extensions["calsync"].engine.dialect.name == "sqlite"
+    assert api.client.get(url, headers={"If-None-Match": etag}).status_code == 304
+    reads.clear()  # that one read again: the GET's segment and fragment were committed after it
+    for _ in range(3):
+        assert api.client.get(url, headers={"If-None-Match": etag}).status_code == 304
+    assert len(reads) == (0 if sqlite else 3)
+    with app.extensions["calsync"].sessions.begin() as session:  # any commit, by another connection
+        session.execute(update(Staff).where(Staff.id == staff[0]["id"])
+                        .values(feed_revision=Staff.feed_revision + 1))
+    changed = api.client.get(url, headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["ETag"] != etag and changed.data == first
+    assert len(reads) == (1 if sqlite else 4)
