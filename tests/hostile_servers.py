@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import serve_in_thread
+from tests.servers import serve_forwarding, serve_in_thread
 from tests.waiting import wait_until
 
 BEHAVIOURS = (
@@ -314,24 +314,7 @@ class EtagFlappingProxy:
         self.counter = 0
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str, int]] = []  # method, path, status
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _forward(self) -> None:
-                outer.forward(self)
-
-            do_PROPFIND = do_REPORT = do_GET = do_PUT = do_DELETE = do_OPTIONS = _forward  # noqa: N815
-            do_PROPPATCH = do_MKCALENDAR = do_MKCOL = do_HEAD = do_POST = _forward  # noqa: N815
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = serve_in_thread(self.server)
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server, self.thread, self.base_url = serve_forwarding(self.forward)
 
     def count(self, method: str, status: int | None = None) -> int:
         return sum(1 for m, _p, s in self.requests if m == method and (status is None or s == status))

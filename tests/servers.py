@@ -36,6 +36,29 @@ def serve_in_thread(server: socketserver.BaseServer) -> threading.Thread:
     return thread
 
 
+def serve_forwarding(
+    forward: Callable[[BaseHTTPRequestHandler], None],
+) -> tuple[ThreadingHTTPServer, threading.Thread, str]:
+    """A loopback server that hands every WebDAV/CalDAV request to `forward` (the proxies in
+    front of Radicale and Xandikos that misbehave on purpose); returns it, its thread and URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _forward(self) -> None:
+            forward(self)
+
+        do_PROPFIND = do_REPORT = do_GET = do_PUT = do_DELETE = do_OPTIONS = _forward  # noqa: N815
+        do_PROPPATCH = do_MKCALENDAR = do_MKCOL = do_HEAD = do_POST = _forward  # noqa: N815
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    return server, serve_in_thread(server), f"http://127.0.0.1:{server.server_address[1]}"
+
+
 def _run_until_closed(server: Any) -> None:
     # waitress has no stop call: closing its socket ends the loop with EBADF, the normal end.
     with contextlib.suppress(OSError, ValueError):

@@ -23,6 +23,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection as DbConnection
 from sqlalchemy.orm import Session
 
+from calsync.feeds.scheduling.working_hours import merge
 from calsync.models import BusyBlock, BusyTimeline
 
 Span = tuple[int, int]
@@ -39,18 +40,6 @@ def seconds_ceil(moment: datetime) -> int:
 
 def to_datetime(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
-
-
-def merge_spans(spans: list[Span]) -> list[Span]:
-    """Sort and join touching or overlapping spans."""
-    out: list[Span] = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1]:
-            if b > out[-1][1]:
-                out[-1] = (out[-1][0], b)
-        else:
-            out.append((a, b))
-    return out
 
 
 def pack(spans: list[Span]) -> bytes:
@@ -74,7 +63,7 @@ def rebuild(session: Session, connection_id: int, staff_id: int) -> int:
     rows = session.execute(
         select(BusyBlock.start_at, BusyBlock.end_at).where(BusyBlock.connection_id == connection_id)
     ).all()
-    spans = merge_spans([(seconds_floor(a), seconds_ceil(b)) for a, b in rows if b > a])
+    spans = merge([(seconds_floor(a), seconds_ceil(b)) for a, b in rows if b > a])
     session.execute(delete(BusyTimeline).where(BusyTimeline.connection_id == connection_id))
     session.execute(
         insert(BusyTimeline).values(connection_id=connection_id, staff_id=staff_id, spans=pack(spans))

@@ -17,7 +17,8 @@ from sqlalchemy import insert, select, text
 from calsync.feeds.calendars.busy_blocks import replace_blocks
 from calsync.feeds.calendars.connections import delete_connection
 from calsync.feeds.scheduling.availability import busy_times, find_availability
-from calsync.feeds.scheduling.busy_timeline import merge_spans, pack, staff_spans, unpack
+from calsync.feeds.scheduling.busy_timeline import pack, staff_spans, unpack
+from calsync.feeds.scheduling.working_hours import merge as merge_spans
 from calsync.migrations import alembic_config, upgrade_database
 from calsync.models import BusyBlock, BusyTimeline, Company, Connection, Staff, make_engine, utcnow
 from tests.conftest import Api

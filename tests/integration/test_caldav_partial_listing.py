@@ -13,7 +13,7 @@ import http.client
 import re
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -29,7 +29,7 @@ from calsync.models import ItipMethod
 from tests.conftest import Api
 from tests.linked_helpers import Linked, at
 from tests.mail_helpers import outbox, with_mail
-from tests.servers import CalDAVServer, SmtpSink, serve_in_thread
+from tests.servers import CalDAVServer, SmtpSink, serve_forwarding
 
 DAV = "{DAV:}"
 
@@ -59,24 +59,7 @@ class EtaglessProxy:
         self.truncate = False
         self.requests: list[tuple[str, str, int]] = []
         self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _forward(self) -> None:
-                outer.forward(self)
-
-            do_PROPFIND = do_REPORT = do_GET = do_PUT = do_DELETE = do_OPTIONS = _forward  # noqa: N815
-            do_PROPPATCH = do_MKCALENDAR = do_MKCOL = do_HEAD = do_POST = _forward  # noqa: N815
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = serve_in_thread(self.server)
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server, self.thread, self.base_url = serve_forwarding(self.forward)
 
     def url_of(self, server: CalDAVServer, slug: str = "work") -> str:
         return server.url_of(slug).replace(server.base_url, self.base_url)
