@@ -46,7 +46,9 @@ def test_an_unreadable_booking_in_the_linked_calendar_shows_in_the_health(
     conn_id = resp.get_json()["id"]
     ctx = app.extensions["calsync"].sync
     assert sync_connection(ctx, conn_id).status == "ok"
-    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=2)
+    # 10:00 two days ahead: inside 00:00-23:59 whatever the hour the test runs at (an hour taken
+    # from the clock made it fail between 23:00 and 24:00 UTC).
+    start = (datetime.now(UTC) + timedelta(days=2)).replace(hour=10, minute=0, second=0, microsecond=0)
     booked = api.book(staff["id"], iso(start), iso(start + timedelta(hours=1)))
     assert booked.status_code == 201, booked.get_json()
     appt = booked.get_json()
