@@ -36,7 +36,23 @@ WIRE = policy.default.clone(linesep="\r\n", cte_type="7bit")
 # refolding of every field was a third of a reschedule PATCH (issue 17).
 # Lines of 74: compat32 folds Header values at the policy's length, and email.header's base64
 # words overshoot it by up to two; RFC 2047 §2 allows an encoded word 75 characters.
-LEGACY_WIRE = policy.compat32.clone(linesep="\r\n", max_line_length=74)
+class _LegacyWire(policy.Compat32):
+    """compat32, but the Message-ID on the line of its field name: folded onto a line of its
+    own it reads back with a leading space, and the id is matched as stored (bounces, the
+    delivered copy kept without its body)."""
+
+    def _unfolded(self, name: str, value: Any) -> str | None:
+        return f"{name}: {value}{self.linesep}" if name.lower() == "message-id" else None
+
+    def fold(self, name: str, value: Any) -> str:
+        return self._unfolded(name, value) or super().fold(name, value)
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        line = self._unfolded(name, value)
+        return line.encode("ascii") if line else super().fold_binary(name, value)
+
+
+LEGACY_WIRE = _LegacyWire(linesep="\r\n", max_line_length=74)
 UTF8_QP = charsets.Charset("utf-8")
 UTF8_QP.body_encoding = charsets.QP  # the text and HTML parts stay readable, 7-bit
 

@@ -58,8 +58,8 @@ def _same_rest(new: bytes, old: bytes) -> None:
     """Every header but From, To and Subject, the parts and their decoded bodies, as before."""
     a, b = _parse(new), _parse(old)
     for field in ("Date", "Message-ID", "Auto-Submitted", "MIME-Version"):
-        # Folding may put the id on a line of its own (whitespace before a msg-id is CFWS).
         assert str(a[field]).strip() == str(b[field]).strip(), field
+    assert str(a["Message-ID"]) == str(b["Message-ID"]).strip()  # never folded: read back as stored
     assert a.get_content_type() == b.get_content_type() == "multipart/alternative"
     old_parts, new_parts = list(b.iter_parts()), list(a.iter_parts())
     assert [p.get_content_type() for p in new_parts] == [p.get_content_type() for p in old_parts]
