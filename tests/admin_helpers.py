@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from html import unescape
 from typing import Any
 
 import pytest
@@ -67,6 +68,11 @@ class Browser:
 
 def text_of(resp: TestResponse) -> str:
     return resp.get_data(as_text=True)
+
+
+def words_of(html: str) -> str:
+    """The page's text, tags out and spaces collapsed, as a person reads it."""
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html)))
 
 
 def busy_ics(count: int = 2, *, first_day: int = 2, summary: str = "Dentist") -> bytes:

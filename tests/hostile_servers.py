@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import serve_forwarding, serve_in_thread
+from tests.servers import ForwardingProxy, serve_in_thread
 from tests.waiting import wait_until
 
 BEHAVIOURS = (
@@ -297,7 +297,7 @@ def hostile_caldav() -> Iterator[Callable[..., HostileCalDAV]]:
 # --- ETags that change on every request ------------------------------------------------------------
 
 
-class EtagFlappingProxy:
+class EtagFlappingProxy(ForwardingProxy):
     """Forwards to a real CalDAV server, giving every ETag and CTag it reports a new suffix on
     every request (as a server that puts the request time in its ETags would).
 
@@ -312,9 +312,7 @@ class EtagFlappingProxy:
         self.honour_if_match = honour_if_match
         self.sync_tokens = sync_tokens
         self.counter = 0
-        self.lock = threading.Lock()
-        self.requests: list[tuple[str, str, int]] = []  # method, path, status
-        self.server, self.thread, self.base_url = serve_forwarding(self.forward)
+        super().__init__()
 
     def count(self, method: str, status: int | None = None) -> int:
         return sum(1 for m, _p, s in self.requests if m == method and (status is None or s == status))
@@ -356,18 +354,6 @@ class EtagFlappingProxy:
         data = re.sub(rb"(getctag>)([^<]*)(<)", rb"\g<1>\g<2>-v%d\g<3>" % n, data)
         self._reply(h, resp.status, out, data)
 
-    def _reply(self, h: BaseHTTPRequestHandler, status: int, headers: dict[str, str], data: bytes) -> None:
-        self.requests.append((h.command, h.path, status))
-        h.send_response(status)
-        for key, value in headers.items():
-            h.send_header(key, value)
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # --- a mail server that refuses ----------------------------------------------------------------------

@@ -59,6 +59,33 @@ def serve_forwarding(
     return server, serve_in_thread(server), f"http://127.0.0.1:{server.server_address[1]}"
 
 
+class ForwardingProxy:
+    """Base of the misbehaving proxies: serves on loopback (serve_forwarding), records each
+    answer as (method, path, status) and writes it back; subclasses implement forward()."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, int]] = []
+        self.lock = threading.Lock()
+        self.server, self.thread, self.base_url = serve_forwarding(self.forward)
+
+    def forward(self, h: BaseHTTPRequestHandler) -> None:
+        raise NotImplementedError
+
+    def _reply(self, h: BaseHTTPRequestHandler, status: int, headers: dict[str, str], data: bytes) -> None:
+        with self.lock:
+            self.requests.append((h.command, h.path, status))
+        h.send_response(status)
+        for key, value in headers.items():
+            h.send_header(key, value)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def _run_until_closed(server: Any) -> None:
     # waitress has no stop call: closing its socket ends the loop with EBADF, the normal end.
     with contextlib.suppress(OSError, ValueError):

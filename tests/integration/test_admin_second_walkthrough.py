@@ -24,7 +24,7 @@ from calsync.feeds.scheduling import booking
 from calsync.feeds.settings import Settings
 from calsync.models import Appointment, ChangeSource, Company, Connection, OutboxEmail, utcnow
 from calsync.web.admin.settings_form import CHOICE_LABELS
-from tests.admin_helpers import Browser, busy_ics, text_of
+from tests.admin_helpers import Browser, busy_ics, text_of, words_of
 from tests.conftest import Api
 from tests.integration.test_admin_appointments import form, workday
 from tests.integration.test_admin_sync import settings_form
@@ -44,13 +44,10 @@ def staff(api: Api) -> dict[str, Any]:
     return api.make_staff()
 
 
-def _words(html: str) -> str:
-    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html)))
-
 
 def _booked(admin: Browser, staff: dict[str, Any], **kw: str) -> int:
     resp = admin.post("/appointments/new", form(staff["id"], workday(), **kw))
-    assert resp.status_code == 302, _words(text_of(resp))
+    assert resp.status_code == 302, words_of(text_of(resp))
     return int(resp.headers["Location"].rsplit("/", 1)[1])
 
 
@@ -83,7 +80,7 @@ def test_booking_a_start_time_that_has_passed_is_refused_keeping_what_was_typed(
                                                 notes="Bring the voucher"))
     assert resp.status_code == 422
     html = text_of(resp)
-    error = _words(html.split('data-field="book-error"', 1)[1].split("</p>", 1)[0])
+    error = words_of(html.split('data-field="book-error"', 1)[1].split("</p>", 1)[0])
     assert error.startswith(">Not booked: The start time, 10:00 on ")
     assert "has already passed: it is now" in error and "(Europe/Berlin). Choose a later time." in error
     # Beside the form, what was typed kept, the time fields marked.
@@ -104,7 +101,7 @@ def test_moving_an_appointment_into_the_past_is_refused_beside_the_reschedule_ca
                       page=page)
     assert resp.status_code == 422
     card = text_of(resp).split('id="reschedule"', 1)[1].split("</section>", 1)[0]
-    assert "has already passed" in _words(card) and 'data-field="move-error"' in card
+    assert "has already passed" in words_of(card) and 'data-field="move-error"' in card
     assert f'name="date" required value="{PAST_DAY.isoformat()}"' in card
     assert 'name="start" required value="11:00"' in card
     assert _emails(app) == before  # the customer hears nothing of it
@@ -120,9 +117,9 @@ def test_cancelling_an_appointment_that_took_place_emails_nobody_unless_asked(
         _took_place(app, appointment_id)
     page = f"/appointments/{first}"
     html = text_of(admin.get(page))
-    words = _words(html)
+    words = words_of(html)
     assert "This appointment is in the past, so Chloé Lefèvre is not emailed unless you choose to." in words
-    dialog = _words(html.split('id="cancel-dialog"', 1)[1].split("</dialog>", 1)[0])
+    dialog = words_of(html.split('id="cancel-dialog"', 1)[1].split("</dialog>", 1)[0])
     assert "This appointment is in the past: it was on" in dialog
     assert "Also email Chloé Lefèvre (chloe@example.com) that it is cancelled" in dialog
     # The box belongs to the Cancel form (sent with it from the dialog), unticked.
@@ -132,7 +129,7 @@ def test_cancelling_an_appointment_that_took_place_emails_nobody_unless_asked(
     booked_emails = _emails(app)
 
     admin.post(f"{page}/cancel", page=page)
-    after = _words(text_of(admin.get(page)))
+    after = words_of(text_of(admin.get(page)))
     assert ("Appointment cancelled. Chloé Lefèvre was not emailed, as the appointment was in the past."
             in after)
     assert "Cancelled by an admin, without emailing the customer." in after
@@ -142,7 +139,7 @@ def test_cancelling_an_appointment_that_took_place_emails_nobody_unless_asked(
     page = f"/appointments/{second}"
     admin.post(f"{page}/cancel", {"email_customer": "1"}, page=page)
     assert _emails(app) == [*booked_emails, ("cancelled", second)]
-    assert "Cancelled by an admin." in _words(text_of(admin.get(page)))
+    assert "Cancelled by an admin." in words_of(text_of(admin.get(page)))
 
 
 def test_an_upcoming_appointment_is_cancelled_with_its_email_whatever_the_form_says(
@@ -219,15 +216,15 @@ def test_sync_now_on_a_failing_calendar_says_it_once_as_tried_again(
 def test_the_booking_message_and_form_mention_the_confirmation_email(
     app: Flask, admin: Browser, staff: dict[str, Any]
 ) -> None:
-    form_words = _words(text_of(admin.get("/appointments/new")))
+    form_words = words_of(text_of(admin.get("/appointments/new")))
     assert ("If you give the customer’s email address, a confirmation with a calendar invitation is "
             "written for them; it waits in the outbox, because no mail server is set up") in form_words
     appointment_id = _booked(admin, staff)
-    words = _words(text_of(admin.get(f"/appointments/{appointment_id}")))
+    words = words_of(text_of(admin.get(f"/appointments/{appointment_id}")))
     assert ("The confirmation to Chloé Lefèvre (chloe@example.com) waits in the outbox, because no mail "
             "server is set up (CALSYNC_SMTP_URL).") in words
     other = _booked(admin, staff, start="14:00", end="14:30", customer_email="")
-    assert "Chloé Lefèvre has no email address: let them know yourself." in _words(
+    assert "Chloé Lefèvre has no email address: let them know yourself." in words_of(
         text_of(admin.get(f"/appointments/{other}")))
 
 
@@ -246,10 +243,10 @@ class TestWithAMailServer:
     def test_the_customer_is_emailed_a_confirmation(self, app: Flask, admin: Browser,
                                                     staff: dict[str, Any]) -> None:
         assert ("If you give the customer’s email address, they are emailed a confirmation with a "
-                "calendar invitation.") in _words(text_of(admin.get("/appointments/new")))
+                "calendar invitation.") in words_of(text_of(admin.get("/appointments/new")))
         appointment_id = _booked(admin, staff)
         assert ("Chloé Lefèvre is emailed a confirmation with a calendar invitation at chloe@example.com."
-                in _words(text_of(admin.get(f"/appointments/{appointment_id}"))))
+                in words_of(text_of(admin.get(f"/appointments/{appointment_id}"))))
 
 
 # 6, 7 ----------------------------------------------------------------------------------------
@@ -258,7 +255,7 @@ class TestWithAMailServer:
 def test_an_end_before_the_start_is_said_plainly(admin: Browser, staff: dict[str, Any]) -> None:
     resp = admin.post("/appointments/new", form(staff["id"], workday(), start="11:00", end="10:00"))
     assert resp.status_code == 422
-    assert "Not booked: The end time must be after the start time." in _words(text_of(resp))
+    assert "Not booked: The end time must be after the start time." in words_of(text_of(resp))
 
 
 def test_book_for_a_blocked_staff_member_says_not_booked(
@@ -270,11 +267,11 @@ def test_book_for_a_blocked_staff_member_says_not_booked(
         with app.extensions["calsync"].sessions.begin() as s:
             s.get(Connection, conn["id"]).lease_until = None
         api.post(f"/connections/{conn['id']}/sync")
-    before = _words(text_of(admin.get(f"/appointments/new?staff={staff['id']}")))
+    before = words_of(text_of(admin.get(f"/appointments/new?staff={staff['id']}")))
     assert "Not booked:" not in before and "Zoë Müller can't be booked" in before
     resp = admin.post("/appointments/new", form(staff["id"], workday()))
     assert resp.status_code == 422
-    note = _words(text_of(resp).split('data-field="unbookable"', 1)[1].split("</p>", 1)[0])
+    note = words_of(text_of(resp).split('data-field="unbookable"', 1)[1].split("</p>", 1)[0])
     assert note.startswith("> Not booked: Zoë Müller can't be booked")
 
 
@@ -294,7 +291,7 @@ def test_settings_saved_mentions_feeds_only_when_a_feed_setting_changed(admin: B
         resp = admin.post("/settings", fields, page="/settings")
         assert resp.status_code == 302
         html = text_of(admin.get("/settings"))
-        return _words(html.split('id="settings-saved"', 1)[1].split("</div>", 1)[0])
+        return words_of(html.split('id="settings-saved"', 1)[1].split("</div>", 1)[0])
 
     assert "Settings saved; nothing had changed." in save()
     said = save(alert_after_failures="7")

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from calsync.feeds.calendars.sync import sync_connection
 from calsync.feeds.settings import Settings
 from calsync.models import Connection, OutboxEmail
-from tests.admin_helpers import Browser, busy_ics, text_of
+from tests.admin_helpers import Browser, busy_ics, text_of, words_of
 from tests.conftest import Api
 from tests.integration.test_admin_appointments import form, workday
 from tests.integration.test_admin_sync import settings_form
@@ -42,14 +42,10 @@ def staff(api: Api) -> dict[str, Any]:
     return api.make_staff()
 
 
-def _words(html: str) -> str:
-    """The page's text, tags out and spaces collapsed, as a person reads it."""
-    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html)))
-
 
 def _booked(app: Flask, admin: Browser, staff: dict[str, Any], **kw: str) -> int:
     resp = admin.post("/appointments/new", form(staff["id"], workday(), **kw))
-    assert resp.status_code == 302, _words(text_of(resp))
+    assert resp.status_code == 302, words_of(text_of(resp))
     return int(resp.headers["Location"].rsplit("/", 1)[1])
 
 
@@ -96,7 +92,7 @@ def test_without_a_mail_server_no_email_is_promised(app: Flask, admin: Browser,
                                                     staff: dict[str, Any]) -> None:
     appointment_id = _booked(app, admin, staff)
     page = f"/appointments/{appointment_id}"
-    words = _words(text_of(admin.get(page)))
+    words = words_of(text_of(admin.get(page)))
     waits = ("The email telling Chloé Lefèvre (chloe@example.com) that it is cancelled waits in the "
              "outbox, because no mail server is set up (CALSYNC_SMTP_URL).")
     assert waits in words and "is emailed at" not in words
@@ -109,7 +105,7 @@ def test_without_a_mail_server_no_email_is_promised(app: Flask, admin: Browser,
     admin.post(f"{page}/cancel", page=page)
     after = text_of(admin.get(page))
     assert ("Appointment cancelled. The email to Chloé Lefèvre (chloe@example.com) waits in the outbox, "
-            "because no mail server is set up (CALSYNC_SMTP_URL).") in _words(after)
+            "because no mail server is set up (CALSYNC_SMTP_URL).") in words_of(after)
     # Status badges in words, not the stored value.
     assert re.search(r'data-field="status">Cancelled<', after)
     listing = text_of(admin.get(f"/appointments?staff={staff['id']}&from=2000-01-01&to=2100-01-01"))
@@ -119,7 +115,7 @@ def test_without_a_mail_server_no_email_is_promised(app: Flask, admin: Browser,
 def test_a_customer_without_email_is_not_promised_one(app: Flask, admin: Browser,
                                                       staff: dict[str, Any]) -> None:
     appointment_id = _booked(app, admin, staff, customer_email="")
-    words = _words(text_of(admin.get(f"/appointments/{appointment_id}")))
+    words = words_of(text_of(admin.get(f"/appointments/{appointment_id}")))
     assert "Chloé Lefèvre has no email address, so nobody is told: let them know yourself." in words
 
 
@@ -138,14 +134,14 @@ class TestWithAMailServer:
     def test_the_customer_is_emailed(self, app: Flask, admin: Browser, staff: dict[str, Any]) -> None:
         appointment_id = _booked(app, admin, staff)
         page = f"/appointments/{appointment_id}"
-        words = _words(text_of(admin.get(page)))
+        words = words_of(text_of(admin.get(page)))
         assert "Chloé Lefèvre is emailed at chloe@example.com that it is cancelled." in words
         assert "Chloé Lefèvre is emailed the new time at chloe@example.com." in words
         assert "Cancel the appointment and email Chloé Lefèvre" in words
         assert "waits in the outbox" not in words
         day = workday(10).isoformat()
         admin.post(f"{page}/reschedule", {"date": day, "start": "11:00", "end": "11:30"}, page=page)
-        assert "Chloé Lefèvre is emailed the new time at chloe@example.com." in _words(
+        assert "Chloé Lefèvre is emailed the new time at chloe@example.com." in words_of(
             text_of(admin.get(page)).split('class="flashes"', 1)[1].split("</div>", 1)[0])
 
     def test_outbox_offers_retry_for_a_waiting_email(self, app: Flask, admin: Browser,
@@ -204,7 +200,7 @@ def test_every_blocking_calendar_is_counted_and_marked_on_the_staff_clock(
         added = s.get(Connection, ids[0]).created_at
     berlin = added.astimezone(ZoneInfo("Europe/Berlin"))
     html = text_of(admin.get("/health"))
-    words = _words(html)
+    words = words_of(html)
     headline = (f"Zoë Müller can't be booked: the calendar 'Work 0' has not synced since it was added on "
                 f"{berlin:%d %b %Y, %H:%M} {berlin.tzname()}, because the calendar was not found at "
                 "that address (it may have been deleted or its secret address reset); and 2 more "
@@ -216,14 +212,14 @@ def test_every_blocking_calendar_is_counted_and_marked_on_the_staff_clock(
         assert 'data-field="unbookable"' in row
         assert f'href="/staff/{staff["id"]}#connection-{conn_id}">Fix<' in row
     # The row whose sentence names its error does not say the error twice.
-    first = _words(html.split(f'<tr id="connection-{ids[0]}">', 1)[1].split("</tr>", 1)[0])
+    first = words_of(html.split(f'<tr id="connection-{ids[0]}">', 1)[1].split("</tr>", 1)[0])
     assert first.count("the calendar was not found at that address") + first.count(
         "The calendar was not found at that address") == 1
     # One more calendar: singular.
     with app.extensions["calsync"].sessions.begin() as s:
         s.delete(s.get(Connection, ids[2]))
-    assert "; and 1 more calendar has not synced either." in _words(text_of(admin.get("/health")))
-    assert "; and 1 more calendar has not synced either." in _words(text_of(admin.get("/")))
+    assert "; and 1 more calendar has not synced either." in words_of(text_of(admin.get("/health")))
+    assert "; and 1 more calendar has not synced either." in words_of(text_of(admin.get("/")))
 
 
 def test_health_names_each_kind_of_calendar(app: Flask, admin: Browser, api: Api, staff: dict[str, Any],
@@ -238,7 +234,7 @@ def test_health_names_each_kind_of_calendar(app: Flask, admin: Browser, api: Api
         s.get(Connection, ids["Outlook"]).kind = "microsoft"
     html = text_of(admin.get("/health"))
     for name, kind in (("Plain", "ICS"), ("Gmail", "Google"), ("Outlook", "Microsoft")):
-        row = _words(html.split(f'<tr id="connection-{ids[name]}">', 1)[1].split("</tr>", 1)[0])
+        row = words_of(html.split(f'<tr id="connection-{ids[name]}">', 1)[1].split("</tr>", 1)[0])
         assert f"Zoë Müller · {kind} ·" in row, row
 
 
@@ -254,7 +250,7 @@ def test_after_a_refused_save_one_day_is_one_day(admin: Browser) -> None:
     html = text_of(resp)
     unit = re.search(r'data-unit-of="set-sync_window_past_days">([^<]*)<', html)
     assert unit and unit.group(1) == "day"
-    assert "1 days" not in _words(html)
+    assert "1 days" not in words_of(html)
 
 
 # 8 -------------------------------------------------------------------------------------------
@@ -303,7 +299,7 @@ def test_save_anyway_says_what_it_would_do_and_a_missing_caldav_address_is_not_a
         resp = admin.post(f"{page}/calendars/discover", {
             "caldav_url": calendar_http.base_url + path, "username": "zoe", "password": "secret"}, page=page)
         assert resp.status_code == 422
-        error = _words(text_of(resp).split('data-field="add-error"', 1)[1].split("</div>", 1)[0])
+        error = words_of(text_of(resp).split('data-field="add-error"', 1)[1].split("</div>", 1)[0])
         assert said in error and not_said not in error, error
 
 
@@ -323,7 +319,7 @@ def test_the_booking_form_says_up_front_why_a_staff_member_cannot_be_booked(
     # Booking anyway: the note says it once, beside its Fix link, not again as a message.
     resp = admin.post("/appointments/new", form(staff["id"], workday()))
     assert resp.status_code == 422
-    assert _words(text_of(resp)).count("can't be booked") == 1
+    assert words_of(text_of(resp)).count("can't be booked") == 1
 
 
 def test_breadcrumbs_lead_back_through_the_staff_list(app: Flask, admin: Browser, api: Api,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import re
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -29,12 +28,12 @@ from calsync.models import ItipMethod
 from tests.conftest import Api
 from tests.linked_helpers import Linked, at
 from tests.mail_helpers import outbox, with_mail
-from tests.servers import CalDAVServer, SmtpSink, serve_forwarding
+from tests.servers import CalDAVServer, ForwardingProxy, SmtpSink
 
 DAV = "{DAV:}"
 
 
-class EtaglessProxy:
+class EtaglessProxy(ForwardingProxy):
     """Forwards to a real CalDAV server, taking DAV:getetag out of every multistatus answer for
     the items whose href contains one of `hide` ("" hides every item's), and their ETag header
     out of GET answers where `hide_get_etag`.
@@ -57,9 +56,7 @@ class EtaglessProxy:
         self.sync = "all"
         self.fail_etag_propfind = False
         self.truncate = False
-        self.requests: list[tuple[str, str, int]] = []
-        self.lock = threading.Lock()
-        self.server, self.thread, self.base_url = serve_forwarding(self.forward)
+        super().__init__()
 
     def url_of(self, server: CalDAVServer, slug: str = "work") -> str:
         return server.url_of(slug).replace(server.base_url, self.base_url)
@@ -133,19 +130,6 @@ class EtaglessProxy:
             root.append(marker)
         return etree.tostring(root, xml_declaration=True, encoding="utf-8")  # type: ignore[no-any-return]
 
-    def _reply(self, h: BaseHTTPRequestHandler, status: int, headers: dict[str, str], data: bytes) -> None:
-        with self.lock:
-            self.requests.append((h.command, h.path, status))
-        h.send_response(status)
-        for key, value in headers.items():
-            h.send_header(key, value)
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
