@@ -31,8 +31,9 @@ bind = [os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")]
 # Feed requests are short database reads answered mostly from the per-process memory cache:
 # threads share that cache (and a process's database pool), processes use the cores. Each
 # thread may hold one database connection from the pool and one set aside for feed lookups
-# (feeds/publishing/lookup_connections.py): PostgreSQL's max_connections must cover
-# 2 × workers × threads of every web machine, plus the queue workers.
+# (feeds/publishing/lookup_connections.py), and each process one more that LISTENs for feed
+# changes (feeds/publishing/feed_changes.py): PostgreSQL's max_connections must cover
+# (2 × threads + 1) × workers of every web machine, plus the queue workers.
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * (os.cpu_count() or 1))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))

@@ -61,6 +61,15 @@ class Settings(BaseModel):
             "often, so polling clients do not turn every feed GET into a database write."
         ),
     )
+    feed_listen: bool = Field(
+        default=True,
+        description=(
+            "CALSYNC_FEED_LISTEN: on PostgreSQL, keep each feed's version in memory and hear of "
+            "changes by LISTEN/NOTIFY, so a 304 needs no database round trip. Set to false "
+            "behind a connection pooler that does not deliver notifications (PgBouncer in "
+            "transaction mode); every feed request then reads its version."
+        ),
+    )
     credentials_key: str | None = Field(
         default=None,
         description=(

@@ -1,5 +1,6 @@
 """SQLAlchemy models of calsync and the engine/session factory. Imports SQLAlchemy only."""
 
+from calsync.models import feed_changes as feed_changes  # the triggers' DDL, attached to the metadata
 from calsync.models.appointment import STATUS_CANCELLED, STATUS_CONFIRMED, Appointment, Customer
 from calsync.models.auth import AdminUser, ApiKey, LoginThrottle
 from calsync.models.base import MAX_KEY, Base, UTCDateTime, utcnow

@@ -237,6 +237,16 @@ def app(settings: Settings) -> Iterator[Flask]:
 
 
 @pytest.fixture
+def postgres(app: Flask) -> Engine:
+    """The app's engine, for tests of what only PostgreSQL does (query plans, LISTEN/NOTIFY):
+    skipped in the SQLite pass, run in the PostgreSQL one (TEST_CALSYNC_DATABASE_URL)."""
+    engine: Engine = app.extensions["calsync"].engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: runs in the pass with TEST_CALSYNC_DATABASE_URL")
+    return engine
+
+
+@pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
 

@@ -55,8 +55,9 @@ def published_feed(token: str) -> Response:
     now = datetime.now(UTC)
     engine = services.engine
     # A DBAPI connection, not engine.connect(): the lookup is one prebuilt statement, and the
-    # Connection wrapper (then the pool's checkout) cost more than the query (docs/scale.md).
-    feed = lookup_feed(engine, token, now)
+    # Connection wrapper (then the pool's checkout) cost more than the query (docs/scale.md);
+    # on PostgreSQL none at all while no change was announced (feeds/publishing/feed_changes.py).
+    feed = lookup_feed(engine, token, now, listen=services.settings.feed_listen)
     if feed is None:
         return _not_found()
     every = timedelta(seconds=services.settings.token_touch_seconds)

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, and_, bindparam, case, func, select
 
 from calsync.feeds.accounts.keys import hash_token, same_hash
 from calsync.feeds.company_settings import STORED, CompanySettings
+from calsync.feeds.publishing.feed_changes import feed_changes
 from calsync.feeds.publishing.lookup_connections import lookup_connections
 from calsync.feeds.publishing.render import FRAGMENT_FORMAT
 from calsync.models import Company, FeedToken, Staff, group_member
@@ -225,22 +226,40 @@ def open_feed(conn: Connection, token: str, now: datetime) -> PublishedFeed | No
 _derived: dict[str, tuple[tuple[Any, ...], date, PublishedFeed]] = {}
 
 
-def lookup_feed(engine: Engine, token: str, now: datetime) -> PublishedFeed | None:
-    """read_feed on a connection set aside for lookups (lookup_connections.py), or on one from
-    the pool where there are none or the set-aside one failed."""
+def lookup_feed(engine: Engine, token: str, now: datetime, *, listen: bool = True) -> PublishedFeed | None:
+    """The feed behind a token, for a feed request.
+
+    On PostgreSQL with `listen` (CALSYNC_FEED_LISTEN), a token row read since the last change
+    to its company was heard of is reused without a round trip (feed_changes.py). Otherwise
+    read on a connection set aside for lookups (lookup_connections.py), or on one from the pool
+    where there are none or the set-aside one failed."""
+    digest = hash_token(token)
+    changes = feed_changes(engine) if listen else None
+    if changes is None:
+        return _published(digest, _read_row(engine, digest), now)
+    row = changes.known(digest, _COMPANY)
+    if row is None:
+        read_at = changes.seq  # before the query: a change heard during it makes the row stale
+        row = _read_row(engine, digest)
+        if row is not None:
+            changes.keep(digest, read_at, row)
+    return _published(digest, row, now)
+
+
+def _read_row(engine: Engine, digest: str) -> tuple[Any, ...] | None:
     stash = lookup_connections(engine)
     if stash is not None:
         aside = stash.take()
         try:
-            feed = read_feed(aside.connection, engine.dialect, token, now, aside.rows)
+            row = _row(aside.connection, engine.dialect, digest, aside.rows)
         except engine.dialect.loaded_dbapi.Error:
             stash.close(aside)  # broken (a restarted server) or busy: through the pool, once
         else:
             stash.put_back(aside)
-            return feed
+            return row
     pooled = engine.raw_connection()
     try:
-        return read_feed(pooled.dbapi_connection, engine.dialect, token, now)
+        return _row(pooled.dbapi_connection, engine.dialect, digest)
     finally:
         pooled.close()
 
@@ -248,29 +267,36 @@ def lookup_feed(engine: Engine, token: str, now: datetime) -> PublishedFeed | No
 def read_feed(dbapi_connection: Any, dialect: Any, token: str, now: datetime,
               rows: dict[str, tuple[int, tuple[Any, ...]]] | None = None) -> PublishedFeed | None:
     """open_feed on a DBAPI connection: every feed request, 304s included, reads this one row,
-    and SQLAlchemy's Connection around it cost more than the query on SQLite (docs/scale.md).
-
-    `rows`: what this SQLite connection read before, by digest, with its data_version then
-    (lookup_connections.Aside): while no other connection committed anything, the row is the
-    same. Only for connections that never write (their own commits leave data_version alone)."""
+    and SQLAlchemy's Connection around it cost more than the query on SQLite (docs/scale.md)."""
     digest = hash_token(token)
+    return _published(digest, _row(dbapi_connection, dialect, digest, rows), now)
+
+
+def _row(dbapi_connection: Any, dialect: Any, digest: str,
+         rows: dict[str, tuple[int, tuple[Any, ...]]] | None = None) -> tuple[Any, ...] | None:
+    """The token's row. `rows`: what this SQLite connection read before, by digest, with its
+    data_version then (lookup_connections.Aside): while no other connection committed
+    anything, the row is the same. Only for connections that never write (their own commits
+    leave data_version alone)."""
     if rows is None:
-        row = _lookup(dialect).run(dbapi_connection, digest)
-    else:
-        cursor = dbapi_connection.cursor()
-        try:  # first: a commit between it and the query makes the next lookup read again
-            version = cursor.execute("PRAGMA data_version").fetchone()[0]
-        finally:
-            cursor.close()
-        known = rows.get(digest)
-        if known is not None and known[0] == version:
-            row = known[1]
-        else:
-            row = _lookup(dialect).run(dbapi_connection, digest)
-            if row is not None:
-                if len(rows) > 10_000:
-                    rows.clear()
-                rows[digest] = (version, row)
+        return _lookup(dialect).run(dbapi_connection, digest)
+    cursor = dbapi_connection.cursor()
+    try:  # first: a commit between it and the query makes the next lookup read again
+        version = cursor.execute("PRAGMA data_version").fetchone()[0]
+    finally:
+        cursor.close()
+    known = rows.get(digest)
+    if known is not None and known[0] == version:
+        return known[1]
+    row = _lookup(dialect).run(dbapi_connection, digest)
+    if row is not None:
+        if len(rows) > 10_000:
+            rows.clear()
+        rows[digest] = (version, row)
+    return row
+
+
+def _published(digest: str, row: tuple[Any, ...] | None, now: datetime) -> PublishedFeed | None:
     # The index lookup already matched; compare again in constant time so no code path's
     # timing depends on how much of a guessed hash matched.
     if row is None or not same_hash(row[_HASH], digest) or row[_REVOKED] is not None:

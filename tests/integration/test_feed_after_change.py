@@ -15,6 +15,7 @@ from sqlalchemy import delete, select
 
 from calsync.feeds.publishing import segments
 from calsync.feeds.publishing.cache import BodyEntry
+from calsync.feeds.publishing.feed_changes import listening_since
 from calsync.feeds.publishing.lookup_connections import lookup_connections
 from calsync.feeds.publishing.prebuilt import Reads
 from calsync.feeds.publishing.render import Variant, render_event
@@ -171,8 +172,16 @@ def test_a_segment_whose_appointment_vanished_meanwhile_is_served_but_not_kept(
     assert booked[0]["uid"] in events_by_uid(body)
 
 
-def test_lookups_survive_a_broken_set_aside_connection_and_dispose_closes_them(app: Flask, api: Api,
-                                                                               staff: list[dict]) -> None:
+@pytest.fixture
+def unheard(settings: Settings) -> Settings:
+    """PostgreSQL: every lookup reads its row (no LISTEN), as on SQLite when something committed."""
+    return settings.model_copy(update={"feed_listen": False})
+
+
+def test_lookups_survive_a_broken_set_aside_connection_and_dispose_closes_them(
+        unheard: Settings, api: Api, staff: list[dict]) -> None:
+    app = create_app(unheard, migrate=False)
+    api = Api(app.test_client(), api.key)
     url = api.feed_url("staff", staff[0]["id"])
     engine = app.extensions["calsync"].engine
     stash = lookup_connections(engine)
@@ -191,6 +200,7 @@ def test_lookups_survive_a_broken_set_aside_connection_and_dispose_closes_them(a
     with pytest.raises(engine.dialect.loaded_dbapi.Error):
         fresh.cursor()
     assert _get(api.client, url)[0] == body
+    engine.dispose()
 
 
 def test_a_lookup_reuses_its_feed_only_once_the_second_of_the_change_is_over(app: Flask, api: Api,
@@ -212,10 +222,15 @@ def test_a_lookup_reuses_its_feed_only_once_the_second_of_the_change_is_over(app
     assert lookup_feed(engine, token, later + timedelta(seconds=1)) is settled  # reused
 
 
+def sqlite_engine(app: Flask) -> bool:
+    return bool(app.extensions["calsync"].engine.dialect.name == "sqlite")
+
+
 def test_a_lookup_reads_the_token_row_again_only_after_a_commit(app: Flask, api: Api, staff: list[dict],
                                                                 monkeypatch) -> None:
     """SQLite: a set-aside connection keeps the rows it read while its data_version stays the
-    same, i.e. while no other connection committed anything (lookup_connections.Aside)."""
+    same, i.e. while no other connection committed anything (lookup_connections.Aside).
+    PostgreSQL: the process keeps them until a change is heard or it commits itself."""
     from sqlalchemy import update
 
     from calsync.feeds.publishing import version
@@ -228,15 +243,16 @@ def test_a_lookup_reads_the_token_row_again_only_after_a_commit(app: Flask, api:
     lookup = version._lookup(app.extensions["calsync"].engine.dialect)
     real_run = lookup.run
     monkeypatch.setattr(lookup, "run", lambda *a: reads.append(1) or real_run(*a))
-    sqlite = app.extensions["calsync"].engine.dialect.name == "sqlite"
+    # PostgreSQL: rows are kept while no change is heard (feed_changes.py, its own tests).
+    assert listening_since(app.extensions["calsync"].engine, 10) or sqlite_engine(app)
     assert api.client.get(url, headers={"If-None-Match": etag}).status_code == 304
     reads.clear()  # that one read again: the GET's segment and fragment were committed after it
     for _ in range(3):
         assert api.client.get(url, headers={"If-None-Match": etag}).status_code == 304
-    assert len(reads) == (0 if sqlite else 3)
+    assert len(reads) == 0
     with app.extensions["calsync"].sessions.begin() as session:  # any commit, by another connection
         session.execute(update(Staff).where(Staff.id == staff[0]["id"])
                         .values(feed_revision=Staff.feed_revision + 1))
     changed = api.client.get(url, headers={"If-None-Match": etag})
     assert changed.status_code == 200 and changed.headers["ETag"] != etag and changed.data == first
-    assert len(reads) == (1 if sqlite else 4)
+    assert len(reads) == 1

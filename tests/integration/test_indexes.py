@@ -65,14 +65,6 @@ def test_the_schema_has_the_indexes_the_queries_need(app: Flask) -> None:
 
 
 @pytest.fixture
-def postgres(app: Flask) -> Engine:
-    engine: Engine = app.extensions["calsync"].engine
-    if engine.dialect.name != "postgresql":
-        pytest.skip("query plans are checked on PostgreSQL (TEST_CALSYNC_DATABASE_URL)")
-    return engine
-
-
-@pytest.fixture
 def history(postgres: Engine, api: Api) -> dict[str, Any]:
     """STAFF staff members with HISTORY_DAYS past and UPCOMING future appointments each, 20,000
     other feed tokens, then ANALYZE: the statistics of a database that has been in use."""
