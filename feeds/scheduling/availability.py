@@ -11,11 +11,11 @@ import math
 from array import array
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cached_property
+from functools import cache, cached_property
 from itertools import repeat
 from typing import Any, NamedTuple
 
-from sqlalchemy import DateTime, String, select, type_coerce
+from sqlalchemy import DateTime, Select, String, bindparam, select, type_coerce
 from sqlalchemy.orm import Session
 
 from calsync.feeds.errors import ValidationError
@@ -108,33 +108,45 @@ def busy_seconds(
     """Everything that blocks booking this staff member in [start, end), in UTC epoch seconds
     (appointments rounded outwards to whole seconds, as busy timelines are)."""
     db = session.connection()
-    # On PostgreSQL (sessions in UTC, models.session) the driver's aware UTC datetimes are
-    # final: reading the columns as plain timestamps skips a per-value conversion call. SQLite
-    # stores UTC text: read with "+00:00" appended, datetime.fromisoformat (C) makes the aware
-    # value at once, instead of SQLAlchemy's parser plus UTCDateTime's replace per value.
     postgresql = db.dialect.name == "postgresql"
-    when = _plain if postgresql else _utc_text
     read = _same if postgresql else _from_text
-    query = (
-        select(when(Appointment.start_at), when(Appointment.end_at))
-        .where(
-            Appointment.staff_id == staff_id,
-            Appointment.status == STATUS_CONFIRMED,
-            Appointment.start_at < end,
-            # A range scan of ix_appointment_staff_start bounded on both sides: with end_at alone
-            # the scan read every later appointment of the staff member, so a reschedule's check
-            # cost grew with their bookings ahead (issue 17; docs/scale.md).
-            Appointment.start_at > start - MAX_DURATION,
-            Appointment.end_at > start,
-        )
-    )
-    if exclude_appointment_id is not None:
-        query = query.where(Appointment.id != exclude_appointment_id)
+    query = _appointments_query(postgresql, exclude_appointment_id is not None)
+    params = {"staff_id": staff_id, "start": start, "end": end, "earliest": start - MAX_DURATION,
+              "exclude": exclude_appointment_id}
     # Core rows (session.connection()), not ORM results; .all(): one fetchall.
-    appointments = [(seconds_floor(read(a)), seconds_ceil(read(b))) for a, b in db.execute(query).all()]
+    rows = db.execute(query, params).all()
+    appointments = [(seconds_floor(read(a)), seconds_ceil(read(b))) for a, b in rows]
     # Calendar busy time from the connections' packed timelines (one row each, sliced to the
     # range), not from thousands of busy_block rows. No titles: only that the time is taken.
     return BusySeconds(appointments, staff_runs(db, staff_id, seconds_floor(start), seconds_ceil(end)))
+
+
+@cache
+def _appointments_query(postgresql: bool, excluding: bool) -> Select[Any]:
+    """The confirmed appointments overlapping [start, end), built once per variant: building
+    the statement cost more than SQLite took to run it (issue 17, availability).
+
+    On PostgreSQL (sessions in UTC, models.session) the driver's aware UTC datetimes are
+    final: reading the columns as plain timestamps skips a per-value conversion call. SQLite
+    stores UTC text: read with "+00:00" appended, datetime.fromisoformat (C) makes the aware
+    value at once, instead of SQLAlchemy's parser plus UTCDateTime's replace per value."""
+    when = _plain if postgresql else _utc_text
+    query = (
+        select(when(Appointment.start_at), when(Appointment.end_at))
+        .where(
+            Appointment.staff_id == bindparam("staff_id"),
+            Appointment.status == STATUS_CONFIRMED,
+            Appointment.start_at < bindparam("end"),
+            # A range scan of ix_appointment_staff_start bounded on both sides: with end_at alone
+            # the scan read every later appointment of the staff member, so a reschedule's check
+            # cost grew with their bookings ahead (issue 17; docs/scale.md).
+            Appointment.start_at > bindparam("earliest"),
+            Appointment.end_at > bindparam("start"),
+        )
+    )
+    if excluding:
+        query = query.where(Appointment.id != bindparam("exclude"))
+    return query
 
 
 def busy_times(
@@ -192,12 +204,13 @@ def find_availability(
     # never starts before the range asked for.
     work = [(seconds_ceil(a), seconds_floor(b))
             for a, b in merge(list(working_intervals(staff.working_hours, staff.timezone, start, end)))]
-    # Each connection's spans are disjoint and sorted already: subtract them run by run, then
-    # the (few) appointments; no merged list of every busy block is made.
-    for starts, ends in busy.runs:
-        work = subtract_run(work, starts, ends)
-    free = subtract(work, merge(busy.appointments))
+    # The (few) appointments first, while the working time is a few intervals a day; then each
+    # connection's spans, disjoint and sorted already, run by run, keeping only the pieces a
+    # slot fits in (no merged list of every busy block is made, nor of every gap between them).
     whole = int(duration.total_seconds())
+    free = subtract(work, merge(busy.appointments))
+    for starts, ends in busy.runs:
+        free = subtract_run(free, starts, ends, shortest=whole)
     wide = [(to_datetime(a), to_datetime(b)) for a, b in free if b - a >= whole]
     return Availability(slots=slots_within(wide, duration, step, parse_timezone(staff.timezone)),
                         busy_seconds=busy)

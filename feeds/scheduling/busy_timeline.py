@@ -19,7 +19,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.engine import Connection as DbConnection
 from sqlalchemy.orm import Session
 
@@ -78,11 +78,15 @@ def forget(session: Session, connection_id: int) -> None:
     session.execute(delete(BusyTimeline).where(BusyTimeline.connection_id == connection_id))
 
 
+# Built once: constructing a statement costs more than SQLite takes to run it (availability).
+_STAFF_TIMELINES = select(BusyTimeline.spans).where(BusyTimeline.staff_id == bindparam("staff_id"))
+
+
 def staff_runs(db: DbConnection, staff_id: int, start: int, end: int) -> list[tuple[array[int], array[int]]]:
     """The staff member's calendar busy time that overlaps [start, end): per connection, the
     starts and the ends of its spans (sorted and disjoint, so both are ascending), as arrays."""
     runs = []
-    for (data,) in db.execute(select(BusyTimeline.spans).where(BusyTimeline.staff_id == staff_id)):
+    for (data,) in db.execute(_STAFF_TIMELINES, {"staff_id": staff_id}):
         flat = unpack(data)
         starts, ends = flat[0::2], flat[1::2]  # C-level copies, no Python object per span
         # The first span that ends after `start`, and the first that starts at or after `end`.
@@ -98,20 +102,24 @@ def staff_spans(db: DbConnection, staff_id: int, start: int, end: int) -> list[S
             for span in zip(starts, ends, strict=True)]
 
 
-def subtract_run(free: list[Span], starts: array[int], ends: array[int]) -> list[Span]:
+def subtract_run(free: list[Span], starts: array[int], ends: array[int], shortest: int = 1) -> list[Span]:
     """`free` (sorted, disjoint) minus one connection's spans. Each free interval bisects to the
     spans that overlap it, so busy time outside working hours (most of a calendar's events, for
-    office hours) is never visited one by one."""
+    office hours) is never visited one by one. Pieces shorter than `shortest` seconds are left
+    out: availability passes the slot length, since no slot fits in one and subtracting more
+    busy time only makes pieces shorter (a calendar with 5,000 short events leaves thousands of
+    gaps too short for any booking, and each would be visited again by every later step)."""
+    shortest = max(1, shortest)
     out: list[Span] = []
     for a, b in free:
         i = bisect_right(ends, a)
         cur = a
         while i < len(starts) and starts[i] < b:
-            if starts[i] > cur:
+            if starts[i] - cur >= shortest:
                 out.append((cur, starts[i]))
             if ends[i] > cur:
                 cur = ends[i]
             i += 1
-        if cur < b:
+        if b - cur >= shortest:
             out.append((cur, b))
     return out

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from calsync.feeds.company_settings import get_company_settings
@@ -144,7 +144,20 @@ def calendar_blocks(
     return found
 
 
+# The only connections that can block: never synced, or stale (calendar_blocks skips the
+# others whatever the policy). Most staff have none, and availability asks on every request:
+# one prebuilt, indexed query then answers, without loading the company or any connection.
+_MIGHT_BLOCK = (
+    select(Connection.id)
+    .where(Connection.staff_id == bindparam("staff_id"),
+           or_(Connection.last_success_at.is_(None), Connection.status == ConnectionStatus.STALE))
+    .limit(1)
+)
+
+
 def calendar_block(session: Session, staff: Staff, now: datetime | None = None) -> CalendarBlock | None:
+    if session.execute(_MIGHT_BLOCK, {"staff_id": staff.id}).first() is None:
+        return None
     company = session.get(Company, staff.company_id)
     if company is None:
         return None
