@@ -32,7 +32,7 @@ from calsync.feeds.calendars.health import mark_stale
 from calsync.feeds.calendars.lease import FairShare, process_owner_prefix
 from calsync.feeds.calendars.sync import SyncContext, SyncOutcome, sync_connection
 from calsync.feeds.mail.delivery import DeliveryReport, MailContext, deliver_due, due_email_ids
-from calsync.feeds.settings import private_dir, private_file
+from calsync.feeds.private_files import private_dir, private_file
 from calsync.models import Connection, utcnow
 
 log = logging.getLogger("calsync.jobs")

@@ -10,12 +10,12 @@ the version is read on a plain connection, and a render reads through prebuilt s
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 from flask import Blueprint, Response, request
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from calsync.feeds.publishing.feed import PublishedFeed, feed_body, lookup_feed
@@ -96,26 +96,28 @@ def published_feed(token: str) -> Response:
         # to their sum (and drops the body of a HEAD response, keeping its Content-Length).
         body = entry.pieces
     response = Response(body, status=200, headers=headers, content_type="text/calendar; charset=utf-8")
-    if rendered:
-        # Once the body is sent: its pieces joined for the warm GETs that follow (if it is
-        # kept), and the new fragments and segment written into the shared tables. They are
-        # caches keyed by versions, and doing either first made the client wait (issue 17,
-        # docs/scale.md).
-        settle = entry.settle if cache.body(feed.cache_key) is entry else None
-        response.call_on_close(partial(_after_render, settle, services.sessions, later))
-    return response
-
-
-def _after_render(settle: Callable[[], None] | None, sessions: Any, later: Later) -> None:
-    if settle is not None:
-        settle()
     if later:
-        _store(sessions, later)
+        # Once the body is sent: the new fragments and segment written into the shared tables.
+        # They are caches keyed by versions, and writing them first made the client wait
+        # (issue 17, docs/scale.md).
+        response.call_on_close(partial(_store, services.sessions, later))
+    elif not rendered and not gzip_ok and len(entry.pieces) > 1:
+        # A kept body served a second time: worth joining its pieces (5 MB copied once) so the
+        # warm GETs that follow hand the server one object. Not at the first GET: a feed that
+        # changes between fetches is served once per version, and its join was work for
+        # nothing (and, after the response, still CPU time taken from the next request).
+        response.call_on_close(entry.settle)
+    return response
 
 
 def _store(sessions: Any, later: Later) -> None:
     try:
         with sessions.begin() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                # Caches, made again from the appointments if lost: a crash may drop the last
+                # of them, so the commit need not wait for the WAL to reach the disk (which
+                # was most of the work after a PostgreSQL response; docs/scale.md).
+                session.execute(text("SET LOCAL synchronous_commit TO OFF"))
             for write in later:
                 write(session)
     except SQLAlchemyError as exc:

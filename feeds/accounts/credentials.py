@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from calsync.feeds.errors import ConfigurationError
-from calsync.feeds.settings import private_dir, write_secret_file
+from calsync.feeds.private_files import private_dir, write_secret_file
 from calsync.models import CompanyAccount, Connection, OutboxEmail
 
 KEY_FILE = "credentials_key"

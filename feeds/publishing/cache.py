@@ -25,7 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from calsync.feeds.publishing.prebuilt import Prebuilt, Reads
-from calsync.feeds.publishing.segment_index import Index, LazyIndex, SegmentIndexes
+from calsync.feeds.publishing.segment_index import Index, SegmentIndexes
 from calsync.models import FeedSegment, utcnow
 
 
@@ -89,9 +89,10 @@ class BodyEntry:
     where each lies in it, stored as one cache entry so the two are always evicted together.
 
     A new body is served as its pieces (a WSGI server writes each in turn; Content-Length is
-    their sum), so the first GET after a change copies no 5 MB; `settle()`, once the response
-    is sent, joins them so warm GETs hand the server one object. `pieces` is replaced in one
-    assignment: a reader sees either form whole.
+    their sum), so the first GET after a change copies no 5 MB; `settle()` joins them once the
+    body is served a second time (web/public_feeds.py), so warm GETs hand the server one object.
+    Until then the pieces are the cached segments themselves: no second copy in memory.
+    `pieces` is replaced in one assignment: a reader sees either form whole.
     """
 
     __slots__ = ("pieces", "recipe", "size")
@@ -132,7 +133,7 @@ class FeedCache:
         self.memory = MemoryCache(max_bytes)
         self.indexes = SegmentIndexes()
 
-    def previous_segment(self, family: str) -> tuple[bytes, Index | LazyIndex] | None:
+    def previous_segment(self, family: str) -> tuple[bytes, Index] | None:
         """The family's last segment in memory with its index, for a rebuild to reuse."""
         found = self.indexes.get(family)
         if found is None:

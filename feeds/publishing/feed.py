@@ -62,13 +62,14 @@ def render_feed(reads: Reads, feed: PublishedFeed, cache: FeedCache,
         key = f"{family}:r{revision}"
         segment = cache.segment(reads, key)
         if segment is None:
-            segment, index, exact = build_segment(reads, staff_id, revision, variant, window, show_cancelled,
-                                                  later, cache.previous_segment(family))
+            segment, index = build_segment(reads, staff_id, revision, variant, window, show_cancelled,
+                                           later, cache.previous_segment(family))
             # Each query reads what is committed when it runs, so a booking committed since the
-            # revision was read may be in the segment. Such bytes are served but never kept
-            # under revision r: another request would join other bytes under the same key, and
-            # the gzip piece of one with the body of the other fails the client's CRC check.
-            if not exact:
+            # revision was read may be in the segment (then it has no index). Such bytes are
+            # served but never kept under revision r: another request would join other bytes
+            # under the same key, and the gzip piece of one with the body of the other fails
+            # the client's CRC check.
+            if index is None:
                 cacheable = False
                 parts.append(segment)
                 piece_keys.append(None)

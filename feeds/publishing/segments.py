@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
+from operator import itemgetter
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session, defaultload, selectinload
 
 from calsync.feeds.publishing.prebuilt import Prebuilt, Reads
 from calsync.feeds.publishing.render import FRAGMENT_FORMAT, Variant, render_event
-from calsync.feeds.publishing.segment_index import Index, LazyIndex, Piece, join
+from calsync.feeds.publishing.segment_index import Index, Piece, join, reuse
 from calsync.models import STATUS_CONFIRMED, Appointment, Customer, FeedFragment, Staff
 
 # Writes of rendered fragments and segments that a caller runs after answering (render_feed).
@@ -81,10 +82,10 @@ def fragment_key(revision: int) -> str:
 
 def build_segment(
     reads: Reads, staff_id: int, revision: int, variant: Variant, window: tuple[datetime, datetime],
-    show_cancelled: bool, later: Later | None = None, previous: tuple[bytes, Index | LazyIndex] | None = None,
-) -> tuple[bytes, Index | LazyIndex, bool]:
-    """One staff member's VEVENTs in the window, rendering only appointments that changed, its
-    index, and whether they are exactly those of the staff member's `revision`.
+    show_cancelled: bool, later: Later | None = None, previous: tuple[bytes, Index] | None = None,
+) -> tuple[bytes, Index | None]:
+    """One staff member's VEVENTs in the window, rendering only appointments that changed, and
+    the segment's index if they are exactly those of the staff member's `revision` (else None).
 
     `previous`: the last segment of the same family with its index (segment_index.py); its
     unchanged fragments are reused as slices, and only (id, revision) is read per appointment.
@@ -96,67 +97,29 @@ def build_segment(
     if previous is None:
         return _build_cold(reads, staff_id, revision, variant, show_cancelled, later, params)
     rows = _REVISIONS[show_cancelled].all(reads, **params)
-    view, index = memoryview(previous[0]), previous[1]
-    if isinstance(index, LazyIndex):
-        index = index.build()  # built once the previous response was sent: at hand
-    get = index.get
-    # Runs of fragments that lie next to each other in the previous segment are copied as one
-    # slice; a changed appointment's place is held by its id until it is rendered.
-    parts: list[Piece | int] = []
-    stale: dict[int, int] = {}
-    run_start = run_end = -1
-    for appt_id, appt_revision, _ in rows:
-        hit = get(appt_id)
-        if hit is not None and hit[0] == appt_revision:
-            if hit[1] != run_end:
-                if run_end > run_start:
-                    parts.append(view[run_start:run_end])
-                run_start = hit[1]
-            run_end = hit[2]
-        else:
-            if run_end > run_start:
-                parts.append(view[run_start:run_end])
-            run_start = run_end = -1
-            parts.append(appt_id)
-            stale[appt_id] = appt_revision
-    if run_end > run_start:
-        parts.append(view[run_start:run_end])
     exact = _revision_seen(reads, rows, staff_id) == revision
+    ids, revisions = tuple(map(itemgetter(0), rows)), tuple(map(itemgetter(1), rows))
+    old_bytes, old = previous
+    if ids == old.ids and revisions == old.revisions:
+        # Nothing in the window changed (the revision moved for an appointment outside it):
+        # the previous bytes, not a copy of them.
+        return old_bytes, (old if exact else None)
+    parts, stale_at, sizes = reuse(ids, revisions, old, memoryview(old_bytes))
     rendered: dict[int, bytes] = {}
-    if stale:
+    if stale_at:
+        stale = {ids[i]: revisions[i] for i in stale_at}
         rendered, fresh = _render_stale(reads, variant, stale, later, look_up=True)
         exact = exact and fresh
-        parts = [rendered.get(p, b"") if isinstance(p, int) else p for p in parts]
-
-    def make_index() -> Index:
-        made: Index = {}
-        offset = 0
-        for appt_id, appt_revision, _ in rows:
-            if appt_id in stale:
-                if appt_id not in rendered:
-                    continue  # vanished
-                size = len(rendered[appt_id])
-            else:
-                _, old_start, old_end = index[appt_id]
-                size = old_end - old_start
-            made[appt_id] = (appt_revision, offset, offset + size)
-            offset += size
-        return made
-
-    lazy = LazyIndex(make_index)
-    if later is not None:
-        later.insert(0, partial(_make_index, lazy))  # once the response is sent, before the writes
-    else:
-        lazy.build()
-    return b"".join(parts), lazy, exact  # type: ignore[arg-type]
-
-
-def _make_index(lazy: LazyIndex, _session: Session) -> None:
-    lazy.build()
+    segment = b"".join([rendered.get(p, b"") if isinstance(p, int) else p for p in parts])
+    if not exact:
+        return segment, None
+    for i in stale_at:  # exact: each was rendered from the revision listed
+        sizes[i] = len(rendered[ids[i]])
+    return segment, Index.of(ids, revisions, sizes)
 
 
 def _build_cold(reads: Reads, staff_id: int, revision: int, variant: Variant, show_cancelled: bool,
-                later: Later | None, params: dict[str, Any]) -> tuple[bytes, Index, bool]:
+                later: Later | None, params: dict[str, Any]) -> tuple[bytes, Index | None]:
     """A segment without a previous one in memory: the stored fragments are read with the rows."""
     rows = reads.session.execute(_WITH_FRAGMENTS[show_cancelled], dict(params, variant=variant.key)).all()
     pieces: list[Piece | None] = []
@@ -175,7 +138,7 @@ def _build_cold(reads: Reads, staff_id: int, revision: int, variant: Variant, sh
                   for row, piece in zip(rows, pieces, strict=True)]
     order = [(row[0], row[1]) for row, piece in zip(rows, pieces, strict=True) if piece is not None]
     segment, index = join(order, [p for p in pieces if p is not None])
-    return segment, index, exact
+    return segment, (index if exact else None)
 
 
 def _revision_seen(reads: Reads, rows: Sequence[Any], staff_id: int) -> int | None:

@@ -1,7 +1,7 @@
 """The first GET after a change (issue 17): a segment rebuilt beside the previous one in memory,
 the changed appointment rendered from one Core row, the body served as its pieces and joined
-once sent, the lookup on connections set aside from the pool. Each must give exactly the bytes
-of a render from nothing."""
+once served again, the lookup on connections set aside from the pool. Each must give exactly
+the bytes of a render from nothing."""
 
 from __future__ import annotations
 
@@ -108,29 +108,70 @@ def test_every_first_get_after_a_change_equals_a_render_from_nothing(
     assert by_uid[first["uid"]]["SEQUENCE"] == 2
 
 
-def test_a_new_body_goes_out_as_its_pieces_and_is_joined_once_sent(app: Flask, api: Api,
-                                                                   staff: list[dict]) -> None:
+def test_a_new_body_goes_out_as_its_pieces_and_is_joined_when_served_again(app: Flask, api: Api,
+                                                                           staff: list[dict]) -> None:
+    """A new body is joined into one object only once it is served a second time: a feed that
+    changes between fetches is served once per version, and its join was work for nothing."""
     booked = _book_some(api, staff)
     url = api.feed_url("staff", staff[0]["id"])
     _get(api.client, url)
     api.patch(f"/appointments/{booked[0]['id']}", {"start": iso(soon(1, 20)), "end": iso(soon(1, 21))})
     memory = app.extensions["calsync"].feed_cache.memory
+
+    def entry() -> BodyEntry:
+        (found,) = [v for v in memory._items.values() if isinstance(v, BodyEntry)]
+        return found
+
     head = api.client.head(url)
     assert head.status_code == 200 and head.data == b""
     head.close()
-    response = api.client.get(url)
-    entries = [v for v in memory._items.values() if isinstance(v, BodyEntry)]
-    assert len(entries) == 1 and len(entries[0].pieces) == 1  # the HEAD's render, joined at its close
+    assert len(entry().pieces) == 3  # header, the one staff member's segment, footer: not joined
+    response = api.client.get(url)  # served again, from memory
     assert response.headers["Content-Length"] == head.headers["Content-Length"] == str(len(response.data))
+    assert len(entry().pieces) == 3 and b"".join(entry().pieces) == response.data
     response.close()
+    assert entry().pieces == (response.data,)  # joined once this second answer was sent
     api.patch(f"/appointments/{booked[0]['id']}", {"start": iso(soon(1, 21)), "end": iso(soon(1, 22))})
     response = api.client.get(url)
-    (entry,) = [v for v in memory._items.values() if isinstance(v, BodyEntry)]
-    assert len(entry.pieces) == 3  # header, the one staff member's segment, footer: not joined
-    assert b"".join(entry.pieces) == response.data
     assert int(response.headers["Content-Length"]) == len(response.data)
     response.close()
-    assert entry.pieces == (response.data,)  # joined once sent, for the warm GETs
+    assert len(entry().pieces) == 3  # the first GET after a change: sent as its pieces, not joined
+    _get(api.client, url, **{"Accept-Encoding": "gzip"})
+    assert len(entry().pieces) == 3  # a gzip answer does not send the pieces: no reason to join
+    body, _ = _get(api.client, url)
+    assert entry().pieces == (body,)
+
+
+def test_a_segment_whose_window_did_not_change_is_the_previous_bytes_themselves(
+        app: Flask, api: Api, staff: list[dict], monkeypatch) -> None:
+    """The staff member's revision moved (e.g. for an appointment outside the window) but
+    nothing the segment shows changed: its rebuild renders nothing and copies nothing."""
+    from sqlalchemy import update
+
+    from calsync.models import Staff
+
+    _book_some(api, staff)
+    url = api.feed_url("staff", staff[0]["id"])
+    before, response = _get(api.client, url)
+    memory = app.extensions["calsync"].feed_cache.memory._items
+
+    def segment() -> tuple[str, bytes]:
+        ((key, found),) = [(k, v) for k, v in memory.items() if k.split(":")[0] == str(staff[0]["id"])]
+        return key, found
+
+    old_key, old = segment()
+    rendered: list[str] = []
+    real = segments.render_event
+    monkeypatch.setattr(segments, "render_event",
+                        lambda appt, variant: rendered.append(appt.uid) or real(appt, variant))
+    with app.extensions["calsync"].sessions.begin() as session:
+        session.execute(update(Staff).where(Staff.id == staff[0]["id"])
+                        .values(feed_revision=Staff.feed_revision + 1))
+    after, changed = _get(api.client, url)
+    new_key, new = segment()
+    assert changed.headers["ETag"] != response.headers["ETag"] and new_key != old_key
+    assert after == before and rendered == []
+    assert new is old
 
 
 def test_the_changed_appointment_renders_from_its_row_as_from_the_orm(app: Flask, api: Api,
@@ -256,3 +297,32 @@ def test_a_lookup_reads_the_token_row_again_only_after_a_commit(app: Flask, api:
     changed = api.client.get(url, headers={"If-None-Match": etag})
     assert changed.status_code == 200 and changed.headers["ETag"] != etag and changed.data == first
     assert len(reads) == 1
+
+
+def test_rendered_pieces_are_stored_without_waiting_for_the_disk_on_postgresql(
+        app: Flask, postgres: Any, api: Api, staff: list[dict]) -> None:
+    """The fragments and segment written after a response are caches: their commit does not
+    wait for the WAL flush (synchronous_commit off, for that transaction only)."""
+    from sqlalchemy import text
+
+    from calsync.web import public_feeds
+
+    seen: list[str] = []
+    store = public_feeds._store
+
+    def observed(sessions: Any, later: list) -> None:
+        store(sessions, [lambda session: seen.append(session.scalar(text("SHOW synchronous_commit"))),
+                         *later])
+
+    url = api.feed_url("staff", staff[0]["id"])
+    api.book(staff[0]["id"], iso(soon(2)), iso(soon(2, 11)))
+    original = public_feeds._store
+    public_feeds._store = observed
+    try:
+        _get(api.client, url)
+    finally:
+        public_feeds._store = original
+    assert seen == ["off"]
+    with app.extensions["calsync"].sessions() as session:
+        assert session.scalar(text("SHOW synchronous_commit")) == "on"  # the pool's connections keep it
+        assert session.scalar(select(FeedSegment.segment_key).limit(1)) is not None

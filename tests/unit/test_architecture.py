@@ -282,15 +282,16 @@ FEEDS_DEPENDS: dict[str, set[str]] = {
     "company_settings": {"errors"},
     "mail": {"errors", "lookup", "ical"},
     "sources": {"errors"},
-    "settings": {"errors", "mail"},
-    "accounts": {"errors", "lookup", "settings"},
+    "private_files": set(),
+    "settings": {"errors", "mail", "private_files"},
+    "accounts": {"errors", "lookup", "settings", "private_files"},
     "scheduling": {"errors", "lookup", "company_settings", "mail"},
     "publishing": {"errors", "lookup", "company_settings", "accounts", "ical"},
     "onboarding": {"errors", "lookup", "company_settings", "accounts", "mail", "publishing"},
     # publishing: the feeds' VTIMEZONEs, also written with the copies in staff calendars
     "calendars": {"errors", "lookup", "company_settings", "accounts", "mail", "scheduling",
                   "sources", "ical"},
-    "jobs": {"errors", "calendars", "mail", "settings"},  # settings: the queue file's mode
+    "jobs": {"errors", "calendars", "mail", "settings", "private_files"},  # the queue file's mode
     "demo": {"errors", "scheduling"},
 }
 
