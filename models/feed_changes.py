@@ -1,14 +1,16 @@
 """PostgreSQL only: every change to a row a feed's version is read from is announced with NOTIFY.
 
 A feed's version is read from its token, its company, its scope's staff and group members
-(feeds/publishing/version.py). A process that LISTENs on CHANNEL can keep the versions it read
+(feeds/publishing/version.py). A process that LISTENs on its schema's channel can keep the versions it read
 in memory and answer a 304 without asking the database again, until a change is announced
 (feeds/publishing/feed_changes.py). Triggers rather than application code, so that a change
 from anywhere counts: another process, a worker, a migration, an admin's psql session.
 
-Payload: "<schema>:<company id>", or "<schema>:" when the company is unknown (a TRUNCATE, a
-group membership whose staff member is already gone): then every feed of the schema counts as
-changed. Identical notifications in one transaction are delivered once, and only after its
+Channel: CHANNEL + "_" + the schema's OID, one per schema, so installations (or test schemas)
+sharing a database never wake each other's listeners; an OID keeps the name short and plain
+whatever the schema is called. Payload: the company id, or "" when the company is unknown (a
+TRUNCATE, a group membership whose staff member is already gone): then every feed of the
+schema counts as changed. Identical notifications in one transaction are delivered once, and only after its
 commit; a rolled-back change announces nothing.
 
 Attached to the metadata so `create_all` (the PostgreSQL test schemas) makes the same triggers
@@ -25,19 +27,27 @@ CHANNEL = "calsync_feed_changes"
 FUNCTION = "calsync_feed_changed"
 TABLES = ("company", "staff", "feed_token", "group_member")
 ROW_TRIGGER = "calsync_feed_changed"
+
+
+def channel_of(schema_oid: int) -> str:
+    """The channel of the schema whose OID this is (what FUNCTION_SQL notifies on)."""
+    return f"{CHANNEL}_{schema_oid}"
+
 TRUNCATE_TRIGGER = "calsync_feed_truncated"
 
 # The company of the changed row, per table; for UPDATE both the old and the new one (a row
 # moved between companies changes both). TG_TABLE_SCHEMA, not current_schema(): the schema of
-# the table, whatever the writer's search_path. The names are CHANNEL's and FUNCTION's.
+# the table, whatever the writer's search_path. The names are channel_of's and FUNCTION's.
 FUNCTION_SQL = """
 CREATE OR REPLACE FUNCTION calsync_feed_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
+    channel text;
     company text;
     old_company text;
 BEGIN
+    channel := 'calsync_feed_changes_' || quote_ident(TG_TABLE_SCHEMA)::regnamespace::oid::text;
     IF TG_OP = 'TRUNCATE' THEN
-        PERFORM pg_notify('calsync_feed_changes', TG_TABLE_SCHEMA || ':');
+        PERFORM pg_notify(channel, '');
         RETURN NULL;
     END IF;
     IF TG_TABLE_NAME = 'company' THEN
@@ -59,10 +69,10 @@ BEGIN
         IF TG_OP <> 'INSERT' THEN old_company := OLD.company_id::text; END IF;
     END IF;
     IF company IS NOT NULL THEN
-        PERFORM pg_notify('calsync_feed_changes', TG_TABLE_SCHEMA || ':' || company);
+        PERFORM pg_notify(channel, company);
     END IF;
     IF old_company IS NOT NULL AND old_company IS DISTINCT FROM company THEN
-        PERFORM pg_notify('calsync_feed_changes', TG_TABLE_SCHEMA || ':' || old_company);
+        PERFORM pg_notify(channel, old_company);
     END IF;
     RETURN NULL;
 END

@@ -30,7 +30,6 @@ import logging
 import os
 import select
 import threading
-import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -38,7 +37,7 @@ from typing import Any
 from sqlalchemy import Engine, event
 from sqlalchemy.pool import QueuePool
 
-from calsync.models.feed_changes import CHANNEL, ROW_TRIGGER, TABLES, TRUNCATE_TRIGGER
+from calsync.models.feed_changes import ROW_TRIGGER, TABLES, TRUNCATE_TRIGGER, channel_of
 
 log = logging.getLogger("calsync.feeds")
 
@@ -65,7 +64,6 @@ class FeedChanges:
         self._fd = -1  # the listening connection's socket
         self.backend_pid: int | None = None  # its server process (pg_stat_activity)
         self.disabled: str | None = None  # why rows are never reused, once known
-        self.schema: str | None = None
         self.pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="calsync-feed-changes", daemon=True)
         self._thread.start()
@@ -118,11 +116,9 @@ class FeedChanges:
                 self.reset_at = self.seq
 
     def heard(self, payload: str) -> None:
-        schema, _, company = payload.rpartition(":")
-        if schema != self.schema:
-            return  # another schema of the same database (a test's, a second installation)
-        if company.isdigit():
-            self.company_changed(int(company))
+        """A notification on this schema's channel: a company id, or "" for every company."""
+        if payload.isdigit():
+            self.company_changed(int(payload))
         else:
             self.everything_changed()
 
@@ -178,20 +174,20 @@ class FeedChanges:
         del engine, pooled
         try:
             connection.autocommit = True
-            schema = connection.execute("SELECT current_schema()").fetchone()[0]
-            missing = _missing_triggers(connection, schema)
+            (oid,) = connection.execute(
+                "SELECT to_regnamespace(quote_ident(current_schema()))::oid").fetchone()
+            missing = _missing_triggers(connection, oid)
             if missing:
                 self.disabled = f"no feed-change triggers on {', '.join(missing)} (migrate to head)"
                 log.warning("feed lookups read the database every time: %s", self.disabled)
                 connection.close()
                 return None
             connection.execute(f"SET application_name = '{APPLICATION_NAME}'")
-            connection.execute(f"LISTEN {CHANNEL}")
+            connection.execute(f"LISTEN {channel_of(oid)}")
         except BaseException:
             with contextlib.suppress(Exception):
                 connection.close()
             raise
-        self.schema = schema
         self._fd = connection.fileno()
         self.backend_pid = connection.info.backend_pid
         self.everything_changed()  # anything read before LISTEN may have missed a change
@@ -199,11 +195,11 @@ class FeedChanges:
         return connection
 
 
-def _missing_triggers(connection: Any, schema: str) -> list[str]:
+def _missing_triggers(connection: Any, schema_oid: int) -> list[str]:
     found = {(name, table) for name, table in connection.execute(
         "SELECT t.tgname, c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-        "WHERE c.relnamespace = to_regnamespace(%s) AND t.tgname IN (%s, %s)",
-        (schema, ROW_TRIGGER, TRUNCATE_TRIGGER)).fetchall()}
+        "WHERE c.relnamespace = %s AND t.tgname IN (%s, %s)",
+        (schema_oid, ROW_TRIGGER, TRUNCATE_TRIGGER)).fetchall()}
     return [t for t in TABLES if {(ROW_TRIGGER, t), (TRUNCATE_TRIGGER, t)} - found]
 
 
@@ -260,16 +256,3 @@ def _watch(engine: Engine, changes: FeedChanges) -> None:
     # Not removed by `disposed` itself (a listener list cannot change while it is being called):
     # a later one finds another listener in the registry and leaves it alone.
     event.listen(engine, "engine_disposed", disposed)
-
-
-def listening_since(engine: Engine, timeout: float) -> bool:
-    """Wait until the engine's listener listens (tests, the benchmark's warm-up)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        changes = feed_changes(engine)
-        if changes is None:
-            return False
-        if changes.listening:
-            return True
-        time.sleep(0.01)
-    return False

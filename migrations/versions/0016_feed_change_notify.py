@@ -1,8 +1,8 @@
 """feed change notifications: triggers that NOTIFY when a feed's version may have changed (issue 17)
 
 PostgreSQL only (SQLite has no NOTIFY; nothing is done there). Each change to company, staff,
-feed_token or group_member sends "<schema>:<company id>" on the channel calsync_feed_changes
-(a TRUNCATE: "<schema>:"), so processes that LISTEN can keep feed versions in memory
+feed_token or group_member sends the company id (a TRUNCATE: "") on the channel
+calsync_feed_changes_<the schema's OID>, so processes that LISTEN can keep feed versions in memory
 (feeds/publishing/feed_changes.py). models/feed_changes.py attaches the same DDL to the
 metadata for create_all; the text is repeated here so this migration keeps doing what it did
 when it was written.
@@ -24,11 +24,13 @@ TABLES = ("company", "staff", "feed_token", "group_member")
 FUNCTION_SQL = """
 CREATE OR REPLACE FUNCTION calsync_feed_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
+    channel text;
     company text;
     old_company text;
 BEGIN
+    channel := 'calsync_feed_changes_' || quote_ident(TG_TABLE_SCHEMA)::regnamespace::oid::text;
     IF TG_OP = 'TRUNCATE' THEN
-        PERFORM pg_notify('calsync_feed_changes', TG_TABLE_SCHEMA || ':');
+        PERFORM pg_notify(channel, '');
         RETURN NULL;
     END IF;
     IF TG_TABLE_NAME = 'company' THEN
@@ -50,10 +52,10 @@ BEGIN
         IF TG_OP <> 'INSERT' THEN old_company := OLD.company_id::text; END IF;
     END IF;
     IF company IS NOT NULL THEN
-        PERFORM pg_notify('calsync_feed_changes', TG_TABLE_SCHEMA || ':' || company);
+        PERFORM pg_notify(channel, company);
     END IF;
     IF old_company IS NOT NULL AND old_company IS DISTINCT FROM company THEN
-        PERFORM pg_notify('calsync_feed_changes', TG_TABLE_SCHEMA || ':' || old_company);
+        PERFORM pg_notify(channel, old_company);
     END IF;
     RETURN NULL;
 END

@@ -8,7 +8,6 @@ row was reused rather than read again."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,12 +18,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
 from calsync.feeds.publishing import feed_changes as changes_module
-from calsync.feeds.publishing.feed_changes import feed_changes, listening_since
+from calsync.feeds.publishing.feed_changes import feed_changes
 from calsync.feeds.settings import Settings
 from calsync.models import make_engine
 from calsync.web import create_app
 from tests.conftest import Api
 from tests.feed_helpers import ALL_DAY, iso, soon
+from tests.waiting import wait_until
 
 BUMP = "UPDATE staff SET feed_revision = feed_revision + 1 WHERE id = %s"  # what a booking does
 
@@ -53,7 +53,7 @@ def feed(postgres: Engine, api: Api) -> dict[str, Any]:
     staff = api.make_staff(working_hours=ALL_DAY)
     booked = api.book(staff["id"], iso(soon(1, 9)), iso(soon(1, 10)))
     assert booked.status_code == 201, booked.get_json()
-    assert listening_since(postgres, 10)
+    _listening(postgres)
     return {"staff": staff, "appointment": booked.get_json(), "url": api.feed_url("staff", staff["id"])}
 
 
@@ -63,13 +63,9 @@ def _etag(client: FlaskClient, url: str) -> str | None:
     return response.headers.get("ETag") if response.status_code == 200 else None
 
 
-def _eventually(check: Callable[[], bool], seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.01)
-    return check()
+def _listening(engine: Engine) -> None:
+    wait_until(lambda: (changes := feed_changes(engine)) is not None and changes.listening,
+               "the feed change listener", interval=0.01)
 
 
 def test_a_row_is_reused_until_a_change_is_announced(client: FlaskClient, feed: dict, other: Any) -> None:
@@ -80,7 +76,7 @@ def test_a_row_is_reused_until_a_change_is_announced(client: FlaskClient, feed: 
     revalidated = client.get(feed["url"], headers={"If-None-Match": first})
     assert revalidated.status_code == 304
     other(BUMP, feed["staff"]["id"])
-    assert _eventually(lambda: _etag(client, feed["url"]) != first)
+    wait_until(lambda: _etag(client, feed["url"]) != first, interval=0.01)
     assert client.get(feed["url"], headers={"If-None-Match": first}).status_code == 200
 
 
@@ -98,7 +94,7 @@ def test_every_table_the_version_reads_announces_its_changes(
         other("DELETE FROM staff WHERE id = %s", staff_id)
     else:
         other("TRUNCATE feed_token CASCADE")
-    assert _eventually(lambda: _etag(client, feed["url"]) != first)
+    wait_until(lambda: _etag(client, feed["url"]) != first, interval=0.01)
     if change != "company":
         assert _etag(client, feed["url"]) is None  # 404: the feed is gone
 
@@ -109,13 +105,13 @@ def test_group_membership_changes_are_announced(client: FlaskClient, api: Api, p
                for i in range(2)]
     group = api.post("/groups", {"name": "Front desk", "staff_ids": [members[0]["id"]]}).get_json()
     url = api.feed_url("group", group["id"])
-    assert listening_since(postgres, 10)
+    _listening(postgres)
     first = _etag(client, url)
     other("INSERT INTO group_member (group_id, staff_id) VALUES (%s, %s)", group["id"], members[1]["id"])
-    assert _eventually(lambda: _etag(client, url) != first)
+    wait_until(lambda: _etag(client, url) != first, interval=0.01)
     second = _etag(client, url)
     other("DELETE FROM group_member WHERE staff_id = %s", members[1]["id"])
-    assert _eventually(lambda: _etag(client, url) == first)
+    wait_until(lambda: _etag(client, url) == first, interval=0.01)
     assert second != first
 
 
@@ -144,7 +140,7 @@ def test_a_lost_listener_stops_reuse_until_it_listens_again(
     other(BUMP, feed["staff"]["id"], silent=True)
     second = _etag(client, feed["url"])
     assert second != first
-    assert _eventually(lambda: changes.listening and changes.backend_pid not in (None, lost), 15)
+    wait_until(lambda: changes.listening and changes.backend_pid not in (None, lost), interval=0.01)
     assert _etag(client, feed["url"]) == second
     other(BUMP, feed["staff"]["id"], silent=True)
     assert _etag(client, feed["url"]) == second  # reused again once listening
@@ -176,7 +172,7 @@ def test_without_the_triggers_every_lookup_reads(settings: Settings, postgres: E
     try:
         changes = feed_changes(engine)
         assert changes is not None
-        assert _eventually(lambda: changes.disabled is not None)
+        wait_until(lambda: changes.disabled is not None, interval=0.01)
         assert "staff" in (changes.disabled or "")
         assert feed_changes(engine) is None
         _silent_change_is_seen(app, api, other)
@@ -195,8 +191,8 @@ def test_the_migrations_make_the_triggers(empty_database_url: str) -> None:
         raw = engine.raw_connection()
         try:
             driver: Any = raw.driver_connection
-            schema = driver.execute("SELECT current_schema()").fetchone()[0]
-            assert changes_module._missing_triggers(driver, schema) == []
+            oid = driver.execute("SELECT to_regnamespace(quote_ident(current_schema()))::oid").fetchone()[0]
+            assert changes_module._missing_triggers(driver, oid) == []
         finally:
             raw.close()
     finally:
