@@ -51,8 +51,9 @@ def _database_unavailable(exc: Exception) -> Response:
     """The database cannot be reached (restarting, failing over, locked): 503 with Retry-After,
     so calendar apps and API clients come back later, instead of a 500 page. Nothing here
     touches the database again (no template with the logged-in admin, no session). Once it is
-    back the next request just works: the pool tests each connection before use
-    (pool_pre_ping), so connections that died with the old server are replaced."""
+    back the next request just works: the pool tests each connection that sat idle before use
+    (models.session.ping_idle_connections), and a disconnect error replaces every connection
+    taken before it, so connections that died with the old server are replaced."""
     # A feed's path is its secret: logged without the token.
     path = "/feeds/…" if request.path.startswith("/feeds/") else request.path
     logging.getLogger("calsync.web").warning(

@@ -22,7 +22,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 
 from calsync.feeds.errors import CalsyncError
 from calsync.feeds.lookup import get_owned
@@ -73,23 +74,47 @@ def add_email(session: Session, email: OutboxEmail, *, secret: bool = False) -> 
 
     `secret`: the message carries secret links; it is stored sealed (module docstring).
 
-    Checked with a read, not by catching the unique violation: a failed INSERT would break the
-    caller's transaction (the booking). Two transactions cannot race here for the same
-    appointment change: booking holds the staff member's write lock (feeds/booking.py), and
-    the unique constraint stays as the backstop.
+    One INSERT that does nothing on a duplicate key (no read first, and no failed INSERT that
+    would break the caller's transaction, the booking); the row is then the email's, attached
+    to the session as if loaded. Two transactions cannot race here for the same appointment
+    change (booking holds the staff member's write lock, feeds/booking.py); were they to, the
+    second waits for the first and inserts nothing.
     """
-    exists = session.scalar(select(OutboxEmail.id).where(OutboxEmail.dedupe_key == email.dedupe_key))
-    if exists is not None:
-        return None
     email.status = OutboxStatus.PENDING
     email.attempts = 0
     email.created_at = email.created_at or utcnow()
     email.message_sealed = secret
     if secret:
         email.message = seal_message(session, email.message)
-    session.add(email)
+    insert_new = _INSERT_NEW.get(session.get_bind().dialect.name)
+    if insert_new is None:  # pragma: no cover - other dialects: read, then add
+        if session.scalar(select(OutboxEmail.id).where(OutboxEmail.dedupe_key == email.dedupe_key)):
+            return None
+        session.add(email)
+    else:
+        values = {c.key: getattr(email, c.key) for c in _COLUMNS}
+        new_id = session.execute(insert_new, values).scalar()
+        if new_id is None:
+            return None
+        for key, value in values.items():  # each column loaded (None where unset), none expired
+            setattr(email, key, value)
+        email.id = new_id
+        # Persistent without a second statement: what was inserted is what the object holds.
+        make_transient_to_detached(email)
+        session.add(email)
     session.info[WRITTEN_KEY] = True
     return email
+
+
+_OUTBOX: Any = OutboxEmail.__table__
+_COLUMNS = [c for c in _OUTBOX.columns if c.key != "id"]
+# Built once, per dialect: Core, not the ORM's unit of work (issue 17: the flush of one row
+# cost more than the statement).
+_INSERT_NEW = {
+    name: make(_OUTBOX).on_conflict_do_nothing(index_elements=[_OUTBOX.c.dedupe_key])
+    .returning(_OUTBOX.c.id)
+    for name, make in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
 
 
 def seal_message(session: Session, message: bytes) -> bytes:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, case, literal, select, update
+from sqlalchemy import ColumnElement, bindparam, case, select, update
 from sqlalchemy.orm import Session, joinedload, lazyload
 
 from calsync.feeds.errors import NotFoundError, SchedulingError, ValidationError
@@ -41,27 +42,45 @@ class CustomerDetails:
     phone: str | None = None
 
 
-def _bump_feed(session: Session, *where: ColumnElement[bool]) -> bool:
+def _bump(where: ColumnElement[bool]) -> Any:
     """The locking UPDATE of one staff member: feed revision + 1, and feed_changed_at moved on
     by mark_feed_changed's rule written in SQL (now, or the stored time if that is later), so
-    no second UPDATE of the row follows at the next flush. True when it found the row."""
-    now = literal(utcnow(), UTCDateTime())
-    result = session.execute(
-        update(Staff)
-        .where(*where)
-        .values(feed_revision=Staff.feed_revision + 1,
-                feed_changed_at=case((Staff.feed_changed_at > now, Staff.feed_changed_at), else_=now))
-        .execution_options(synchronize_session=False)
-    )
+    no second UPDATE of the row follows at the next flush."""
+    now = bindparam("now", type_=UTCDateTime())
+    return (update(_STAFF).where(where, _STAFF.c.company_id == bindparam("b_company_id"))
+            .values(feed_revision=_STAFF.c.feed_revision + 1,
+                    feed_changed_at=case((_STAFF.c.feed_changed_at > now, _STAFF.c.feed_changed_at),
+                                         else_=now)))
+
+
+_STAFF: Any = Staff.__table__
+_APPOINTMENT: Any = Appointment.__table__
+# Built once, Core: run on every booking, move and cancellation, where building the statement
+# and the ORM's bulk-update path cost more than the UPDATE (issue 17). The appointment's form
+# takes the staff id from a subquery, so a move reads the appointment once, after the lock.
+_BUMP_STAFF = _bump(_STAFF.c.id == bindparam("b_staff_id"))
+_BUMP_OWNER = _bump(_STAFF.c.id == select(_APPOINTMENT.c.staff_id).where(
+    _APPOINTMENT.c.id == bindparam("appointment_id"), _APPOINTMENT.c.company_id == bindparam("b_company_id"),
+).scalar_subquery())
+# Nothing that books, moves or cancels reads the staff member's groups.
+_STAFF_ONLY = (lazyload(Staff.groups),)
+_WITH_STAFF = (joinedload(Appointment.staff).lazyload(Staff.groups), joinedload(Appointment.customer))
+
+
+def _bump_feed(session: Session, statement: Any, **params: Any) -> bool:
+    """Run one of the UPDATEs above; True when it found the row. Whatever the session holds
+    unwritten goes first, as the ORM's own UPDATE did (the order locks are taken in)."""
+    session.flush()
+    result = session.execute(statement, dict(params, now=utcnow()))
     return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
 def lock_staff(session: Session, company: Company, staff_id: int) -> Staff:
     """Bump the staff member's feed revision (taking the write lock) and return them."""
-    if not _bump_feed(session, Staff.id == staff_id, Staff.company_id == company.id):
+    if not _bump_feed(session, _BUMP_STAFF, b_staff_id=staff_id, b_company_id=company.id):
         raise NotFoundError(f"There is no staff member with id {staff_id}.")
-    # Read after the UPDATE: the revision and time it wrote. Booking never reads the groups.
-    staff = session.get(Staff, staff_id, populate_existing=True, options=[lazyload(Staff.groups)])
+    # Read after the UPDATE: the revision and time it wrote.
+    staff = session.get(Staff, staff_id, populate_existing=True, options=_STAFF_ONLY)
     assert staff is not None
     return staff
 
@@ -75,20 +94,11 @@ def lock_appointment(session: Session, company: Company, appointment_id: int) ->
     two selectin loads of Staff.groups fewer). An appointment never changes staff; on
     PostgreSQL the subquery sees the statement's snapshot, which is all the two-step read saw.
     """
-    owner = (
-        select(Appointment.staff_id)
-        .where(Appointment.id == appointment_id, Appointment.company_id == company.id)
-        .scalar_subquery()
-    )
-    if not _bump_feed(session, Staff.id == owner, Staff.company_id == company.id):
+    if not _bump_feed(session, _BUMP_OWNER, appointment_id=appointment_id, b_company_id=company.id):
         # Not this company's appointment (NotFoundError); or its staff member is missing,
         # which lock_staff reports.
         lock_staff(session, company, get_appointment(session, company, appointment_id).staff_id)
-    appointment = session.get(
-        Appointment, appointment_id, populate_existing=True,
-        # Nothing that moves or cancels reads the staff member's groups.
-        options=[joinedload(Appointment.staff).lazyload(Staff.groups)],
-    )
+    appointment = session.get(Appointment, appointment_id, populate_existing=True, options=_WITH_STAFF)
     assert appointment is not None  # the UPDATE found it, in this transaction
     return appointment
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import exists, select
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.orm import Session
 
 from calsync.models import (
@@ -25,12 +25,14 @@ from calsync.models import (
     utcnow,
 )
 
+# Every kind with a calendar store: CalDAV, Google, Microsoft (an ICS address is read-only).
+# Built once: it runs on every change of an appointment (issue 17).
+_STORES = select(Connection).where(Connection.staff_id == bindparam("staff_id"),
+                                   Connection.kind != ConnectionKind.ICS)
+
 
 def target_connections(session: Session, staff_id: int) -> list[Connection]:
-    rows = session.scalars(
-        # Every kind with a calendar store: CalDAV, Google, Microsoft (an ICS address is read-only).
-        select(Connection).where(Connection.staff_id == staff_id, Connection.kind != ConnectionKind.ICS)
-    )
+    rows = session.scalars(_STORES, {"staff_id": staff_id})
     return [c for c in rows if WRITE_ROLES & set(c.roles or []) and c.writable]
 
 

@@ -226,7 +226,7 @@ def test_a_feed_request_during_a_database_restart_gets_a_503_then_the_same_feed(
         assert_unavailable(api.get("/staff"), json=True)
     finally:
         private_postgres.start()
-    after = client.get(path)  # the pool replaces the dead connections (pool_pre_ping)
+    after = client.get(path)  # the pool replaces the dead connections (ping_idle_connections)
     assert after.status_code == 200
     assert (after.headers["ETag"], after.data) == (before.headers["ETag"], before.data)
     assert client.get(path, headers={"If-None-Match": before.headers["ETag"]}).status_code == 304

@@ -171,3 +171,18 @@ def test_any_name_and_subject_read_back(name: str, subject: str) -> None:
     _same_meaning(data, sender, recipient, subject)
     assert sorted(_parse(data).keys()) == sorted(["From", "To", "Subject", "Date", "Message-ID",
                                                   "Auto-Submitted", "MIME-Version", "Content-Type"])
+
+
+# Names build_message does not read back (mime._unquoted): plain ASCII without RFC 5322
+# specials, long enough that the address headers fold.
+_UNQUOTED = st.text(alphabet=st.sampled_from(
+    [chr(c) for c in range(32, 127) if chr(c) not in '()<>[]:;@\\,."']), min_size=0, max_size=160)
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=_UNQUOTED, other=_UNQUOTED)
+def test_names_written_as_they_are_read_back_without_being_checked(name: str, other: str) -> None:
+    sender, recipient = Party(name, "bookings@salon.example"), Party(other, "eve@example.com")
+    data = build_message(sender=sender, recipient=recipient, subject="Moved", text="t", html="h",
+                         date=DATE)
+    _same_meaning(data, sender, recipient, "Moved")

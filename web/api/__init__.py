@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import MethodNotAllowed
 
-from calsync.feeds.accounts.admins import find_api_key
+from calsync.feeds.accounts.admins import find_api_key_company
 from calsync.models import Company
 from calsync.web import db
 from calsync.web.api.errors import ApiError, register_error_handlers
@@ -24,14 +24,10 @@ def _authenticate() -> Response | None:
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise ApiError(401, "Send your API key as 'Authorization: Bearer <key>' (calsync api-key create).")
-    session = db.session()
-    row = find_api_key(session, key.strip())
-    if row is None:
+    found = find_api_key_company(db.session(), key.strip())
+    if found is None:
         raise ApiError(401, "That API key is unknown or revoked; create one with 'calsync api-key create'.")
-    company = session.get(Company, row.company_id)
-    if company is None:
-        raise ApiError(401, "That API key's company no longer exists.")
-    g.company = company
+    g.company = found[1]
     return None
 
 
