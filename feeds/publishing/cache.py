@@ -201,7 +201,7 @@ class FeedCache:
             store_segment(reads.session, key, family, staff_id, body)
 
 
-_SEGMENT = Prebuilt(select(FeedSegment.body).where(FeedSegment.segment_key == bindparam("key")))
+_SEGMENT = Prebuilt(select(FeedSegment.body).where(FeedSegment.segment_key == bindparam("key")), binary=True)
 
 
 _SEGMENT_TABLE: Any = FeedSegment.__table__
