@@ -24,8 +24,6 @@ from calsync.feeds.publishing.version import PublishedFeed as PublishedFeed
 from calsync.feeds.publishing.version import feed_window as feed_window
 from calsync.feeds.publishing.version import last_modified as last_modified
 from calsync.feeds.publishing.version import lookup_feed as lookup_feed
-from calsync.feeds.publishing.version import open_feed as open_feed
-from calsync.feeds.publishing.version import read_feed as read_feed
 from calsync.feeds.publishing.version import scope_staff_filter
 from calsync.models import Group, Staff
 

@@ -35,7 +35,7 @@ class Aside:
 
     SQLite's `PRAGMA data_version` changes when another connection commits anything to the
     database, and these connections only ever read: a row read on one is still the row while
-    its data_version stays the same (version.read_feed asks for it first, then reads)."""
+    its data_version stays the same (version._row asks for it first, then reads)."""
 
     __slots__ = ("connection", "generation", "rows")
 

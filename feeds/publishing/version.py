@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, case, func, select
+from sqlalchemy import Engine, and_, bindparam, case, func, select
 
 from calsync.feeds.accounts.keys import hash_token, same_hash
 from calsync.feeds.company_settings import STORED, CompanySettings
@@ -214,11 +214,6 @@ def _aware(moment: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def open_feed(conn: Connection, token: str, now: datetime) -> PublishedFeed | None:
-    """The feed behind a token with its version, without rendering anything."""
-    return read_feed(conn.connection.dbapi_connection, conn.dialect, token, now)
-
-
 # The feed each token's row made last, by digest: a feed is a function of its row and the day
 # (the window) once the second of its last change is over (last_modified), so a request whose
 # row and day are those of the last one reuses it. The row is read on every request all the
@@ -262,14 +257,6 @@ def _read_row(engine: Engine, digest: str) -> tuple[Any, ...] | None:
         return _row(pooled.dbapi_connection, engine.dialect, digest)
     finally:
         pooled.close()
-
-
-def read_feed(dbapi_connection: Any, dialect: Any, token: str, now: datetime,
-              rows: dict[str, tuple[int, tuple[Any, ...]]] | None = None) -> PublishedFeed | None:
-    """open_feed on a DBAPI connection: every feed request, 304s included, reads this one row,
-    and SQLAlchemy's Connection around it cost more than the query on SQLite (docs/scale.md)."""
-    digest = hash_token(token)
-    return _published(digest, _row(dbapi_connection, dialect, digest, rows), now)
 
 
 def _row(dbapi_connection: Any, dialect: Any, digest: str,
