@@ -181,14 +181,13 @@ class FeedCache:
 
     # -- per-staff segments (memory, then the database) ----------------------------------------
 
-    def segment(self, reads: Reads, key: str) -> bytes | None:
-        body = self.memory.get(key)
-        if body is None:
-            found = _SEGMENT.first(reads, key=key)
-            if found is not None:
-                body = found[0]
-                self.memory.put(key, body)
-        return body  # type: ignore[no-any-return]
+    def stored_segment(self, reads: Reads, key: str) -> bytes | None:
+        """The segment from the feed_segment table (kept in memory once read), if stored."""
+        found = _SEGMENT.first(reads, key=key)
+        if found is None:
+            return None
+        self.memory.put(key, found[0])
+        return found[0]  # type: ignore[no-any-return]
 
     def keep_segment(self, reads: Reads, key: str, family: str, staff_id: int, body: bytes,
                      later: list[Callable[[Session], None]] | None = None) -> None:

@@ -37,8 +37,9 @@ def test_a_stored_segment_reads_back_byte_for_byte(app: Flask, company_id: int) 
         store_segment(session, f"{staff_id}:fam:r1", f"{staff_id}:fam", staff_id, body)
     cache = FeedCache(max_bytes=10_000_000)  # empty: the read goes to the database
     with Reads(services.engine, services.sessions) as reads:
-        assert cache.segment(reads, f"{staff_id}:fam:r1") == body
-        assert cache.segment(reads, f"{staff_id}:fam:r2") is None
+        assert cache.stored_segment(reads, f"{staff_id}:fam:r1") == body
+        assert cache.stored_segment(reads, f"{staff_id}:fam:r2") is None
+    assert cache.memory.get(f"{staff_id}:fam:r1") == body  # kept in memory once read
 
 
 def test_the_segment_body_is_compressed_with_lz4(postgres: Engine) -> None:
