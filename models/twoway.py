@@ -59,7 +59,10 @@ class OutboxEmail(Base):
     dedupe_key: Mapped[str] = mapped_column(String(400))
     to_address: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(String(300))
-    message: Mapped[bytes] = mapped_column(LargeBinary)  # the whole RFC 5322 message
+    # The whole RFC 5322 message; None while the email is a draft (feeds/mail/drafts.py: a
+    # customer's appointment email is built when it is delivered, from `draft`).
+    message: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    draft: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # True: `message` is sealed with the credentials vault because it carries secret links
     # (feeds.mail.outbox); after delivery the secret body is dropped and this is False again.
     message_sealed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

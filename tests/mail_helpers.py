@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import email
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from email import policy
 from email.message import EmailMessage
 from typing import Any
@@ -16,6 +16,10 @@ from flask import Flask
 from sqlalchemy import select
 
 from calsync.feeds.mail.delivery import DeliveryReport, MailContext, deliver_due
+from calsync.feeds.mail.drafts import Booked, Customer, appointment_draft
+from calsync.feeds.mail.itip import Organizer
+from calsync.feeds.mail.mime import Party, new_message_id
+from calsync.feeds.mail.outbox import stored_message
 from calsync.feeds.settings import Settings
 from calsync.models import OutboxEmail
 
@@ -28,6 +32,12 @@ def with_mail(settings: Settings, **changes: Any) -> Settings:
 def outbox(app: Flask) -> list[OutboxEmail]:
     with app.extensions["calsync"].sessions() as s:
         return list(s.scalars(select(OutboxEmail).order_by(OutboxEmail.id)))
+
+
+def written(email: OutboxEmail) -> bytes:
+    """The message an (unsealed) outbox row will be sent as: a customer's appointment email is
+    stored as a draft and built here as delivery builds it (feeds/mail/drafts.py)."""
+    return stored_message(None, email.message, email.message_sealed, email.draft)
 
 
 def mail_context(app: Flask) -> MailContext:
@@ -80,3 +90,26 @@ def parse_imip(data: bytes) -> Imip:
         content_type_method=str(cal_part.get_param("method")), calendar=calendar, event=events[0],
         vevent=vevents[0],
     )
+
+
+DRAFT_START = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
+DRAFT_DATE = datetime(2030, 1, 5, 8, 30, 12, 345678, tzinfo=timezone(timedelta(hours=1)))
+
+
+def sample_draft(customer: str = "Chloé Lefèvre", location: str | None = "Salon 1") -> dict[str, Any]:
+    """An appointment email's draft, as notifications.queue_customer_email writes one."""
+    booked = Booked(uid="u-1@calsync", sequence=3, created_at=DRAFT_START - timedelta(days=2),
+                    updated_at=DRAFT_DATE, start_at=DRAFT_START,
+                    end_at=DRAFT_START + timedelta(minutes=30), location=location,
+                    customer=Customer(customer, "chloe@example.com"))
+    context = {"kind": "rescheduled", "subject": "Moved: Haircut", "company": "Salon Sommer & Söhne",
+               "customer": customer, "service": "Haircut", "staff": "Zoë", "location": location,
+               "when": "Monday 7 January 2030, 10:00–10:30 CET (Europe/Berlin)",
+               "previous": "Monday 7 January 2030, 08:00–08:30 CET (Europe/Berlin)"}
+    return appointment_draft(
+        sender=Party("Salon Sommer & Söhne", "bookings@salon.example"),
+        recipient=Party(customer, "chloe@example.com"), subject="Moved: Haircut", date=booked.updated_at,
+        message_id=new_message_id("bookings@salon.example"), template="appointment", context=context,
+        method="REQUEST", organizer=Organizer("Salon Sommer & Söhne", "bookings@salon.example"),
+        summary="Haircut – Salon Sommer & Söhne", description="Haircut with Zoë (Salon Sommer & Söhne).",
+        booked=booked)

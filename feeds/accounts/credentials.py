@@ -84,7 +84,8 @@ def rotate_all(session: Session, vault: Vault) -> int:
     # Emails waiting in the outbox with secret links are sealed with the same keys
     # (feeds.mail.outbox); once delivered they hold nothing sealed.
     for email in session.scalars(select(OutboxEmail).where(OutboxEmail.message_sealed.is_(True))):
-        email.message = vault.reseal(email.message.decode("ascii")).encode("ascii")
+        if email.message is not None:  # always, for a sealed email: drafts are never sealed
+            email.message = vault.reseal(email.message.decode("ascii")).encode("ascii")
         count += 1
     return count
 

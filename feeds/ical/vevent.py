@@ -55,16 +55,24 @@ def one_line(value: str) -> str:
     return _CONTROLS.sub(" ", _valid_unicode(value))
 
 
-class _Appointment(Protocol):
+class Scheduled(Protocol):
     """What the builder reads of an appointment (models.Appointment has it all)."""
 
-    uid: str
-    sequence: int
-    created_at: datetime
-    updated_at: datetime
-    start_at: datetime
-    end_at: datetime
-    location: str | None
+    # Read-only members: a frozen snapshot (feeds/mail/drafts.py) is one too.
+    @property
+    def uid(self) -> str: ...
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+    @property
+    def start_at(self) -> datetime: ...
+    @property
+    def end_at(self) -> datetime: ...
+    @property
+    def location(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,7 @@ def _in_zone(moment: datetime, zone: tzinfo) -> datetime:
 
 
 def build_vevent(
-    appt: _Appointment,
+    appt: Scheduled,
     *,
     summary: str,
     description: str | None,

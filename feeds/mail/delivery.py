@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
+from typing import Any
 
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from calsync.feeds.mail.mime import without_body
-from calsync.feeds.mail.outbox import MessageSealer, mail_identity, open_message
+from calsync.feeds.mail.outbox import MessageSealer, mail_identity, stored_message
 from calsync.feeds.mail.smtp import DeliveryError, SmtpConfig, SmtpSender
 from calsync.models import OutboxEmail, OutboxStatus, utcnow
 
@@ -59,14 +60,16 @@ class DeliveryReport:
 class _Leased:
     id: int
     to_address: str
-    stored: bytes  # as in the outbox row: sealed or not
+    stored: bytes | None  # as in the outbox row: sealed or not; None for a draft
     sealed: bool
+    draft: dict[str, Any] | None  # what a draft's message is built from (feeds/mail/drafts.py)
     subject: str
     sealer: MessageSealer | None
 
     def message(self) -> bytes:
-        """The message to send (raises when a sealed one cannot be opened with the keys)."""
-        return open_message(self.sealer, self.stored, self.sealed)
+        """The message to send (raises when a sealed one cannot be opened with the keys, or a
+        draft cannot be built)."""
+        return stored_message(self.sealer, self.stored, self.sealed, self.draft)
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -102,10 +105,10 @@ def _lease(ctx: MailContext, email_id: int, now: datetime) -> _Leased | None:
             return None  # another worker has it, or it was sent, or it is no longer due
         row = session.execute(
             select(OutboxEmail.to_address, OutboxEmail.message, OutboxEmail.message_sealed,
-                   OutboxEmail.subject).where(OutboxEmail.id == email_id)
+                   OutboxEmail.draft, OutboxEmail.subject).where(OutboxEmail.id == email_id)
         ).one()
-        return _Leased(email_id, row.to_address, bytes(row.message), bool(row.message_sealed),
-                       row.subject, mail_identity(session).sealer)
+        return _Leased(email_id, row.to_address, None if row.message is None else bytes(row.message),
+                       bool(row.message_sealed), row.draft, row.subject, mail_identity(session).sealer)
 
 
 def _envelope_sender(message: bytes, fallback: str) -> str:
@@ -121,7 +124,11 @@ def _envelope_sender(message: bytes, fallback: str) -> str:
 
 def _record_sent(ctx: MailContext, leased: _Leased, message: bytes, now: datetime) -> None:
     done: dict[str, object] = {}
-    if leased.sealed:
+    if leased.stored is None:
+        # A draft, built to be sent: the row keeps what went out (the outbox page, a bounce
+        # matched by its Message-ID), as for an email written whole.
+        done = {"message": message, "draft": None}
+    elif leased.sealed:
         # Sent: the secret links are not needed any more (module docstring).
         done = {"message": without_body(message, leased.subject), "message_sealed": False}
     with ctx.sessions.begin() as session:

@@ -9,12 +9,12 @@ STATUS:CANCELLED would leave the event in the customer's calendar (docs/protocol
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from icalendar import Calendar
 
-from calsync.feeds.ical.vevent import Party, build_vevent
+from calsync.feeds.ical.vevent import Party, Scheduled, build_vevent
 from calsync.feeds.mail.mime import one_line
-from calsync.models import Appointment
 
 PRODID = "-//calsync//calsync itip 1.0//EN"
 # Appointment change → iTIP method. Other changes (e.g. "restored": the staff calendar put back
@@ -40,7 +40,22 @@ def _party(address: str, name: str, *params: tuple[str, str]) -> Party:
     return Party(address, one_line(name, 100), params)
 
 
-def build_itip(appointment: Appointment, method: str, organizer: Organizer, summary: str,
+class _Customer(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def email(self) -> str | None: ...
+
+
+class Booked(Scheduled, Protocol):
+    """What build_itip reads: an appointment (models.Appointment) or its snapshot in an email
+    draft (feeds/mail/drafts.py)."""
+
+    @property
+    def customer(self) -> _Customer: ...
+
+
+def build_itip(appointment: Booked, method: str, organizer: Organizer, summary: str,
                description: str) -> bytes:
     """The VCALENDAR of an iTIP REQUEST or CANCEL for the appointment as it is now."""
     if method not in METHODS.values():

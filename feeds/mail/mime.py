@@ -9,6 +9,7 @@ takes it as stored whether or not it speaks 8BITMIME or SMTPUTF8.
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
@@ -185,6 +186,13 @@ class CalendarPart:
             raise ValueError(f"unsupported iTIP method {self.method!r}")
 
 
+def new_message_id(sender_address: str) -> str:
+    """A Message-ID for an email from `sender_address`. It is stored with the email (or its
+    draft): a retried delivery repeats it, so receiving systems can tell the duplicate. The
+    domain is given: make_msgid would otherwise look up this host's name."""
+    return make_msgid("calsync", domain=sender_address.rpartition("@")[2] or "localhost")
+
+
 def build_message(
     *,
     sender: Party,
@@ -194,14 +202,14 @@ def build_message(
     html: str,
     date: datetime,
     calendar: CalendarPart | None = None,
+    message_id: str | None = None,
 ) -> bytes:
     """multipart/alternative: text, HTML and (for iTIP) text/calendar, least to most
     specific (RFC 2046 §5.1.4), the layout of RFC 6047 §4.2: mail apps that understand
-    invitations use the calendar part, the others show the HTML or the text."""
-    # A stable Message-ID, stored with the message: a retried delivery repeats it, so
-    # receiving systems can tell the duplicate. The domain is given: make_msgid would
-    # otherwise look up this host's name.
-    message_id = make_msgid("calsync", domain=sender.address.rpartition("@")[2] or "localhost")
+    invitations use the calendar part, the others show the HTML or the text.
+
+    `message_id`: one made before (new_message_id), so building again gives the same bytes."""
+    message_id = message_id or new_message_id(sender.address)
     # The email.mime classes when both addresses are ASCII (the common case, several times
     # faster); EmailMessage otherwise, which encodes an internationalised domain.
     assemble = _assemble_legacy if sender.address.isascii() and recipient.address.isascii() else _assemble
@@ -236,7 +244,16 @@ def _assemble(sender: Party, recipient: Party, subject: str, text: str, html: st
         # in base64, the iCalendar object keeps its CRLF line ends (RFC 5545 §3.1) exactly.
         msg.add_alternative(calendar.body, maintype="text", subtype="calendar", cte="base64",
                             params={"method": calendar.method, "charset": "UTF-8"})
+    msg.set_boundary(_boundary(message_id))
     return msg.as_bytes()
+
+
+def _boundary(message_id: str) -> str:
+    """The multipart boundary, made from the Message-ID rather than at random, so an email
+    built again (a draft, feeds/mail/drafts.py) is the same bytes. "=_" cannot occur in a
+    quoted-printable or base64 body, the only encodings the parts use (RFC 2045 §6.7, §6.8),
+    nor in their headers, so the boundary cannot collide with the content (RFC 2046 §5.1.1)."""
+    return "=_calsync_" + hashlib.sha256(message_id.encode()).hexdigest()[:32]
 
 
 def _assemble_legacy(sender: Party, recipient: Party, subject: str, text: str, html: str,
@@ -244,7 +261,7 @@ def _assemble_legacy(sender: Party, recipient: Party, subject: str, text: str, h
     """The same message as _assemble, built with the email.mime classes (compat32): names and
     the subject are RFC 2047 encoded by formataddr and Header, bodies quoted-printable and
     base64 as there; build_message reads the addresses back either way."""
-    msg = MIMEMultipart("alternative", policy=LEGACY_WIRE)
+    msg = MIMEMultipart("alternative", boundary=_boundary(message_id), policy=LEGACY_WIRE)
     # compat32 takes Header objects as values (typeshed's stubs say str only); so does
     # MIMEText a Charset (its QP body encoding), below.
     for field, party in (("From", sender), ("To", recipient)):

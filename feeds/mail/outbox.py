@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 
 from calsync.feeds.errors import CalsyncError
 from calsync.feeds.lookup import get_owned
+from calsync.feeds.mail.drafts import compose
 from calsync.models import Company, OutboxEmail, OutboxStatus, utcnow
 
 IDENTITY_KEY = "calsync.mail_identity"
@@ -85,6 +86,9 @@ def add_email(session: Session, email: OutboxEmail, *, secret: bool = False) -> 
     email.created_at = email.created_at or utcnow()
     email.message_sealed = secret
     if secret:
+        # Drafts (feeds/mail/drafts.py) carry no secrets: only finished messages are sealed.
+        if email.message is None:
+            raise NoSealerError("Only a finished message can be sealed; this email is a draft.")
         email.message = seal_message(session, email.message)
     insert_new = _INSERT_NEW.get(session.get_bind().dialect.name)
     if insert_new is None:  # pragma: no cover - other dialects: read, then add
@@ -136,9 +140,21 @@ def open_message(sealer: MessageSealer | None, message: bytes, sealed: bool) -> 
     return sealer.open(message.decode("ascii")).encode("latin-1")
 
 
+def stored_message(sealer: MessageSealer | None, message: bytes | None, sealed: bool,
+                   draft: dict[str, Any] | None) -> bytes:
+    """The message of an outbox row as it is sent: its draft built (the same bytes each time),
+    or its message, opened if sealed."""
+    if message is None:
+        if draft is None:
+            raise ValueError("This outbox email has neither a message nor a draft.")
+        return compose(draft)
+    return open_message(sealer, bytes(message), sealed)
+
+
 def readable_message(session: Session, email: OutboxEmail) -> bytes:
-    """The message of an outbox row in the clear (sealed ones opened with the session's sealer)."""
-    return open_message(mail_identity(session).sealer, bytes(email.message), email.message_sealed)
+    """The message of an outbox row in the clear (sealed ones opened with the session's
+    sealer, drafts built)."""
+    return stored_message(mail_identity(session).sealer, email.message, email.message_sealed, email.draft)
 
 
 def take_written(session: Session) -> bool:

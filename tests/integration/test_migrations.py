@@ -3,6 +3,7 @@ is exactly the models' metadata, and downgrade/upgrade round-trips."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import CheckConstraint, Engine, inspect, select, text
+from sqlalchemy import CheckConstraint, Connection, Engine, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from calsync.migrations import alembic_config, current_revision, upgrade_database
@@ -125,13 +126,17 @@ def any_engine(empty_database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+def _insert_company(conn: Connection) -> int:
+    return conn.execute(text(  # type: ignore[no-any-return]
+        "INSERT INTO company (name, timezone, settings, feed_epoch, feed_epoch_changed_at, "
+        "created_at) VALUES ('C', 'UTC', '{}', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP) "
+        "RETURNING id")).scalar_one()
+
+
 def _insert_company_and_outbox_email(engine: Engine, status: str) -> None:
     """Raw SQL, so only the database (not the model's enum type) can refuse the value."""
     with engine.begin() as conn:
-        company_id = conn.execute(text(
-            "INSERT INTO company (name, timezone, settings, feed_epoch, feed_epoch_changed_at, "
-            "created_at) VALUES ('C', 'UTC', '{}', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP) "
-            "RETURNING id")).scalar_one()
+        company_id = _insert_company(conn)
         conn.execute(text(
             "INSERT INTO outbox_email (company_id, kind, dedupe_key, to_address, subject, message, "
             "status, attempts, created_at) VALUES (:company, 'booked', :key, 'a@example.test', 'S', "
@@ -168,3 +173,29 @@ def test_the_checks_step_down_and_up(any_engine: Engine) -> None:
     assert schema_differences(any_engine) == []
     with pytest.raises(IntegrityError, match="ck_outbox_email_status"):
         _insert_company_and_outbox_email(any_engine, "legacy")
+
+
+# --- outbox drafts (0018) ----------------------------------------------------------------------
+
+
+def test_a_waiting_draft_is_built_when_stepping_down_past_0018(any_engine: Engine) -> None:
+    """0017's outbox needs a message in every row: a draft nobody was sent yet is built into
+    the message delivery would have sent, not dropped."""
+    from calsync.feeds.mail.drafts import compose
+    from tests.mail_helpers import sample_draft
+
+    cfg = alembic_config(any_engine)
+    command.upgrade(cfg, "0018")
+    draft = sample_draft()
+    with any_engine.begin() as conn:
+        company_id = _insert_company(conn)
+        conn.execute(text(
+            "INSERT INTO outbox_email (company_id, kind, dedupe_key, to_address, subject, draft, "
+            "status, attempts, created_at) VALUES (:company, 'rescheduled', 'k', 'chloe@example.com', "
+            "'S', :draft, 'pending', 0, CURRENT_TIMESTAMP)"),
+            {"company": company_id, "draft": json.dumps(draft)})
+    command.downgrade(cfg, "0017")
+    with any_engine.connect() as conn:
+        [message] = conn.execute(text("SELECT message FROM outbox_email")).scalars().all()
+    assert bytes(message) == compose(draft)
+    command.upgrade(cfg, "head")

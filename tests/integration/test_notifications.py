@@ -20,7 +20,7 @@ from calsync.feeds.settings import Settings
 from calsync.models import Alert, Appointment, Connection, OutboxEmail
 from tests.conftest import Api
 from tests.feed_helpers import ALL_DAY
-from tests.mail_helpers import deliver, outbox, parse_imip, parse_message, with_mail
+from tests.mail_helpers import deliver, outbox, parse_imip, parse_message, with_mail, written
 from tests.servers import CalendarHTTPServer, SmtpSink
 
 MONDAY = "2030-01-07T{}:00+01:00"  # a Monday in winter: Europe/Berlin is CET, UTC+1
@@ -41,8 +41,15 @@ def test_book_move_cancel_send_request_request_cancel_with_one_uid(
                                                       "end": MONDAY.format("11:45")})
     assert moved.status_code == 200
     assert api.post(f"/appointments/{appt['id']}/cancel").status_code == 200
+    # Written as drafts (feeds/mail/drafts.py): each says what was true at its change, although
+    # the appointment has moved and been cancelled since (the times asserted below).
+    drafts = outbox(app)
+    assert all(e.message is None and e.draft is not None for e in drafts)
 
     assert deliver(app).sent == 3
+    # Once sent, a row holds the very message that went out, and the draft is gone.
+    assert [(e.message, e.draft) for e in outbox(app)] == [(m.data, None) for m in smtp_server.messages]
+    assert [written(e) for e in drafts] == [m.data for m in smtp_server.messages]  # built alike
     assert [m.rcpt_tos for m in smtp_server.messages] == [["chloe@example.com"]] * 3
     assert {m.mail_from for m in smtp_server.messages} == {"bookings@salon.example"}
     mails = [parse_imip(m.data) for m in smtp_server.messages]
@@ -165,7 +172,7 @@ def test_a_line_break_in_a_name_makes_no_line_of_the_body(app: Flask, api: Api) 
                          end=datetime(2030, 1, 7, 13, tzinfo=UTC), service="Cut\r\nX-Evil: 1",
                          customer=CustomerDetails(evil, "eve@example.com"))
     [email] = outbox(app)
-    imip = parse_imip(email.message)
+    imip = parse_imip(written(email))
     for part in (imip.text, imip.html, str(imip.message["Subject"])):
         lines = [line.strip() for line in part.splitlines()]
         assert not any(line.startswith(("Bcc:", "X-Injected", "ATTENDEE", "X-Evil")) for line in lines), part
@@ -176,7 +183,7 @@ def test_html_part_escapes_what_customers_typed(app: Flask, api: Api) -> None:
     staff = api.make_staff()
     api.book(staff["id"], MONDAY.format("10:00"), MONDAY.format("10:30"),
              customer={"name": "<script>alert(1)</script>", "email": "x@example.com"})
-    imip = parse_imip(outbox(app)[0].message)
+    imip = parse_imip(written(outbox(app)[0]))
     assert "<script>" not in imip.html and "&lt;script&gt;" in imip.html
     assert "<script>alert(1)</script>" in imip.text  # plain text is shown, never rendered
 
@@ -184,7 +191,7 @@ def test_html_part_escapes_what_customers_typed(app: Flask, api: Api) -> None:
 def test_times_are_shown_in_the_staff_members_zone(app: Flask, api: Api) -> None:
     staff = api.make_staff(timezone="America/New_York", working_hours=ALL_DAY)
     api.book(staff["id"], "2030-07-01T15:00:00Z", "2030-07-01T16:00:00Z")
-    imip = parse_imip(outbox(app)[0].message)
+    imip = parse_imip(written(outbox(app)[0]))
     assert "Monday 1 July 2030, 11:00–12:00 EDT (America/New_York)" in imip.text
     assert imip.event.decoded("DTSTART") == datetime(2030, 7, 1, 15, tzinfo=UTC)
 

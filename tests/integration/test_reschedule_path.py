@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from calsync.feeds.accounts.admins import create_api_key
 from calsync.models import Appointment, Company, OutboxEmail, Staff
 from tests.conftest import Api
-from tests.mail_helpers import parse_imip
+from tests.mail_helpers import parse_imip, written
 
 DAY = {d: [["00:00", "24:00"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
 
@@ -128,7 +128,7 @@ def test_the_move_and_its_email_are_one_transaction(
         assert email is not None and moved is not None
         assert (email.kind, email.uid, email.sequence) == ("rescheduled", appt["uid"], moved.sequence)
         assert moved.sequence == 1
-        imip = parse_imip(bytes(email.message))
+        imip = parse_imip(written(email))
     assert (imip.method, str(imip.event["SEQUENCE"]), str(imip.event["UID"])) == ("REQUEST", "1", appt["uid"])
     assert "10:00–10:30" in imip.text and "14:00–14:30" in imip.text  # where it was, where it is
 
