@@ -36,6 +36,9 @@ from calsync.feeds.private_files import private_dir, private_file
 from calsync.models import Connection, utcnow
 
 log = logging.getLogger("calsync.jobs")
+# Seconds after which a notified sync that found the connection held by another sync tries
+# again: a sync takes well under a second, so the first retry usually finds it free.
+CHANNEL_SYNC_RETRIES = (1.0, 2.0, 4.0, 8.0)
 QUEUE_NAME = "calsync"
 
 
@@ -156,10 +159,13 @@ class Jobs:
         if mail is not None and mail.smtp is not None and due_email_ids(mail, now, limit=1):
             self.deliver_task()
 
-    def _channel_sync(self, channel_row_id: int) -> dict[str, Any]:
+    def _channel_sync(self, channel_row_id: int, attempt: int = 0) -> dict[str, Any]:
         """The sync a change notification asked for. When another sync holds the connection
-        (its lease), the change may have come after that sync read the calendar: the connection
-        is made due, so the next schedule run reads it again."""
+        (its lease), the change may have come after that sync read the calendar: this sync is
+        tried again a moment later (CHANNEL_SYNC_RETRIES), and the connection is made due, so
+        the next schedule run reads it should every try find it held. Without the retries a
+        change notified while the booking's own copy was being written waited up to a minute
+        for the scheduler (and forever where no scheduler runs)."""
         ctx = self._context()
         with ctx.sessions.begin() as session:
             connection_id = claim_channel_sync(session, channel_row_id)
@@ -171,6 +177,9 @@ class Jobs:
                 conn = session.get(Connection, connection_id)
                 if conn is not None:
                     conn.next_sync_at = utcnow()
+            if attempt < len(CHANNEL_SYNC_RETRIES):
+                self.channel_sync_task.schedule(args=(channel_row_id, attempt + 1),
+                                                delay=CHANNEL_SYNC_RETRIES[attempt])
         return asdict(outcome)
 
     def _ensure_channel(self, connection_id: int) -> str:

@@ -4,7 +4,8 @@ notifications delivered by the contract fake (tests/fakes/push.py) to calsync ov
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -199,11 +200,10 @@ def consumer(app: Flask) -> Iterator[object]:
     worker.stop(graceful=True)
 
 
-def test_a_move_in_google_reschedules_through_a_notification(
-        app: Flask, api: Api, company_id: int, google: ServedFake, served: str, consumer: object) -> None:
-    """End to end: the event is moved in Google → Google notifies calsync → the queued sync
-    applies the move → the appointment is rescheduled and the customer's email is queued. No
-    periodic job runs here (periodic=False): only the notification can bring the change."""
+def _booked_with_its_copy(app: Flask, api: Api, company_id: int, google: ServedFake,
+                          ) -> tuple[int, dict[str, Any], dict[str, object]]:
+    """Two-way on, a staff member with a linked Google calendar and a live channel, and a booking
+    whose copy the queue has written there: (connection id, appointment, its Google event)."""
     services = app.extensions["calsync"]
     api.patch("/settings", {"bidirectional_sync": True})
     staff = api.make_staff(working_hours=WEEK_NINE_TO_FIVE, timezone="UTC")
@@ -224,11 +224,52 @@ def test_a_move_in_google_reschedules_through_a_notification(
     event = wait_until(our_event, "the booking written into Google")
     wait_until(lambda: _linked_state(app, appt["id"]) == "synced", "the booking's copy synced")
     google.fake.deliverer.settle()
-    moved = at(2, 14)
-    google.fake.patch_event("primary", str(event["id"]), {  # the staff member drags it in Google
+    return conn_id, appt, event
+
+
+def _drag(google: ServedFake, event: dict[str, object], hour: int) -> datetime:
+    """The staff member drags the event in Google to `hour` on the same day; the new start."""
+    moved = at(2, hour)
+    google.fake.patch_event("primary", str(event["id"]), {
         "start": {"dateTime": iso(moved)}, "end": {"dateTime": iso(moved + timedelta(hours=1))}})
+    return moved
+
+
+def test_a_move_in_google_reschedules_through_a_notification(
+        app: Flask, api: Api, company_id: int, google: ServedFake, served: str, consumer: object) -> None:
+    """End to end: the event is moved in Google → Google notifies calsync → the queued sync
+    applies the move → the appointment is rescheduled and the customer's email is queued. No
+    periodic job runs here (periodic=False): only the notification can bring the change."""
+    _, appt, event = _booked_with_its_copy(app, api, company_id, google)
+    moved = _drag(google, event, 14)
     wait_for_reschedule(app, api, appt["id"], moved)
     assert [d.status for d in google.fake.deliverer.settle()] == [204] * len(google.fake.deliverer.sent)
+
+
+def test_a_change_notified_while_another_sync_holds_the_connection_is_applied_after_it(
+        app: Flask, api: Api, company_id: int, google: ServedFake, served: str, consumer: object) -> None:
+    """The notified sync finds the connection leased by another sync (the one writing the
+    booking's copy, say), which may have read the calendar before the change: it tries again
+    a moment later, so the change arrives without waiting for a scheduler run (none runs here)."""
+    services = app.extensions["calsync"]
+    conn_id, appt, event = _booked_with_its_copy(app, api, company_id, google)
+
+    def lease(owner: str | None, seconds: int) -> None:
+        with services.sessions.begin() as session:
+            session.execute(update(Connection).where(Connection.id == conn_id).values(
+                lease_owner=owner, lease_until=utcnow() + timedelta(seconds=seconds) if owner else None,
+                next_sync_at=utcnow() + timedelta(hours=1)))
+
+    def made_due() -> bool:  # what a skipped notified sync does
+        with services.sessions() as session:
+            conn = session.get(Connection, conn_id)
+            return conn is not None and conn.next_sync_at is not None and conn.next_sync_at <= utcnow()
+
+    lease("another-worker", 600)
+    moved = _drag(google, event, 14)
+    wait_until(made_due, "the notified sync to find the connection held")
+    lease(None, 0)  # the other sync is done
+    wait_for_reschedule(app, api, appt["id"], moved)
 
 
 def _linked_state(app: Flask, appointment_id: int) -> str | None:
