@@ -28,6 +28,7 @@ from calsync.feeds.publishing.tokens import ensure_default_tokens, feed_links, l
 from calsync.feeds.scheduling.working_hours import parse_timezone
 from calsync.feeds.settings import load_settings
 from calsync.models import AdminUser, Staff
+from calsync.web.heap import freeze_heap
 
 
 def _fail(message: str) -> None:
@@ -209,6 +210,7 @@ def serve(host: str, port: int, threads: int, demo: bool) -> None:
     app = _app(**overrides)
     if demo:
         _demo(app)
+    freeze_heap()  # what the app built to start is not walked by full collections (web/heap.py)
     click.echo(f"Serving on http://{host}:{port}  (Ctrl+C to stop)")
     services = app.extensions["calsync"]
     consumer = None
