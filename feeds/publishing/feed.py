@@ -58,16 +58,8 @@ def render_feed(reads: Reads, feed: PublishedFeed, cache: FeedCache,
     for staff_id, revision, _tz, _name in staff_rows:
         family = f"{staff_id}:{kind}"
         key = f"{family}:r{revision}"
-        segment = cache.memory.get(key)
-        previous = None if segment is not None else cache.previous_segment(family)
-        if segment is None and previous is None:
-            segment = cache.stored_segment(reads, key)  # another process's, or an earlier run's
+        segment, previous = cache.segment(reads, key, family)
         if segment is None:
-            # Beside the previous segment in memory, the rebuild reads (id, revision) and renders
-            # what changed (or takes its stored fragment): no more than reading the stored
-            # segment would cost, and one round trip fewer when there is none (the usual case
-            # for the process that made the change). The bytes are the same either way: each
-            # fragment is a function of its appointment's revision.
             segment, index = build_segment(reads, staff_id, revision, variant, window, show_cancelled,
                                            later, previous)
             # Each query reads what is committed when it runs, so a booking committed since the

@@ -15,8 +15,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import CheckConstraint, Connection, Engine, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
+from calsync.feeds.mail.drafts import compose
 from calsync.migrations import alembic_config, current_revision, upgrade_database
 from calsync.models import Base, Company, make_engine, make_session_factory
+from tests.mail_helpers import sample_draft
 
 
 @pytest.fixture
@@ -181,9 +183,6 @@ def test_the_checks_step_down_and_up(any_engine: Engine) -> None:
 def test_a_waiting_draft_is_built_when_stepping_down_past_0018(any_engine: Engine) -> None:
     """0017's outbox needs a message in every row: a draft nobody was sent yet is built into
     the message delivery would have sent, not dropped."""
-    from calsync.feeds.mail.drafts import compose
-    from tests.mail_helpers import sample_draft
-
     cfg = alembic_config(any_engine)
     command.upgrade(cfg, "0018")
     draft = sample_draft()
