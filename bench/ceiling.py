@@ -9,8 +9,10 @@ baseline routes (bench/ceiling_setup.py); the row names the server. What each ba
   from a constant, through the same server, hooks and middleware (no database, no lookup);
 - 304 ÷ `/bench/empty`: a Flask route answering 304 with an ETag (no database);
 - first GET after one appointment moved (by the PATCH of the next row) ÷ the warm GET of the
-  same feed; and vs building the same feed with icalendar objects in-process — the icalendar
-  build ALONE: its database load is measured apart and excluded (bench.feeds._naive_feed);
+  same feed, the two timed in turn in each round (the warm one once the server's writes after
+  the changed body and the join of the body served again are done); and vs building the
+  same feed with icalendar objects in-process — the icalendar build ALONE: its database load
+  is measured apart and excluded (bench.feeds._naive_feed);
 - reschedule PATCH of a staff member with ~appointments/staff appointments ÷ the same PATCH
   of a staff member with 20 appointments, same database and server (the growth with data);
 - availability over 60 days with 5,000 busy blocks (in-process) ÷ its own two queries alone
@@ -122,19 +124,29 @@ def _server_rows(name: str, port: int, data: Company, in_window: int, naive_rend
                         patch_heavy <= 0.015))
 
         after: list[float] = []
-        for i in range(max(5, rounds // 2) + 2):
+        warm_again: list[float] = []
+        # (The moves grow the moved appointment's SEQUENCE, and with it the body's length.)
+        warm_get, settle = timed(feed, {}, 200), timed("/bench/empty", {"If-None-Match": EMPTY_ETAG}, 304)
+        for i in range(rounds + 2):
             heavy()
             t, status, response, got = client.timed(feed)
             _expect(status == 200 and response.getheader("ETag") != etag, f"{name}: changed feed ETag")
             _expect(got.count(b"BEGIN:VEVENT") == in_window, f"{name}: changed feed lost events")
             etag = response.getheader("ETag")
+            # Paired with a warm GET of the same version in the same round, so drift in machine
+            # load hits both alike. Once a changed body is sent the server writes the new
+            # pieces to the shared tables, and a body served a second time is joined into one
+            # object (web/public_feeds.py): one GET and one constant 304, untimed, wait for
+            # both on this connection, so the timed GET is warm and waits for nothing.
+            warm_get()
+            settle()
+            w = warm_get()
             if i >= 2:
                 after.append(t)
-        # Against the warm GET of the first row (same feed, same size): a warm GET right after
-        # would wait for the cache writes the server makes once the changed body is sent.
-        first = statistics.median(after)
-        rows.append(Row(f"{tag} first GET after one move ÷ warm GET", first, warm, "≤ 2",
-                        first / warm <= 2))
+                warm_again.append(w)
+        first, warm_paired = statistics.median(after), statistics.median(warm_again)
+        rows.append(Row(f"{tag} first GET after one move ÷ warm GET (same rounds)", first, warm_paired, "≤ 2",
+                        first / warm_paired <= 2))
         rows.append(Row(f"{tag} first GET after a change vs icalendar build (no DB load)", first,
                         naive_render, "≥ 100× faster", naive_render / first >= 100))
         # A calendar app that asks for gzip gets the new version compressed: per segment, only

@@ -40,6 +40,8 @@ class Appointment(Base):
     __table_args__ = (
         Index("ix_appointment_staff_start", "staff_id", "start_at"),
         Index("ix_appointment_staff_end", "staff_id", "end_at"),
+        # A feed rebuilt beside the segment of revision r asks "changed since r?" (staff_revision).
+        Index("ix_appointment_staff_revision", "staff_id", "staff_revision"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -50,6 +52,11 @@ class Appointment(Base):
     sequence: Mapped[int] = mapped_column(Integer, default=0)
     # Bumped on every change, whatever it is: the key of the cached VEVENT fragments.
     revision: Mapped[int] = mapped_column(Integer, default=1)
+    # The staff member's feed_revision written by the change that last touched this appointment
+    # (booking.py, directory.py), in the same transaction; 0 when not known (rows written in
+    # bulk, rows from before migration 0019). A feed segment made at revision r is brought up
+    # to date by reading the appointments with staff_revision > r (feeds/publishing/segments.py).
+    staff_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     status: Mapped[AppointmentStatus] = mapped_column(
         state_column(AppointmentStatus, 16, "status"), default=AppointmentStatus.CONFIRMED
     )

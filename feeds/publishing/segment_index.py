@@ -19,9 +19,11 @@ change (issue 17, docs/scale.md).
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections import OrderedDict
 from itertools import accumulate, compress
 from operator import ne, sub
+from typing import Any
 
 Piece = bytes | memoryview
 
@@ -30,17 +32,29 @@ class Index:
     """The fragments of one segment: appointment ids and revisions in segment order, and where
     each fragment ends in the segment's bytes (it starts where the one before ends). The
     fragment format is part of the segment's family, so the revision alone says which fragment
-    a slice is."""
+    a slice is.
 
-    __slots__ = ("ids", "revisions", "ends", "_position")
+    `starts`: each appointment's start as the database driver returns it (segments.py reads it
+    untyped: no conversion per row), the segment's order with the ids; `staff_revision`: the
+    staff member's feed revision the segment shows. With both, the next rebuild reads only the
+    appointments changed since that revision and places them by start (replan)."""
 
-    def __init__(self, ids: tuple[int, ...], revisions: tuple[int, ...], ends: list[int]) -> None:
+    __slots__ = ("ids", "revisions", "ends", "starts", "staff_revision", "_position")
+
+    def __init__(self, ids: tuple[int, ...], revisions: tuple[int, ...], ends: list[int],
+                 starts: tuple[Any, ...] | None = None, staff_revision: int | None = None) -> None:
         self.ids, self.revisions, self.ends = ids, revisions, ends
+        self.starts, self.staff_revision = starts, staff_revision
         self._position: dict[int, int] | None = None
 
     @classmethod
-    def of(cls, ids: tuple[int, ...], revisions: tuple[int, ...], sizes: list[int]) -> Index:
-        return cls(ids, revisions, list(accumulate(sizes)))
+    def of(cls, ids: tuple[int, ...], revisions: tuple[int, ...], sizes: list[int],
+           starts: tuple[Any, ...] | None = None, staff_revision: int | None = None) -> Index:
+        return cls(ids, revisions, list(accumulate(sizes)), starts, staff_revision)
+
+    def at_revision(self, staff_revision: int) -> Index:
+        """The same segment, known to show the staff member's `staff_revision` as well."""
+        return Index(self.ids, self.revisions, self.ends, self.starts, staff_revision)
 
     def sizes(self) -> list[int]:
         ends = self.ends
@@ -133,9 +147,41 @@ def reuse(ids: tuple[int, ...], revisions: tuple[int, ...], previous: Index, vie
     return parts, stale_at, sizes
 
 
-def join(order: list[tuple[int, int]], pieces: list[Piece]) -> tuple[bytes, Index]:
+def replan(previous: Index, changed: dict[int, tuple[int, Any] | None],
+           ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[Any, ...]]:
+    """The appointments of the next segment (ids, revisions, starts in segment order), given
+    those changed since `previous` was made: id -> (revision, start) if it is in the window
+    now, None if not. Each changed one leaves its old place and goes where (start, id) sorts it,
+    the order of the segment's query; every other keeps its place (it did not change).
+
+    Lists are edited in place (C-level moves), so a move costs no Python loop over the segment;
+    a move that keeps the appointment's place gives the previous ids back, and reuse() then
+    takes its fast path."""
+    assert previous.starts is not None
+    ids, revisions, starts = list(previous.ids), list(previous.revisions), list(previous.starts)
+    for appt_id in changed:
+        try:
+            at = ids.index(appt_id)
+        except ValueError:
+            continue  # new to the window (or to the staff member)
+        del ids[at], revisions[at], starts[at]
+    for appt_id, now in changed.items():
+        if now is None:
+            continue
+        revision, start = now
+        at = bisect_left(starts, start)
+        while at < len(starts) and starts[at] == start and ids[at] < appt_id:
+            at += 1  # the same start: ordered by id, as the query orders them
+        ids.insert(at, appt_id)
+        revisions.insert(at, revision)
+        starts.insert(at, start)
+    return tuple(ids), tuple(revisions), tuple(starts)
+
+
+def join(order: list[tuple[int, int]], pieces: list[Piece], starts: tuple[Any, ...] | None = None,
+         staff_revision: int | None = None) -> tuple[bytes, Index]:
     """The segment (the pieces, copied once) and its index; `order` holds (appointment id,
     revision) of each piece."""
     ids = tuple(appt_id for appt_id, _ in order)
     revisions = tuple(revision for _, revision in order)
-    return b"".join(pieces), Index.of(ids, revisions, [len(p) for p in pieces])
+    return b"".join(pieces), Index.of(ids, revisions, [len(p) for p in pieces], starts, staff_revision)

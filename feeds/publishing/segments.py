@@ -14,13 +14,14 @@ from operator import itemgetter
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, insert, select
+from sqlalchemy import and_, bindparam, delete, insert, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, defaultload, selectinload
+from sqlalchemy.types import NullType
 
 from calsync.feeds.publishing.prebuilt import Prebuilt, Reads
 from calsync.feeds.publishing.render import FRAGMENT_FORMAT, Variant, render_event
-from calsync.feeds.publishing.segment_index import Index, Piece, join, reuse
+from calsync.feeds.publishing.segment_index import Index, Piece, join, replan, reuse
 from calsync.models import STATUS_CONFIRMED, Appointment, Customer, FeedFragment, Staff
 
 # Writes of rendered fragments and segments that a caller runs after answering (render_feed).
@@ -45,14 +46,17 @@ def _where(show_cancelled: bool) -> Any:
     return _IN_WINDOW if show_cancelled else and_(_IN_WINDOW, Appointment.status == STATUS_CONFIRMED)
 
 
-# A rebuild beside the previous segment: (id, revision, staff revision), nothing else.
-_REVISIONS = {cancelled: Prebuilt(select(Appointment.id, Appointment.revision, _STAFF_REVISION)
+# The start as the driver hands it over, not converted per row (segment_index.Index.starts):
+# values of one dialect compare among themselves in the order of the column.
+_RAW_START = type_coerce(Appointment.start_at, NullType())
+# A rebuild beside the previous segment: (id, revision, staff revision, start), nothing else.
+_REVISIONS = {cancelled: Prebuilt(select(Appointment.id, Appointment.revision, _STAFF_REVISION, _RAW_START)
                                   .where(_where(cancelled)).order_by(*_ORDER))
               for cancelled in (False, True)}
 # Without one (a cold render, another process's segment): the stored fragments too.
 _WITH_FRAGMENTS = {
-    cancelled: select(Appointment.id, Appointment.revision, _STAFF_REVISION, FeedFragment.revision_key,
-                      FeedFragment.body)
+    cancelled: select(Appointment.id, Appointment.revision, _STAFF_REVISION, _RAW_START,
+                      FeedFragment.revision_key, FeedFragment.body)
     .outerjoin(FeedFragment, and_(FeedFragment.appointment_id == Appointment.id,
                                   FeedFragment.variant == bindparam("variant")))
     .where(_where(cancelled)).order_by(*_ORDER)
@@ -74,6 +78,25 @@ _ONE = Prebuilt(
     .where(Appointment.id == bindparam("id"))
 )
 _SHOWN_NAMES = tuple(c.key for c in _SHOWN)
+# The appointments changed since revision `since` of their staff member (Appointment.staff_revision),
+# each with what _ONE reads, and in the same statement the staff member's revision now: one
+# statement reads one committed state, so the rows are exactly the changes up to that revision.
+# A staff member with none still gives one row (the outer join), its appointment columns NULL.
+_CHANGED = Prebuilt(
+    select(Appointment.revision, FeedFragment.revision_key, FeedFragment.body, Staff.name, Staff.timezone,
+           Customer.name, Customer.email, Customer.phone, *_SHOWN,
+           Staff.feed_revision, Appointment.id, Appointment.staff_revision, _RAW_START)
+    .select_from(Staff)
+    .outerjoin(Appointment, and_(Appointment.staff_id == Staff.id,
+                                 Appointment.staff_revision > bindparam("since")))
+    .outerjoin(Customer, Customer.id == Appointment.customer_id)
+    .outerjoin(FeedFragment, and_(FeedFragment.appointment_id == Appointment.id,
+                                  FeedFragment.variant == bindparam("variant")))
+    .where(Staff.id == bindparam("staff_id"))
+    .limit(FEW + 1)
+)
+_AFTER_SHOWN = 8 + len(_SHOWN)  # where _CHANGED's own columns begin
+_START, _END, _STATUS = (8 + _SHOWN_NAMES.index(name) for name in ("start_at", "end_at", "status"))
 
 
 def fragment_key(revision: int) -> str:
@@ -96,17 +119,28 @@ def build_segment(
     params = {"staff_id": staff_id, "end": end, "low": start - timedelta(days=1), "start": start}
     if previous is None:
         return _build_cold(reads, staff_id, revision, variant, show_cancelled, later, params)
-    rows = _REVISIONS[show_cancelled].all(reads, **params)
-    exact = _revision_seen(reads, rows, staff_id) == revision
-    ids, revisions = tuple(map(itemgetter(0), rows)), tuple(map(itemgetter(1), rows))
     old_bytes, old = previous
+    changes = _changes_since(reads, staff_id, revision, variant, window, show_cancelled, old)
+    if changes is not None:
+        # The changed appointments, read with the revision: exact by construction.
+        (ids, revisions, starts), changed_rows = changes
+        exact = True
+    else:
+        rows = _REVISIONS[show_cancelled].all(reads, **params)
+        exact = _revision_seen(reads, rows, staff_id) == revision
+        ids, revisions = tuple(map(itemgetter(0), rows)), tuple(map(itemgetter(1), rows))
+        starts, changed_rows = tuple(map(itemgetter(3), rows)), None
     if ids == old.ids and revisions == old.revisions:
         # Nothing in the window changed (the revision moved for an appointment outside it):
         # the previous bytes, not a copy of them.
-        return old_bytes, (old if exact else None)
+        return old_bytes, (old.at_revision(revision) if exact else None)
     parts, stale_at, sizes = reuse(ids, revisions, old, memoryview(old_bytes))
     rendered: dict[int, bytes] = {}
-    if stale_at:
+    if stale_at and changed_rows is not None:
+        new_rows: list[dict[str, Any]] = []
+        rendered = {ids[i]: _fragment(changed_rows[ids[i]], ids[i], variant, new_rows) for i in stale_at}
+        _keep_fragments(reads, new_rows, later)
+    elif stale_at:
         stale = {ids[i]: revisions[i] for i in stale_at}
         rendered, fresh = _render_stale(reads, variant, stale, later, look_up=True)
         exact = exact and fresh
@@ -115,7 +149,56 @@ def build_segment(
         return segment, None
     for i in stale_at:  # exact: each was rendered from the revision listed
         sizes[i] = len(rendered[ids[i]])
-    return segment, Index.of(ids, revisions, sizes)
+    return segment, Index.of(ids, revisions, sizes, starts, revision)
+
+
+def _changes_since(
+    reads: Reads, staff_id: int, revision: int, variant: Variant, window: tuple[datetime, datetime],
+    show_cancelled: bool, old: Index,
+) -> tuple[tuple[tuple[int, ...], tuple[int, ...], tuple[Any, ...]], dict[int, Any]] | None:
+    """The next segment's appointments planned beside `old` from the appointments changed since
+    the revision it shows (one statement, _CHANGED), with those rows by id; None when that
+    cannot be told exactly, and the caller lists the window instead:
+
+    - the staff member's revision is no longer `revision` (a change committed since it was read);
+    - some revision between old and new has no appointment that carries it: a change that
+      wrote none (a staff member's edit, rows loaded in bulk) or an appointment changed again
+      since (its earlier change is hidden), so what changed is not known for certain;
+    - more than FEW appointments changed (a rename: listing the window costs less).
+    """
+    since = old.staff_revision
+    if since is None or old.starts is None or since >= revision:
+        return None
+    rows = _CHANGED.all(reads, staff_id=staff_id, since=since, variant=variant.key)
+    if not rows or rows[0][_AFTER_SHOWN] != revision:
+        return None
+    rows = [row for row in rows if row[_AFTER_SHOWN + 1] is not None]
+    if len(rows) > FEW or {row[_AFTER_SHOWN + 2] for row in rows} != set(range(since + 1, revision + 1)):
+        return None
+    start, end = window
+    low = start - timedelta(days=1)
+    changed: dict[int, tuple[int, Any] | None] = {}
+    by_id: dict[int, Any] = {}
+    for row in rows:
+        appt_id = row[_AFTER_SHOWN + 1]
+        by_id[appt_id] = row
+        # _IN_WINDOW and _where's status, on the row's own values.
+        shown = (low < row[_START] < end and row[_END] > start
+                 and (show_cancelled or row[_STATUS] == STATUS_CONFIRMED))
+        changed[appt_id] = (row[0], row[_AFTER_SHOWN + 3]) if shown else None
+    return replan(old, changed), by_id
+
+
+def _fragment(row: tuple[Any, ...], appt_id: int, variant: Variant, new_rows: list[dict[str, Any]]) -> bytes:
+    """One appointment's fragment from its _ONE (or _CHANGED) row: the stored one if it is of
+    the row's revision (another process rendered it), else rendered, and its row for the table
+    added to `new_rows`."""
+    key = fragment_key(row[0])
+    if row[1] == key:
+        return row[2].encode("utf-8")  # type: ignore[no-any-return]
+    body = render_event(_shown(row), variant)
+    new_rows.append({"appointment_id": appt_id, "variant": variant.key, "revision_key": key, "body": body})
+    return body.encode("utf-8")
 
 
 def _build_cold(reads: Reads, staff_id: int, revision: int, variant: Variant, show_cancelled: bool,
@@ -124,7 +207,7 @@ def _build_cold(reads: Reads, staff_id: int, revision: int, variant: Variant, sh
     rows = reads.session.execute(_WITH_FRAGMENTS[show_cancelled], dict(params, variant=variant.key)).all()
     pieces: list[Piece | None] = []
     stale: dict[int, int] = {}
-    for appt_id, appt_revision, _, key, body in rows:
+    for appt_id, appt_revision, _, _, key, body in rows:
         if key == fragment_key(appt_revision):
             pieces.append(body.encode("utf-8"))
         else:
@@ -136,8 +219,9 @@ def _build_cold(reads: Reads, staff_id: int, revision: int, variant: Variant, sh
         exact = exact and fresh
         pieces = [rendered.get(row[0]) if piece is None else piece
                   for row, piece in zip(rows, pieces, strict=True)]
-    order = [(row[0], row[1]) for row, piece in zip(rows, pieces, strict=True) if piece is not None]
-    segment, index = join(order, [p for p in pieces if p is not None])
+    kept = [row for row, piece in zip(rows, pieces, strict=True) if piece is not None]
+    segment, index = join([(row[0], row[1]) for row in kept], [p for p in pieces if p is not None],
+                          tuple(row[3] for row in kept), revision)
     return segment, (index if exact else None)
 
 
@@ -154,7 +238,8 @@ def _shown(row: tuple[Any, ...]) -> Any:
     _ONE's row; the values are those the ORM would load (the columns' own result types)."""
     staff = SimpleNamespace(name=row[3], timezone=row[4])
     customer = SimpleNamespace(name=row[5], email=row[6], phone=row[7])
-    return SimpleNamespace(staff=staff, customer=customer, **dict(zip(_SHOWN_NAMES, row[8:], strict=True)))
+    shown = dict(zip(_SHOWN_NAMES, row[8:_AFTER_SHOWN], strict=True))
+    return SimpleNamespace(staff=staff, customer=customer, **shown)
 
 
 def _render_stale(reads: Reads, variant: Variant, stale: dict[int, int], later: Later | None,
@@ -172,15 +257,8 @@ def _render_stale(reads: Reads, variant: Variant, stale: dict[int, int], later: 
             if row is None:
                 fresh = False
                 continue
-            key = fragment_key(row[0])
             fresh = fresh and row[0] == wanted
-            if row[1] == key:
-                out[appt_id] = row[2].encode("utf-8")
-                continue
-            body = render_event(_shown(row), variant)
-            out[appt_id] = body.encode("utf-8")
-            new_rows.append({"appointment_id": appt_id, "variant": variant.key, "revision_key": key,
-                             "body": body})
+            out[appt_id] = _fragment(row, appt_id, variant, new_rows)
     else:
         session = reads.session
         ids = list(stale)
@@ -207,11 +285,15 @@ def _render_stale(reads: Reads, variant: Variant, stale: dict[int, int], later: 
                 new_rows.append({"appointment_id": appt.id, "variant": variant.key,
                                  "revision_key": fragment_key(appt.revision), "body": body})
         fresh = fresh and len(out) == len(stale)
+    _keep_fragments(reads, new_rows, later)
+    return out, fresh
+
+
+def _keep_fragments(reads: Reads, new_rows: list[dict[str, Any]], later: Later | None) -> None:
     if new_rows and later is not None:
         later.append(partial(_store_fragments, rows=new_rows))
     elif new_rows:
         _store_fragments(reads.session, new_rows)
-    return out, fresh
 
 
 _FRAGMENT_TABLE: Any = FeedFragment.__table__

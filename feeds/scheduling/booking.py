@@ -196,6 +196,7 @@ def book_appointment(
         uid=f"{uuid.uuid4()}@calsync",
         sequence=0,
         revision=1,
+        staff_revision=staff.feed_revision,  # the revision lock_staff wrote (segments.py)
         status=STATUS_CONFIRMED,
         service=service,
         location=location,
@@ -217,6 +218,9 @@ def get_appointment(session: Session, company: Company, appointment_id: int) -> 
 
 def _touch(appointment: Appointment, *, new_sequence: bool) -> None:
     appointment.revision += 1
+    # The staff member as lock_appointment read them after its bump: the revision of this change,
+    # which feeds use to find what changed since a segment (feeds/publishing/segments.py).
+    appointment.staff_revision = appointment.staff.feed_revision
     if new_sequence:
         # RFC 5546 §2.1.4: SEQUENCE grows with every change of time or status, so calendar
         # apps replace the copy they have instead of keeping both.

@@ -75,7 +75,7 @@ def update_staff(
         session.execute(
             update(Appointment)
             .where(Appointment.staff_id == staff.id)
-            .values(revision=Appointment.revision + 1)
+            .values(revision=Appointment.revision + 1, staff_revision=staff.feed_revision)
             .execution_options(synchronize_session=False)
         )
     session.flush()

@@ -82,31 +82,86 @@ def test_every_first_get_after_a_change_equals_a_render_from_nothing(
     cold_builds: list[int] = []
     real_cold = segments._build_cold
     monkeypatch.setattr(segments, "_build_cold", lambda *a: cold_builds.append(1) or real_cold(*a))
+    listed: list[int] = []  # the window listed instead of reading the changes alone
+    for prebuilt in segments._REVISIONS.values():
+        monkeypatch.setattr(prebuilt, "all",
+                            lambda *a, _all=prebuilt.all, **k: listed.append(1) or _all(*a, **k))
     first, second = booked[0], booked[1]
-    changes = [  # (what, the change, how many appointments it renders)
-        ("moved later", lambda: api.patch(f"/appointments/{first['id']}",
-                                          {"start": iso(soon(1, 20)), "end": iso(soon(1, 21))}), 1),
-        ("moved to another day: its place in the segment changes", lambda: api.patch(
-            f"/appointments/{first['id']}", {"start": iso(soon(5, 1)), "end": iso(soon(5, 2))}), 1),
-        ("cancelled: leaves the feed", lambda: api.post(f"/appointments/{second['id']}/cancel"), 0),
-        ("a new booking", lambda: api.book(staff[1]["id"], iso(soon(2, 3)), iso(soon(2, 4))), 1),
-        ("moved out of the window", lambda: api.patch(
-            f"/appointments/{booked[4]['id']}", {"start": iso(soon(400)), "end": iso(soon(400, 11))}), 0),
+
+    def move(appt: dict, day: int, hour: int) -> Any:
+        return api.patch(f"/appointments/{appt['id']}",
+                         {"start": iso(soon(day, hour)), "end": iso(soon(day, hour + 1))})
+
+    def twice(appt: dict, day: int, hour: int, other: dict, other_day: int, other_hour: int) -> Any:
+        assert move(appt, day, hour).status_code == 200
+        return move(other, other_day, other_hour)
+
+    changes = [  # (what, the change, how many appointments it renders, whether the window is listed)
+        ("moved later", lambda: move(first, 1, 20), 1, False),
+        ("moved to another day: its place in the segment changes", lambda: move(first, 5, 1), 1, False),
+        ("cancelled: leaves the feed", lambda: api.post(f"/appointments/{second['id']}/cancel"), 0, False),
+        ("a new booking", lambda: api.book(staff[1]["id"], iso(soon(2, 3)), iso(soon(2, 4))), 1, False),
+        ("moved out of the window", lambda: move(booked[4], 400, 10), 0, False),
+        ("moved twice: the first change is hidden, so the window is listed",
+         lambda: twice(first, 4, 2, first, 4, 3), 1, True),
+        ("two appointments moved", lambda: twice(first, 4, 5, booked[2], 6, 3), 2, False),
+        ("a rename: every appointment of the staff member renders again",
+         lambda: api.patch(f"/staff/{staff[1]['id']}", {"name": "Renamed Zoë"}), 6, False),
+        ("an email changed: the revision moves, no appointment does",
+         lambda: api.patch(f"/staff/{staff[1]['id']}", {"email": "new@example.com"}), 0, True),
+        ("moved after the rename", lambda: move(booked[3], 6, 4), 1, False),
     ]
-    for what, change, renders in changes:
+    for what, change, renders, lists in changes:
         resp = change()
         assert resp.status_code in (200, 201), (what, resp.get_json())
         rendered.clear()
         cold_builds.clear()
+        listed.clear()
         body, response = _get(api.client, url)
         assert response.headers["Content-Length"] == str(len(body)), what
         assert len(rendered) == renders and cold_builds == [], (what, rendered)  # beside the previous
+        assert bool(listed) == lists, what
         assert body == _from_nothing(settings, app, url), what
         packed, _ = _get(api.client, url, **{"Accept-Encoding": "gzip"})
         assert gzip.decompress(packed) == body, what
     by_uid = events_by_uid(body)
     assert second["uid"] not in by_uid and booked[4]["uid"] not in by_uid
-    assert by_uid[first["uid"]]["SEQUENCE"] == 2
+    assert by_uid[first["uid"]]["SEQUENCE"] == 5  # moved five times
+
+
+def test_each_change_writes_the_revision_it_made_into_the_appointments_it_touched(
+        app: Flask, api: Api, staff: list[dict]) -> None:
+    """What lets a feed read the changes since a segment alone (segments._changes_since): each
+    booking, move, cancellation and rename writes its staff member's new feed revision into
+    every appointment it changed, in the same transaction."""
+    from calsync.models import Staff
+
+    def revisions() -> tuple[int, dict[int, int]]:
+        with app.extensions["calsync"].sessions() as session:
+            feed_revision = session.scalar(select(Staff.feed_revision).where(Staff.id == staff[0]["id"]))
+            rows = session.execute(select(Appointment.id, Appointment.staff_revision)
+                                   .where(Appointment.staff_id == staff[0]["id"])).all()
+        return feed_revision, dict(rows)
+
+    one = api.book(staff[0]["id"], iso(soon(1, 9)), iso(soon(1, 10))).get_json()
+    two = api.book(staff[0]["id"], iso(soon(2, 9)), iso(soon(2, 10))).get_json()
+    now, by_id = revisions()
+    assert by_id == {one["id"]: now - 1, two["id"]: now}
+    moved = api.patch(f"/appointments/{one['id']}", {"start": iso(soon(1, 11)), "end": iso(soon(1, 12))})
+    assert moved.status_code == 200
+    now, by_id = revisions()
+    assert by_id == {one["id"]: now, two["id"]: now - 1}
+    assert api.post(f"/appointments/{two['id']}/cancel").status_code == 200
+    now, by_id = revisions()
+    assert by_id == {one["id"]: now - 1, two["id"]: now}
+    three = api.book(staff[0]["id"], iso(soon(3, 9)), iso(soon(3, 10))).get_json()
+    before = revisions()
+    refused = api.patch(f"/appointments/{one['id']}", {"start": iso(soon(3, 9)), "end": iso(soon(3, 10))})
+    assert refused.status_code == 409 and revisions() == before  # a refused move writes nothing
+    assert before[1][three["id"]] == before[0]
+    assert api.patch(f"/staff/{staff[0]['id']}", {"name": "Another Name"}).status_code == 200
+    now, by_id = revisions()
+    assert now == before[0] + 1 and set(by_id.values()) == {now}
 
 
 def test_a_new_body_goes_out_as_its_pieces_and_is_joined_when_served_again(app: Flask, api: Api,
@@ -194,10 +249,13 @@ def test_the_changed_appointment_renders_from_its_row_as_from_the_orm(app: Flask
 def test_a_segment_whose_appointment_vanished_meanwhile_is_served_but_not_kept(
         app: Flask, api: Api, staff: list[dict], monkeypatch) -> None:
     """Between the statement that lists a staff member's appointments and the one that reads the
-    changed one, another request may delete it: the segment goes out without it, never kept."""
+    changed one, another request may delete it: the segment goes out without it, never kept.
+    (Listing happens when the changes cannot be read alone: here the appointment moved twice,
+    which hides its first change.)"""
     booked = _book_some(api, staff)
     url = api.feed_url("staff", staff[0]["id"])
     _get(api.client, url)
+    api.patch(f"/appointments/{booked[0]['id']}", {"start": iso(soon(1, 19)), "end": iso(soon(1, 20))})
     api.patch(f"/appointments/{booked[0]['id']}", {"start": iso(soon(1, 20)), "end": iso(soon(1, 21))})
     real_first = segments._ONE.first
 

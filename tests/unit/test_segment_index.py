@@ -1,10 +1,13 @@
 """segment_index.reuse: the next segment of a family planned beside the previous one. Whatever
 the change, the planned parts with the new fragments in place must be exactly the segment built
-from nothing, and the sizes its index."""
+from nothing, and the sizes its index. segment_index.replan: the order of the next segment from
+the changed appointments alone, which must be the order a query of the whole window gives."""
 
 from __future__ import annotations
 
-from calsync.feeds.publishing.segment_index import Index, join, reuse
+import random
+
+from calsync.feeds.publishing.segment_index import Index, join, replan, reuse
 
 
 def _fragment(appt_id: int, revision: int) -> bytes:
@@ -62,3 +65,43 @@ def test_moves_additions_and_removals_reuse_every_unchanged_fragment() -> None:
     assert stale_at == []
     _, stale_at, _ = _rebuilt([], before)
     assert stale_at == list(range(8))
+
+
+def _index(appointments: dict[int, tuple[int, int]]) -> Index:
+    """The index of a segment of `appointments` (id -> (revision, start)), in (start, id) order."""
+    order = sorted(appointments, key=lambda i: (appointments[i][1], i))
+    return Index.of(tuple(order), tuple(appointments[i][0] for i in order), [1] * len(order),
+                    tuple(appointments[i][1] for i in order), staff_revision=7)
+
+
+def test_replan_places_each_changed_appointment_where_the_window_query_would() -> None:
+    rng = random.Random(17)
+    for _ in range(400):
+        # Few distinct starts, so equal starts (ordered by id) come up often.
+        now = {i: (1, rng.randrange(30)) for i in rng.sample(range(1, 60), rng.randrange(0, 25))}
+        old = _index(now)
+        changed: dict[int, tuple[int, int] | None] = {}
+        for appt_id in rng.sample(range(1, 70), rng.randrange(1, 6)):
+            if rng.random() < 0.25:
+                now.pop(appt_id, None)  # left the window (moved away, cancelled)
+                changed[appt_id] = None
+            else:
+                now[appt_id] = (now.get(appt_id, (1, 0))[0] + 1, rng.randrange(30))  # moved or booked
+                changed[appt_id] = now[appt_id]
+        expected = _index(now)
+        assert replan(old, changed) == (expected.ids, expected.revisions, expected.starts)
+
+
+def test_a_move_that_keeps_its_place_gives_the_previous_order_back() -> None:
+    old = _index({1: (1, 10), 2: (1, 20), 3: (1, 30)})
+    ids, revisions, starts = replan(old, {2: (2, 25)})
+    assert ids == old.ids and revisions == (1, 2, 1) and starts == (10, 25, 30)
+    assert replan(old, {}) == (old.ids, old.revisions, old.starts)
+
+
+def test_an_index_made_at_a_revision_keeps_its_place_data() -> None:
+    old = _index({1: (1, 10), 2: (1, 20)})
+    again = old.at_revision(9)
+    same = (again.ids, again.revisions, again.ends, again.starts)
+    assert same == (old.ids, old.revisions, old.ends, old.starts)
+    assert again.staff_revision == 9 and old.staff_revision == 7
