@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from calsync.feeds.publishing.feed import PublishedFeed, feed_body, lookup_feed
+from calsync.feeds.publishing.feed_changes import CACHE_ONLY
 from calsync.feeds.publishing.prebuilt import Reads
 from calsync.feeds.publishing.segments import Later
 from calsync.feeds.publishing.tokens import touch_feed_token
@@ -113,6 +114,8 @@ def published_feed(token: str) -> Response:
 def _store(sessions: Any, later: Later) -> None:
     try:
         with sessions.begin() as session:
+            # Cache tables only: this commit changes no feed's version (feed_changes.CACHE_ONLY).
+            session.connection(execution_options={CACHE_ONLY: True})
             if session.get_bind().dialect.name == "postgresql":
                 # Caches, made again from the appointments if lost: a crash may drop the last
                 # of them, so the commit need not wait for the WAL to reach the disk (which

@@ -227,10 +227,21 @@ def feed_changes(engine: Engine) -> FeedChanges | None:
         return made
 
 
+# An execution option of a Connection whose transaction writes only tables no token row is
+# read from (the rendered fragments and segments web/public_feeds.py stores after answering):
+# its commit marks nothing, so the token rows this process keeps stay in use. An execution
+# option lives with the Connection, never with the pooled DBAPI connection, so it cannot carry
+# over to the next transaction that borrows it.
+CACHE_ONLY = "calsync_cache_only"
+
+
 def _watch(engine: Engine, changes: FeedChanges) -> None:
-    """This process's own commits mark everything changed, before and after the commit."""
+    """This process's own commits mark everything changed, before and after the commit (but
+    those of CACHE_ONLY connections)."""
 
     def committing(conn: Any) -> None:
+        if conn.get_execution_options().get(CACHE_ONLY):
+            return
         changes.everything_changed()
         conn.info["calsync_feed_commit"] = True
 

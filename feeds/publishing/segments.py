@@ -1,6 +1,15 @@
 """Segments: one staff member's VEVENT fragments in a feed's window, built from cached
 fragments, rendering only the appointments that changed (feed.py explains the levels).
 
+A segment is built one of three ways, the cheapest that is exact:
+- beside the previous segment of its family in memory, from the appointments changed since the
+  revision it shows: every change writes its staff member's new revision into the appointments
+  it touches (Appointment.staff_revision), so one statement reads those and the revision now,
+  and segment_index.replan puts each where it belongs (the usual first GET after a change);
+- beside it, listing (id, revision, start) of every appointment in the window, when the
+  changes cannot be told apart (a revision that no appointment carries, more than FEW of them);
+- cold, reading the stored fragments with the rows.
+
 Writes of new fragments and segments can be collected in a `Later` list instead of run in the
 session: the web view runs them once the response is sent (they are caches keyed by versions).
 """

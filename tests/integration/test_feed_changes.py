@@ -129,6 +129,38 @@ def test_this_process_sees_its_own_change_without_the_notification(
     assert _etag(client, feed["url"]) != first
 
 
+def test_storing_rendered_pieces_leaves_every_kept_row_in_use(
+        app: Flask, feed: dict, postgres: Engine) -> None:
+    """The fragments and segment a render writes once it has answered change no feed's version,
+    so their commit marks nothing (feed_changes.CACHE_ONLY): another feed's next 304 still
+    needs no round trip. Every other commit of this process marks every row, and the mark-free
+    option never carries over to the next transaction on the same pooled connection."""
+    from sqlalchemy import text
+
+    from calsync.feeds.publishing.cache import store_segment
+    from calsync.web import public_feeds
+
+    changes = feed_changes(postgres)
+    assert changes is not None
+    sessions = app.extensions["calsync"].sessions
+    staff_id = feed["staff"]["id"]
+
+    def write(session: Any) -> None:
+        store_segment(session, f"test:{staff_id}:r1", f"test:{staff_id}", staff_id, b"BEGIN:VEVENT\r\n")
+
+    before = changes.reset_at
+    public_feeds._store(sessions, [write])
+    assert changes.reset_at == before
+    with sessions.begin() as session:  # the same writes, committed as any other transaction
+        write(session)
+    assert changes.reset_at > before
+    before = changes.reset_at
+    public_feeds._store(sessions, [write])
+    with sessions.begin() as session:  # a real change next, most likely on the same connection
+        session.execute(text(BUMP.replace("%s", ":id")), {"id": staff_id})
+    assert changes.reset_at > before
+
+
 def test_a_lost_listener_stops_reuse_until_it_listens_again(
         client: FlaskClient, feed: dict, postgres: Engine, other: Any) -> None:
     changes = feed_changes(postgres)
