@@ -41,6 +41,7 @@ from calsync.feeds.sources.busy_time import CalendarDataError, tame_timezone_rul
 from calsync.feeds.sources.time_zones import parse_with_own_zones
 from calsync.models import (
     STATUS_CANCELLED,
+    STATUS_CONFIRMED,
     Appointment,
     Company,
     Conflict,
@@ -194,24 +195,32 @@ def reconcile(
             return report
         # Plain rows, not ORM objects: a linked calendar holds thousands of our events, and
         # every sync reads them all.
-        items: dict[str, tuple[int, str | None, str | None]] = {
-            href: (item_id, etag, known_hash)
-            for href, item_id, etag, known_hash in s.execute(
-                select(LinkedItem.href, LinkedItem.id, LinkedItem.etag, LinkedItem.content_hash).where(
-                    LinkedItem.connection_id == connection_id,
-                    LinkedItem.href.is_not(None),
-                    LinkedItem.state.in_(WATCHED),
-                )
+        items: dict[str, tuple[int, str | None, str | None]] = {}
+        # The copies whose deletion would cancel a booking: a cancelled appointment's copy
+        # gone from the calendar is what the platform wants, whatever else vanished with it.
+        at_stake: set[str] = set()
+        for href, item_id, etag, known_hash, status in s.execute(
+            select(LinkedItem.href, LinkedItem.id, LinkedItem.etag, LinkedItem.content_hash,
+                   Appointment.status)
+            .outerjoin(Appointment, Appointment.id == LinkedItem.appointment_id)
+            .where(
+                LinkedItem.connection_id == connection_id,
+                LinkedItem.href.is_not(None),
+                LinkedItem.state.in_(WATCHED),
             )
-            if href is not None  # excluded by the query; says so to the type checker
-        }
+        ):
+            if href is None:  # excluded by the query; says so to the type checker
+                continue
+            items[href] = (item_id, etag, known_hash)
+            if status == STATUS_CONFIRMED:
+                at_stake.add(href)
         confirmed = bool((conn.extra or {}).get("deletions_confirmed"))
     gone = {h for h in items if h not in etags and (
         (h in deleted and h not in unsure) or (full and window is None))}
-    if len(items) >= MASS_DELETE_MINIMUM and gone == set(items) and not confirmed:
+    if len(at_stake) >= MASS_DELETE_MINIMUM and at_stake <= gone and not confirmed:
         raise CalendarDataError(
             "mass_delete",
-            f"All {len(items)} bookings disappeared from the linked calendar at once, so nothing was "
+            f"All {len(at_stake)} bookings disappeared from the linked calendar at once, so nothing was "
             "cancelled. If that was intended, confirm it under Sync health; otherwise check the "
             "calendar.",
         )

@@ -148,6 +148,32 @@ def test_all_bookings_vanishing_at_once_needs_confirmation(linked: Linked) -> No
     assert all(linked.appointment(a["id"])["status"] == "cancelled" for a in booked)
 
 
+def test_a_cancelled_booking_gone_from_the_calendar_is_not_counted_as_vanishing(linked: Linked) -> None:
+    """The guard counts the copies whose deletion would cancel a booking: a copy deleted in the
+    calendar whose booking was cancelled on the platform meanwhile is what the platform wants.
+    (Found by the two-way state machine: with it counted, one booking deleted in the calendar
+    beside it was refused as "all bookings disappeared" at every sync, for ever.)"""
+    cancelled, deleted = linked.book(at(2, 10)), linked.book(at(2, 12))
+    linked.sync()
+    linked.event(cancelled["uid"]).delete()
+    assert linked.api.post(f"/appointments/{cancelled['id']}/cancel").status_code == 200
+    linked.event(deleted["uid"]).delete()
+    assert linked.sync().status == "ok"
+    assert linked.appointment(deleted["id"])["status"] == "cancelled"  # the staff member's deletion
+    assert linked.appointment(cancelled["id"])["status"] == "cancelled"
+    # Two bookings still at stake vanishing at once, beside a cancelled one: still refused.
+    kept = [linked.book(at(3, h)) for h in (10, 12)]
+    gone_first = linked.book(at(3, 14))
+    linked.sync()
+    linked.event(gone_first["uid"]).delete()
+    assert linked.api.post(f"/appointments/{gone_first['id']}/cancel").status_code == 200
+    for appt in kept:
+        linked.event(appt["uid"]).delete()
+    outcome = linked.sync()
+    assert outcome.status == "error" and "All 2 bookings disappeared" in (outcome.error or "")
+    assert all(linked.appointment(a["id"])["status"] == "confirmed" for a in kept)
+
+
 def test_server_down_during_a_push_keeps_the_booking_and_retries(
     app: Flask, api: Api, radicale: CalDAVServer
 ) -> None:
