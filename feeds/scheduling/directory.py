@@ -68,7 +68,12 @@ def update_staff(
         if key not in ("name", "email", "timezone", "working_hours"):
             raise ValidationError(f"Unknown staff field {key!r}.", key)
         setattr(staff, key, value)
-    staff.feed_revision += 1
+    # The bump in SQL, flushed at once: like a booking's, it takes the row's lock and adds to the
+    # revision as committed, so an edit racing a booking cannot write back a revision the
+    # booking already used (two states under one revision would share a feed segment's key).
+    staff.feed_revision = Staff.feed_revision + 1
+    session.flush()
+    session.refresh(staff, ["feed_revision", "feed_changed_at"])
     mark_feed_changed(staff)
     if rerender:
         # Cached VEVENTs carry the staff member's name and time zone: make them stale.

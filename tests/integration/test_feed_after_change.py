@@ -399,3 +399,30 @@ def test_rendered_pieces_are_stored_without_waiting_for_the_disk_on_postgresql(
     with app.extensions["calsync"].sessions() as session:
         assert session.scalar(text("SHOW synchronous_commit")) == "on"  # the pool's connections keep it
         assert session.scalar(select(FeedSegment.segment_key).limit(1)) is not None
+
+
+def test_a_staff_edit_racing_a_booking_adds_to_the_revision_the_booking_wrote(
+        app: Flask, postgres: Any, staff: list[dict]) -> None:
+    """A staff edit bumps the feed revision in SQL, as a booking does: loaded before a booking
+    committed, it still ends one past the booking's revision instead of writing the booking's
+    own number again (two states under one revision would share a segment's key)."""
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    from calsync.feeds.scheduling.directory import get_staff, update_staff
+    from calsync.models import Company, Staff
+
+    engine = app.extensions["calsync"].engine
+    with Session(engine) as edit:
+        company_id = edit.scalar(select(Staff.company_id).where(Staff.id == staff[0]["id"]))
+        company = edit.get(Company, company_id)
+        assert company is not None
+        loaded = get_staff(edit, company, staff[0]["id"])  # kept: the session holds it as read
+        before = loaded.feed_revision
+        with engine.begin() as booking:  # another transaction's bump (booking._BUMP_STAFF's)
+            booking.execute(update(Staff).where(Staff.id == staff[0]["id"])
+                            .values(feed_revision=Staff.feed_revision + 1))
+        update_staff(edit, company, staff[0]["id"], {"email": "edited@example.com"})
+        edit.commit()
+    with engine.connect() as conn:
+        assert conn.scalar(select(Staff.feed_revision).where(Staff.id == staff[0]["id"])) == before + 2
