@@ -62,12 +62,14 @@ _RAW_START = type_coerce(Appointment.start_at, NullType())
 _REVISIONS = {cancelled: Prebuilt(select(Appointment.id, Appointment.revision, _STAFF_REVISION, _RAW_START)
                                   .where(_where(cancelled)).order_by(*_ORDER))
               for cancelled in (False, True)}
+# An appointment's stored fragment of the variant asked for.
+_FRAGMENT_OF_VARIANT = and_(FeedFragment.appointment_id == Appointment.id,
+                            FeedFragment.variant == bindparam("variant"))
 # Without one (a cold render, another process's segment): the stored fragments too.
 _WITH_FRAGMENTS = {
     cancelled: select(Appointment.id, Appointment.revision, _STAFF_REVISION, _RAW_START,
                       FeedFragment.revision_key, FeedFragment.body)
-    .outerjoin(FeedFragment, and_(FeedFragment.appointment_id == Appointment.id,
-                                  FeedFragment.variant == bindparam("variant")))
+    .outerjoin(FeedFragment, _FRAGMENT_OF_VARIANT)
     .where(_where(cancelled)).order_by(*_ORDER)
     for cancelled in (False, True)
 }
@@ -77,13 +79,14 @@ _REVISION_ONLY = Prebuilt(select(Staff.feed_revision).where(Staff.id == bindpara
 _SHOWN = (Appointment.uid, Appointment.sequence, Appointment.status, Appointment.service,
           Appointment.location, Appointment.notes, Appointment.start_at, Appointment.end_at,
           Appointment.created_at, Appointment.updated_at)
+# What _shown and _fragment read of a row, in this order; _CHANGED's own columns follow.
+_RENDERED = (Appointment.revision, FeedFragment.revision_key, FeedFragment.body, Staff.name, Staff.timezone,
+             Customer.name, Customer.email, Customer.phone, *_SHOWN)
 _ONE = Prebuilt(
-    select(Appointment.revision, FeedFragment.revision_key, FeedFragment.body, Staff.name, Staff.timezone,
-           Customer.name, Customer.email, Customer.phone, *_SHOWN)
+    select(*_RENDERED)
     .join(Staff, Staff.id == Appointment.staff_id)
     .join(Customer, Customer.id == Appointment.customer_id)
-    .outerjoin(FeedFragment, and_(FeedFragment.appointment_id == Appointment.id,
-                                  FeedFragment.variant == bindparam("variant")))
+    .outerjoin(FeedFragment, _FRAGMENT_OF_VARIANT)
     .where(Appointment.id == bindparam("id"))
 )
 _SHOWN_NAMES = tuple(c.key for c in _SHOWN)
@@ -92,19 +95,19 @@ _SHOWN_NAMES = tuple(c.key for c in _SHOWN)
 # statement reads one committed state, so the rows are exactly the changes up to that revision.
 # A staff member with none still gives one row (the outer join), its appointment columns NULL.
 _CHANGED = Prebuilt(
-    select(Appointment.revision, FeedFragment.revision_key, FeedFragment.body, Staff.name, Staff.timezone,
-           Customer.name, Customer.email, Customer.phone, *_SHOWN,
-           Staff.feed_revision, Appointment.id, Appointment.staff_revision, _RAW_START)
+    select(*_RENDERED, Staff.feed_revision, Appointment.id, Appointment.staff_revision, _RAW_START)
     .select_from(Staff)
     .outerjoin(Appointment, and_(Appointment.staff_id == Staff.id,
                                  Appointment.staff_revision > bindparam("since")))
     .outerjoin(Customer, Customer.id == Appointment.customer_id)
-    .outerjoin(FeedFragment, and_(FeedFragment.appointment_id == Appointment.id,
-                                  FeedFragment.variant == bindparam("variant")))
+    .outerjoin(FeedFragment, _FRAGMENT_OF_VARIANT)
     .where(Staff.id == bindparam("staff_id"))
     .limit(FEW + 1)
 )
-_AFTER_SHOWN = 8 + len(_SHOWN)  # where _CHANGED's own columns begin
+_AFTER_SHOWN = len(_RENDERED)
+# _CHANGED's own columns: the staff member's revision now, the appointment's id, the revision
+# that last changed it, its start as the driver returns it.
+_NOW, _ID, _CHANGED_AT, _RAW = range(_AFTER_SHOWN, _AFTER_SHOWN + 4)
 _START, _END, _STATUS = (8 + _SHOWN_NAMES.index(name) for name in ("start_at", "end_at", "status"))
 
 
@@ -179,22 +182,22 @@ def _changes_since(
     if since is None or old.starts is None or since >= revision:
         return None
     rows = _CHANGED.all(reads, staff_id=staff_id, since=since, variant=variant.key)
-    if not rows or rows[0][_AFTER_SHOWN] != revision:
+    if not rows or rows[0][_NOW] != revision:
         return None
-    rows = [row for row in rows if row[_AFTER_SHOWN + 1] is not None]
-    if len(rows) > FEW or {row[_AFTER_SHOWN + 2] for row in rows} != set(range(since + 1, revision + 1)):
+    rows = [row for row in rows if row[_ID] is not None]
+    if len(rows) > FEW or {row[_CHANGED_AT] for row in rows} != set(range(since + 1, revision + 1)):
         return None
     start, end = window
     low = start - timedelta(days=1)
     changed: dict[int, tuple[int, Any] | None] = {}
     by_id: dict[int, Any] = {}
     for row in rows:
-        appt_id = row[_AFTER_SHOWN + 1]
+        appt_id = row[_ID]
         by_id[appt_id] = row
         # _IN_WINDOW and _where's status, on the row's own values.
         shown = (low < row[_START] < end and row[_END] > start
                  and (show_cancelled or row[_STATUS] == STATUS_CONFIRMED))
-        changed[appt_id] = (row[0], row[_AFTER_SHOWN + 3]) if shown else None
+        changed[appt_id] = (row[0], row[_RAW]) if shown else None
     return replan(old, changed), by_id
 
 
