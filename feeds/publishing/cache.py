@@ -82,6 +82,7 @@ class MemoryCache:
 Recipe = list[tuple[str | None, int, int]]
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0
 GZIP_LEVEL = 6
+MAX_SCOPES = 20_000  # feeds whose staff FeedCache remembers
 
 
 class BodyEntry:
@@ -132,6 +133,18 @@ class FeedCache:
     def __init__(self, max_bytes: int) -> None:
         self.memory = MemoryCache(max_bytes)
         self.indexes = SegmentIndexes()
+        self._staff_of: dict[str, tuple[int, ...]] = {}
+
+    def staff_of(self, scope_key: str) -> tuple[int, ...]:
+        """The staff a feed's last render in this process showed (scope_changes.py): whose kept
+        segments the next render asks about."""
+        return self._staff_of.get(scope_key, ())
+
+    def keep_staff_of(self, scope_key: str, staff_ids: tuple[int, ...]) -> None:
+        if self._staff_of.get(scope_key) != staff_ids:
+            if len(self._staff_of) >= MAX_SCOPES:  # a bound, as for the indexes: all go at once
+                self._staff_of.clear()
+            self._staff_of[scope_key] = staff_ids
 
     def previous_segment(self, family: str) -> tuple[bytes, Index] | None:
         """The family's last segment in memory with its index, for a rebuild to reuse."""

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import bindparam, select
 
 from calsync.feeds.publishing.cache import BodyEntry, FeedCache, Recipe
 from calsync.feeds.publishing.prebuilt import Prebuilt, Reads
 from calsync.feeds.publishing.render import FOOTER, FRAGMENT_FORMAT, Variant, render_header
-from calsync.feeds.publishing.segments import Later, build_segment
+from calsync.feeds.publishing.scope_changes import staff_and_changes
+from calsync.feeds.publishing.segments import Changes, Later, build_segment
 
 # What callers found here before the version had a module of its own.
 from calsync.feeds.publishing.version import PublishedFeed as PublishedFeed
@@ -48,20 +50,20 @@ def render_feed(reads: Reads, feed: PublishedFeed, cache: FeedCache,
     `later`: where the writes of new fragments and segments go instead of `reads.session`, to
     be run after the response (the caller's choice; they are caches, keyed by versions)."""
     variant = Variant(feed.privacy, names_staff=feed.scope != "staff")
-    staff_rows = _STAFF_ROWS[feed.scope].all(reads, scope_id=feed.scope_id, company_id=feed.company_id)
     window, show_cancelled = feed.window, feed.settings.show_cancelled
+    # A segment's family: everything its bytes depend on but the staff member's revision.
+    kind = f"{variant.key}:f{FRAGMENT_FORMAT}:w{window[0]:%Y%m%d}-{window[1]:%Y%m%d}:c{int(show_cancelled)}"
+    staff_rows, changes = _staff_rows(reads, feed, cache, variant, kind)
     parts: list[bytes] = []
     piece_keys: list[str | None] = []
     cacheable = True
-    # A segment's family: everything its bytes depend on but the staff member's revision.
-    kind = f"{variant.key}:f{FRAGMENT_FORMAT}:w{window[0]:%Y%m%d}-{window[1]:%Y%m%d}:c{int(show_cancelled)}"
     for staff_id, revision, _tz, _name in staff_rows:
         family = f"{staff_id}:{kind}"
         key = f"{family}:r{revision}"
         segment, previous = cache.segment(reads, key, family)
         if segment is None:
             segment, index = build_segment(reads, staff_id, revision, variant, window, show_cancelled,
-                                           later, previous)
+                                           later, previous, changes.get(staff_id))
             # Each query reads what is committed when it runs, so a booking committed since the
             # revision was read may be in the segment (then it has no index). Such bytes are
             # served but never kept under revision r: another request would join other bytes
@@ -94,6 +96,27 @@ def render_feed(reads: Reads, feed: PublishedFeed, cache: FeedCache,
         recipe.append((piece_key, offset, offset + len(part)))
         offset += len(part)
     return BodyEntry(parts, recipe), cacheable
+
+
+def _staff_rows(reads: Reads, feed: PublishedFeed, cache: FeedCache, variant: Variant, kind: str,
+                ) -> tuple[list[tuple[Any, ...]], dict[int, Changes]]:
+    """The scope's staff rows (id, revision, timezone, name) in id order and, on PostgreSQL, the
+    changes since the segments kept of the staff its last render showed (scope_changes.py)."""
+    kept: dict[int, int] = {}
+    if reads.dialect.name == "postgresql":
+        for staff_id in cache.staff_of(feed.scope_key):
+            previous = cache.previous_segment(f"{staff_id}:{kind}")
+            shown = previous[1].staff_revision if previous is not None and previous[1].starts else None
+            if shown is not None:
+                kept[staff_id] = shown
+    if kept:
+        staff_rows, changes = staff_and_changes(reads, feed.scope, feed.scope_id, feed.company_id,
+                                                variant.key, kept)
+    else:
+        staff_rows = _STAFF_ROWS[feed.scope].all(reads, scope_id=feed.scope_id, company_id=feed.company_id)
+        changes = {}
+    cache.keep_staff_of(feed.scope_key, tuple(row[0] for row in staff_rows))
+    return staff_rows, changes
 
 
 @lru_cache(maxsize=512)

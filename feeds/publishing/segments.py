@@ -17,6 +17,7 @@ session: the web view runs them once the response is sent (they are caches keyed
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from operator import itemgetter
@@ -63,13 +64,13 @@ _REVISIONS = {cancelled: Prebuilt(select(Appointment.id, Appointment.revision, _
                                   .where(_where(cancelled)).order_by(*_ORDER))
               for cancelled in (False, True)}
 # An appointment's stored fragment of the variant asked for.
-_FRAGMENT_OF_VARIANT = and_(FeedFragment.appointment_id == Appointment.id,
+FRAGMENT_OF_VARIANT = and_(FeedFragment.appointment_id == Appointment.id,
                             FeedFragment.variant == bindparam("variant"))
 # Without one (a cold render, another process's segment): the stored fragments too.
 _WITH_FRAGMENTS = {
     cancelled: select(Appointment.id, Appointment.revision, _STAFF_REVISION, _RAW_START,
                       FeedFragment.revision_key, FeedFragment.body)
-    .outerjoin(FeedFragment, _FRAGMENT_OF_VARIANT)
+    .outerjoin(FeedFragment, FRAGMENT_OF_VARIANT)
     .where(_where(cancelled)).order_by(*_ORDER)
     for cancelled in (False, True)
 }
@@ -86,7 +87,7 @@ _ONE = Prebuilt(
     select(*_RENDERED)
     .join(Staff, Staff.id == Appointment.staff_id)
     .join(Customer, Customer.id == Appointment.customer_id)
-    .outerjoin(FeedFragment, _FRAGMENT_OF_VARIANT)
+    .outerjoin(FeedFragment, FRAGMENT_OF_VARIANT)
     .where(Appointment.id == bindparam("id"))
 )
 _SHOWN_NAMES = tuple(c.key for c in _SHOWN)
@@ -94,13 +95,14 @@ _SHOWN_NAMES = tuple(c.key for c in _SHOWN)
 # each with what _ONE reads, and in the same statement the staff member's revision now: one
 # statement reads one committed state, so the rows are exactly the changes up to that revision.
 # A staff member with none still gives one row (the outer join), its appointment columns NULL.
+CHANGED_COLUMNS = (*_RENDERED, Staff.feed_revision, Appointment.id, Appointment.staff_revision, _RAW_START)
 _CHANGED = Prebuilt(
-    select(*_RENDERED, Staff.feed_revision, Appointment.id, Appointment.staff_revision, _RAW_START)
+    select(*CHANGED_COLUMNS)
     .select_from(Staff)
     .outerjoin(Appointment, and_(Appointment.staff_id == Staff.id,
                                  Appointment.staff_revision > bindparam("since")))
     .outerjoin(Customer, Customer.id == Appointment.customer_id)
-    .outerjoin(FeedFragment, _FRAGMENT_OF_VARIANT)
+    .outerjoin(FeedFragment, FRAGMENT_OF_VARIANT)
     .where(Staff.id == bindparam("staff_id"))
     .limit(FEW + 1)
 )
@@ -111,6 +113,16 @@ _NOW, _ID, _CHANGED_AT, _RAW = range(_AFTER_SHOWN, _AFTER_SHOWN + 4)
 _START, _END, _STATUS = (8 + _SHOWN_NAMES.index(name) for name in ("start_at", "end_at", "status"))
 
 
+@dataclass(frozen=True)
+class Changes:
+    """One staff member's appointments changed since revision `since` (_CHANGED's rows, at most
+    FEW + 1), read by the statement that read their revision `now` (scope_changes.py)."""
+
+    since: int
+    now: int
+    rows: list[tuple[Any, ...]]
+
+
 def fragment_key(revision: int) -> str:
     return f"{FRAGMENT_FORMAT}.{revision}"
 
@@ -118,6 +130,7 @@ def fragment_key(revision: int) -> str:
 def build_segment(
     reads: Reads, staff_id: int, revision: int, variant: Variant, window: tuple[datetime, datetime],
     show_cancelled: bool, later: Later | None = None, previous: tuple[bytes, Index] | None = None,
+    known: Changes | None = None,
 ) -> tuple[bytes, Index | None]:
     """One staff member's VEVENTs in the window, rendering only appointments that changed, and
     the segment's index if they are exactly those of the staff member's `revision` (else None).
@@ -126,13 +139,14 @@ def build_segment(
     unchanged fragments are reused as slices, and only (id, revision) is read per appointment.
     Each query reads what is committed when it runs, so a booking committed since `revision`
     was read may be in the segment: such bytes are served but never kept (render_feed).
+    `known`: the changes since a kept segment, read with the staff rows (scope_changes.py).
     """
     start, end = window
     params = {"staff_id": staff_id, "end": end, "low": start - timedelta(days=1), "start": start}
     if previous is None:
         return _build_cold(reads, staff_id, revision, variant, show_cancelled, later, params)
     old_bytes, old = previous
-    changes = _changes_since(reads, staff_id, revision, variant, window, show_cancelled, old)
+    changes = _changes_since(reads, staff_id, revision, variant, window, show_cancelled, old, known)
     if changes is not None:
         # The changed appointments, read with the revision: exact by construction.
         (ids, revisions, starts), changed_rows = changes
@@ -166,7 +180,7 @@ def build_segment(
 
 def _changes_since(
     reads: Reads, staff_id: int, revision: int, variant: Variant, window: tuple[datetime, datetime],
-    show_cancelled: bool, old: Index,
+    show_cancelled: bool, old: Index, known: Changes | None = None,
 ) -> tuple[tuple[tuple[int, ...], tuple[int, ...], tuple[Any, ...]], dict[int, Any]] | None:
     """The next segment's appointments planned beside `old` from the appointments changed since
     the revision it shows (one statement, _CHANGED), with those rows by id; None when that
@@ -177,14 +191,22 @@ def _changes_since(
       wrote none (a staff member's edit, rows loaded in bulk) or an appointment changed again
       since (its earlier change is hidden), so what changed is not known for certain;
     - more than FEW appointments changed (a rename: listing the window costs less).
+
+    `known` is used when it was read beside this very segment (its `since` is the revision the
+    segment shows); otherwise _CHANGED reads the changes now.
     """
     since = old.staff_revision
     if since is None or old.starts is None or since >= revision:
         return None
-    rows = _CHANGED.all(reads, staff_id=staff_id, since=since, variant=variant.key)
-    if not rows or rows[0][_NOW] != revision:
-        return None
-    rows = [row for row in rows if row[_ID] is not None]
+    if known is not None and known.since == since:
+        if known.now != revision:
+            return None
+        rows = known.rows
+    else:
+        rows = _CHANGED.all(reads, staff_id=staff_id, since=since, variant=variant.key)
+        if not rows or rows[0][_NOW] != revision:
+            return None
+        rows = [row for row in rows if row[_ID] is not None]
     if len(rows) > FEW or {row[_CHANGED_AT] for row in rows} != set(range(since + 1, revision + 1)):
         return None
     start, end = window

@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import delete, select
 
-from calsync.feeds.publishing import segments
+from calsync.feeds.publishing import scope_changes, segments
 from calsync.feeds.publishing.cache import BodyEntry
 from calsync.feeds.publishing.feed_changes import feed_changes
 from calsync.feeds.publishing.lookup_connections import lookup_connections
@@ -82,10 +82,11 @@ def test_every_first_get_after_a_change_equals_a_render_from_nothing(
     cold_builds: list[int] = []
     real_cold = segments._build_cold
     monkeypatch.setattr(segments, "_build_cold", lambda *a: cold_builds.append(1) or real_cold(*a))
-    listed: list[int] = []  # the window listed instead of reading the changes alone
-    for prebuilt in segments._REVISIONS.values():
-        monkeypatch.setattr(prebuilt, "all",
-                            lambda *a, _all=prebuilt.all, **k: listed.append(1) or _all(*a, **k))
+    listed = _count(monkeypatch, segments._REVISIONS.values())  # the window listed, not the changes alone
+    # Where the changes were read: with the staff rows (PostgreSQL) or by a statement of their own.
+    with_staff, alone = _count(monkeypatch, scope_changes._STAFF_AND_CHANGES.values()), _count(
+        monkeypatch, [segments._CHANGED])
+    postgres = app.extensions["calsync"].engine.dialect.name == "postgresql"
     first, second = booked[0], booked[1]
 
     def move(appt: dict, day: int, hour: int) -> Any:
@@ -114,19 +115,58 @@ def test_every_first_get_after_a_change_equals_a_render_from_nothing(
     for what, change, renders, lists in changes:
         resp = change()
         assert resp.status_code in (200, 201), (what, resp.get_json())
-        rendered.clear()
-        cold_builds.clear()
-        listed.clear()
+        for seen in (rendered, cold_builds, listed, with_staff, alone):
+            seen.clear()
         body, response = _get(api.client, url)
         assert response.headers["Content-Length"] == str(len(body)), what
         assert len(rendered) == renders and cold_builds == [], (what, rendered)  # beside the previous
         assert bool(listed) == lists, what
+        # One statement read the staff and their changes on PostgreSQL (scope_changes.py).
+        assert (len(with_staff), bool(alone)) == ((1, False) if postgres else (0, True)), what
         assert body == _from_nothing(settings, app, url), what
         packed, _ = _get(api.client, url, **{"Accept-Encoding": "gzip"})
         assert gzip.decompress(packed) == body, what
     by_uid = events_by_uid(body)
     assert second["uid"] not in by_uid and booked[4]["uid"] not in by_uid
     assert by_uid[first["uid"]]["SEQUENCE"] == 5  # moved five times
+
+
+def _count(monkeypatch, prebuilts: Any) -> list[int]:
+    """A list that grows by one each time one of `prebuilts` runs."""
+    calls: list[int] = []
+    for prebuilt in prebuilts:
+        monkeypatch.setattr(prebuilt, "all",
+                            lambda *a, _all=prebuilt.all, **k: calls.append(1) or _all(*a, **k))
+    return calls
+
+
+def test_a_group_feed_after_its_members_change_equals_a_render_from_nothing(
+        settings: Settings, app: Flask, api: Api, staff: list[dict], monkeypatch) -> None:
+    """The staff a group feed asks about with their changes are those its last render showed
+    (FeedCache.staff_of): a member added since is built apart, one removed is left out."""
+    booked = _book_some(api, staff)
+    group = api.post("/groups", {"name": "Team", "staff_ids": [staff[0]["id"]]}).get_json()
+    url = api.feed_url("group", group["id"])
+    _get(api.client, url)
+    with_staff = _count(monkeypatch, scope_changes._STAFF_AND_CHANGES.values())
+    steps = [
+        ("a member added, another's appointment moved",
+         lambda: api.patch(f"/groups/{group['id']}", {"staff_ids": [staff[0]["id"], staff[1]["id"]]}),
+         booked[0]),
+        ("the added member's appointment moved", None, booked[1]),
+        ("the first member removed",
+         lambda: api.patch(f"/groups/{group['id']}", {"staff_ids": [staff[1]["id"]]}), booked[3]),
+    ]
+    for hour, (what, membership, moved) in enumerate(steps, start=12):
+        if membership is not None:
+            assert membership().status_code == 200, what
+        assert api.patch(f"/appointments/{moved['id']}",
+                         {"start": iso(soon(20, hour)), "end": iso(soon(20, hour + 1))}).status_code == 200
+        body, _ = _get(api.client, url)
+        assert body == _from_nothing(settings, app, url), what
+    assert bool(with_staff) == (app.extensions["calsync"].engine.dialect.name == "postgresql")
+    assert events_by_uid(body).keys() >= {booked[1]["uid"], booked[3]["uid"]}
+    assert booked[0]["uid"] not in events_by_uid(body)
 
 
 def test_each_change_writes_the_revision_it_made_into_the_appointments_it_touched(
