@@ -466,3 +466,39 @@ def test_a_staff_edit_racing_a_booking_adds_to_the_revision_the_booking_wrote(
         edit.commit()
     with engine.connect() as conn:
         assert conn.scalar(select(Staff.feed_revision).where(Staff.id == staff[0]["id"])) == before + 2
+
+
+def test_the_first_get_after_a_move_reads_the_database_in_two_statements(
+        app: Flask, postgres: Any, api: Api, staff: list[dict], monkeypatch) -> None:
+    """Each statement is a round trip to PostgreSQL before the client has its answer: after one
+    move the company feed reads the token's row, then the staff with the changes since their
+    kept segments (scope_changes.py); nothing else (the rendered pieces are written after the
+    response). Before, the changes took a statement of their own."""
+    booked = _book_some(api, staff)
+    with app.extensions["calsync"].sessions() as session:
+        company_id = session.scalar(select(Appointment.company_id).limit(1))
+    url = api.feed_url("company", company_id)
+    _get(api.client, url)
+    _get(api.client, url)
+    raw = postgres.raw_connection()
+    cursor_class: Any = type(raw.dbapi_connection.cursor())
+    raw.close()
+    statements: list[str] = []
+    real = cursor_class.execute
+
+    def counted(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        statements.append(str(query))
+        return real(self, query, *args, **kwargs)
+
+    for day in (21, 22):
+        assert api.patch(f"/appointments/{booked[0]['id']}",
+                         {"start": iso(soon(day, 9)), "end": iso(soon(day, 10))}).status_code == 200
+        statements.clear()
+        monkeypatch.setattr(cursor_class, "execute", counted)
+        response = api.client.get(url)
+        monkeypatch.setattr(cursor_class, "execute", real)
+        assert response.status_code == 200
+        during = list(statements)
+        response.close()  # the rendered pieces are stored now, after the answer
+        assert len(during) == 2, during
+        assert "feed_token" in during[0] and "LATERAL" in during[1], during
