@@ -106,9 +106,10 @@ def _staff_rows(reads: Reads, feed: PublishedFeed, cache: FeedCache, variant: Va
     if reads.dialect.name == "postgresql":
         for staff_id in cache.staff_of(feed.scope_key):
             previous = cache.previous_segment(f"{staff_id}:{kind}")
-            shown = previous[1].staff_revision if previous is not None and previous[1].starts else None
-            if shown is not None:
-                kept[staff_id] = shown
+            index = previous[1] if previous is not None else None
+            # A segment without appointments has starts == (): it is asked about all the same.
+            if index is not None and index.starts is not None and index.staff_revision is not None:
+                kept[staff_id] = index.staff_revision
     if kept:
         staff_rows, changes = staff_and_changes(reads, feed.scope, feed.scope_id, feed.company_id,
                                                 variant.key, kept)

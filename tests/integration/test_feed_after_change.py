@@ -473,7 +473,8 @@ def test_the_first_get_after_a_move_reads_the_database_in_two_statements(
     """Each statement is a round trip to PostgreSQL before the client has its answer: after one
     move the company feed reads the token's row, then the staff with the changes since their
     kept segments (scope_changes.py); nothing else (the rendered pieces are written after the
-    response). Before, the changes took a statement of their own."""
+    response). Before, the changes took a statement of their own. A staff member whose kept
+    segment has no appointments is asked about too: their first booking reads no more."""
     booked = _book_some(api, staff)
     with app.extensions["calsync"].sessions() as session:
         company_id = session.scalar(select(Appointment.company_id).limit(1))
@@ -490,9 +491,16 @@ def test_the_first_get_after_a_move_reads_the_database_in_two_statements(
         statements.append(str(query))
         return real(self, query, *args, **kwargs)
 
-    for day in (21, 22):
-        assert api.patch(f"/appointments/{booked[0]['id']}",
-                         {"start": iso(soon(day, 9)), "end": iso(soon(day, 10))}).status_code == 200
+    newcomer = api.make_staff(name="New Member", email="new@example.com", working_hours=ALL_DAY)
+    _get(api.client, url)  # the newcomer's segment: no appointments, kept all the same
+
+    def move(day: int) -> Any:
+        return api.patch(f"/appointments/{booked[0]['id']}",
+                         {"start": iso(soon(day, 9)), "end": iso(soon(day, 10))})
+
+    for change in (lambda: move(21), lambda: move(22),
+                   lambda: api.book(newcomer["id"], iso(soon(23, 9)), iso(soon(23, 10)))):
+        assert change().status_code in (200, 201)
         statements.clear()
         monkeypatch.setattr(cursor_class, "execute", counted)
         response = api.client.get(url)
