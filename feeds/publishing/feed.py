@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, select
 from calsync.feeds.publishing.cache import BodyEntry, FeedCache, Recipe
 from calsync.feeds.publishing.prebuilt import Prebuilt, Reads
 from calsync.feeds.publishing.render import FOOTER, FRAGMENT_FORMAT, Variant, render_header
-from calsync.feeds.publishing.scope_changes import staff_and_changes
+from calsync.feeds.publishing.scope_changes import STAFF_SHOWN, staff_and_changes
 from calsync.feeds.publishing.segments import Changes, Later, build_segment
 
 # What callers found here before the version had a module of its own.
@@ -33,7 +33,7 @@ FOOTER_BYTES = FOOTER.encode()
 
 # The staff of a scope in id order, with what the header and segment keys need.
 _STAFF_ROWS = {
-    scope: Prebuilt(select(Staff.id, Staff.feed_revision, Staff.timezone, Staff.name)
+    scope: Prebuilt(select(*STAFF_SHOWN)
                     .where(scope_staff_filter(scope, bindparam("scope_id"), bindparam("company_id")))
                     .order_by(Staff.id))
     for scope in ("staff", "group", "company")

@@ -47,10 +47,13 @@ _CHANGED_OF_STAFF = (
     .limit(FEW + 1)
     .lateral("changed")
 )
-STAFF_COLUMNS = 4  # id, feed_revision, timezone, name: what feed._STAFF_ROWS reads
+# A staff row as a render reads it (feed._STAFF_ROWS reads the same): the segment key's id
+# and revision, the header's time zone and name.
+STAFF_SHOWN = (Staff.id, Staff.feed_revision, Staff.timezone, Staff.name)
+STAFF_COLUMNS = len(STAFF_SHOWN)
 _STAFF_AND_CHANGES = {
     scope: Prebuilt(
-        select(Staff.id, Staff.feed_revision, Staff.timezone, Staff.name, *_CHANGED_OF_STAFF.c)
+        select(*STAFF_SHOWN, *_CHANGED_OF_STAFF.c)
         .select_from(Staff)
         .outerjoin(_KEPT, _KEPT.c.staff_id == Staff.id)
         .outerjoin(_CHANGED_OF_STAFF, true())
