@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from calsync.feeds.accounts.admins import create_api_key, get_or_create_company
@@ -35,7 +35,7 @@ from calsync.feeds.publishing.feed import feed_window
 from calsync.feeds.publishing.tokens import issue_feed_token
 from calsync.feeds.scheduling.busy_timeline import rebuild
 from calsync.feeds.scheduling.directory import create_staff
-from calsync.models import Appointment, BusyBlock, Connection, Customer, utcnow
+from calsync.models import Appointment, Base, BusyBlock, Connection, Customer, utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_DAY = {day: [["00:00", "24:00"]] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
@@ -115,6 +115,7 @@ def populate(
     if blocks:
         with sessions.begin() as session:
             rebuild(session, conn_id, office)  # the busy timeline, as a sync writes it
+    _analyze(engine)
     movable: dict[int, list[tuple[int, datetime, datetime]]] = {}
     with sessions() as session:
         # Appointments with room after them (the next one starts ≥ 1 h later), in the future.
@@ -126,6 +127,20 @@ def populate(
             ).all()
             movable[staff_id] = [(r.id, r.start_at, r.end_at) for r in found[:-1]]
     return Company(company_id, staff_ids, few, office, token, api_key, window, movable)
+
+
+def _analyze(engine: Any) -> None:
+    """PostgreSQL: the planner's statistics of the tables just filled, as autovacuum gathers them
+    within a minute of a bulk load (autovacuum_naptime). Without them the plans a run gets
+    depended on whether autovacuum had come round yet: a hash join over every customer to read
+    one moved appointment, then a better plan partway through some runs (docs/scale.md, eighth
+    round). SQLite gathers none unless asked, as a deployment's database."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        for table in Base.metadata.sorted_tables:  # this schema's tables only (search_path)
+            conn.execute(text(f'VACUUM ANALYZE "{table.name}"'))
 
 
 def _customers(session: Session, company_id: int, count: int) -> list[int]:

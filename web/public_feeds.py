@@ -18,7 +18,7 @@ from flask import Blueprint, Response, request
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from calsync.feeds.publishing.feed import PublishedFeed, feed_body, lookup_feed
+from calsync.feeds.publishing.feed import Ahead, PublishedFeed, feed_body, lookup_feed
 from calsync.feeds.publishing.feed_changes import CACHE_ONLY
 from calsync.feeds.publishing.prebuilt import Reads
 from calsync.feeds.publishing.segments import Later
@@ -58,7 +58,11 @@ def published_feed(token: str) -> Response:
     # A DBAPI connection, not engine.connect(): the lookup is one prebuilt statement, and the
     # Connection wrapper (then the pool's checkout) cost more than the query (docs/scale.md);
     # on PostgreSQL none at all while no change was announced (feeds/publishing/feed_changes.py).
-    feed = lookup_feed(engine, token, now, listen=services.settings.feed_listen)
+    cache = services.feed_cache
+    # On PostgreSQL, a lookup that must read the token's row again sends the render's first
+    # statement with it (feed.Ahead): the first GET after a change waits for one round trip.
+    ahead = Ahead(cache)
+    feed = lookup_feed(engine, token, now, listen=services.settings.feed_listen, ahead=ahead)
     if feed is None:
         return _not_found()
     every = timedelta(seconds=services.settings.token_touch_seconds)
@@ -82,13 +86,12 @@ def published_feed(token: str) -> Response:
         ("X-Robots-Tag", "noindex"),
         ("Content-Disposition", 'inline; filename="calendar.ics"'),
     ]
-    cache = services.feed_cache
     entry = cache.body(feed.cache_key)
     later: Later = []
     rendered = entry is None
     if entry is None:
         with Reads(engine, services.sessions) as reads:  # reads only: its writes are in `later`
-            entry = feed_body(reads, feed, cache, later)
+            entry = feed_body(reads, feed, cache, later, ahead)
     if gzip_ok:
         body: Any = (cache.gzipped(feed.cache_key, feed.scope_key, entry),)
         headers.append(("Content-Encoding", "gzip"))

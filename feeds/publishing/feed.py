@@ -15,10 +15,11 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 
+from calsync.feeds.publishing import scope_changes
 from calsync.feeds.publishing.cache import BodyEntry, FeedCache, Recipe
-from calsync.feeds.publishing.prebuilt import Prebuilt, Reads
+from calsync.feeds.publishing.prebuilt import Prebuilt, Prefetch, Reads
 from calsync.feeds.publishing.render import FOOTER, FRAGMENT_FORMAT, Variant, render_header
-from calsync.feeds.publishing.scope_changes import STAFF_SHOWN, staff_and_changes
+from calsync.feeds.publishing.scope_changes import STAFF_SHOWN
 from calsync.feeds.publishing.segments import Changes, Later, build_segment
 
 # What callers found here before the version had a module of its own.
@@ -42,18 +43,17 @@ _GROUP_NAME = Prebuilt(select(Group.name).where(Group.id == bindparam("scope_id"
 
 
 def render_feed(reads: Reads, feed: PublishedFeed, cache: FeedCache,
-                later: Later | None = None) -> tuple[BodyEntry, bool]:
+                later: Later | None = None, ahead: Ahead | None = None) -> tuple[BodyEntry, bool]:
     """The whole feed as its pieces: header + one (cached) segment per staff member in scope +
     footer, and whether the body may be cached under the feed's version (False when a booking
     was committed while a segment was read).
 
     `later`: where the writes of new fragments and segments go instead of `reads.session`, to
-    be run after the response (the caller's choice; they are caches, keyed by versions)."""
-    variant = Variant(feed.privacy, names_staff=feed.scope != "staff")
+    be run after the response (the caller's choice; they are caches, keyed by versions).
+    `ahead`: the one the lookup was given, whose statement may have been answered already."""
+    variant, kind = _variant_and_kind(feed)
     window, show_cancelled = feed.window, feed.settings.show_cancelled
-    # A segment's family: everything its bytes depend on but the staff member's revision.
-    kind = f"{variant.key}:f{FRAGMENT_FORMAT}:w{window[0]:%Y%m%d}-{window[1]:%Y%m%d}:c{int(show_cancelled)}"
-    staff_rows, changes = _staff_rows(reads, feed, cache, variant, kind)
+    staff_rows, changes = _staff_rows(reads, feed, cache, variant, kind, ahead)
     parts: list[bytes] = []
     piece_keys: list[str | None] = []
     cacheable = True
@@ -98,21 +98,65 @@ def render_feed(reads: Reads, feed: PublishedFeed, cache: FeedCache,
     return BodyEntry(parts, recipe), cacheable
 
 
-def _staff_rows(reads: Reads, feed: PublishedFeed, cache: FeedCache, variant: Variant, kind: str,
-                ) -> tuple[list[tuple[Any, ...]], dict[int, Changes]]:
-    """The scope's staff rows (id, revision, timezone, name) in id order and, on PostgreSQL, the
-    changes since the segments kept of the staff its last render showed (scope_changes.py)."""
+def _variant_and_kind(feed: PublishedFeed) -> tuple[Variant, str]:
+    """The feed's variant, and its segments' family: everything a segment's bytes depend on
+    but the staff member's id and revision."""
+    variant = Variant(feed.privacy, names_staff=feed.scope != "staff")
+    window, cancelled = feed.window, int(feed.settings.show_cancelled)
+    return variant, f"{variant.key}:f{FRAGMENT_FORMAT}:w{window[0]:%Y%m%d}-{window[1]:%Y%m%d}:c{cancelled}"
+
+
+def _kept(reads_dialect: str, feed: PublishedFeed, cache: FeedCache, kind: str) -> dict[int, int]:
+    """On PostgreSQL, the staff the scope's last render showed whose segment this process keeps,
+    with the revision it shows: whom scope_changes asks about."""
     kept: dict[int, int] = {}
-    if reads.dialect.name == "postgresql":
+    if reads_dialect == "postgresql":
         for staff_id in cache.staff_of(feed.scope_key):
             previous = cache.previous_segment(f"{staff_id}:{kind}")
             index = previous[1] if previous is not None else None
             # A segment without appointments has starts == (): it is asked about all the same.
             if index is not None and index.starts is not None and index.staff_revision is not None:
                 kept[staff_id] = index.staff_revision
-    if kept:
-        staff_rows, changes = staff_and_changes(reads, feed.scope, feed.scope_id, feed.company_id,
-                                                variant.key, kept)
+    return kept
+
+
+class Ahead:
+    """The statement a render after a change starts with (scope_changes.py), for the lookup to
+    send beside the token's row (version.lookup_feed): asked with what the feed the token made
+    last would ask. The render uses its answer only if it would ask the same (same scope,
+    family and kept segments), which is so unless the token's feed or the cache changed between
+    the two; else it asks again, as without it."""
+
+    def __init__(self, cache: FeedCache) -> None:
+        self.cache = cache
+        self.sent: Prefetch | None = None
+
+    def __call__(self, previous: PublishedFeed) -> Prefetch | None:
+        variant, kind = _variant_and_kind(previous)
+        kept = _kept("postgresql", previous, self.cache, kind)
+        if not kept:
+            return None
+        self.sent = scope_changes.ahead(previous.scope, previous.scope_id, previous.company_id, variant.key,
+                                        kept, _question(previous, kind, kept))
+        return self.sent
+
+
+def _question(feed: PublishedFeed, kind: str, kept: dict[int, int]) -> tuple[Any, ...]:
+    return feed.scope_key, feed.company_id, kind, kept
+
+
+def _staff_rows(reads: Reads, feed: PublishedFeed, cache: FeedCache, variant: Variant, kind: str,
+                ahead: Ahead | None = None) -> tuple[list[tuple[Any, ...]], dict[int, Changes]]:
+    """The scope's staff rows (id, revision, timezone, name) in id order and, on PostgreSQL, the
+    changes since the segments kept of the staff its last render showed (scope_changes.py):
+    answered already when the lookup sent the same question ahead."""
+    kept = _kept(reads.dialect.name, feed, cache, kind)
+    sent = ahead.sent if ahead is not None else None
+    if kept and sent is not None and sent.rows is not None and sent.key == _question(feed, kind, kept):
+        staff_rows, changes = scope_changes.split(sent.rows, kept)
+    elif kept:
+        staff_rows, changes = scope_changes.staff_and_changes(
+            reads, feed.scope, feed.scope_id, feed.company_id, variant.key, kept)
     else:
         staff_rows = _STAFF_ROWS[feed.scope].all(reads, scope_id=feed.scope_id, company_id=feed.company_id)
         changes = {}
@@ -131,13 +175,14 @@ def _header_bytes(name: str, tz: str, timezones: tuple[str, ...], refresh_minute
     ).encode("utf-8")
 
 
-def feed_body(reads: Reads, feed: PublishedFeed, cache: FeedCache, later: Later | None = None) -> BodyEntry:
+def feed_body(reads: Reads, feed: PublishedFeed, cache: FeedCache, later: Later | None = None,
+              ahead: Ahead | None = None) -> BodyEntry:
     """The feed's body: from the cache, or rendered and cached (a body that may not be cached,
     see render_feed, is returned all the same). Without `later`, the caller commits
     `reads.session`; with it, the caller runs its writes in a session of its own."""
     entry = cache.body(feed.cache_key)
     if entry is None:
-        entry, cacheable = render_feed(reads, feed, cache, later)
+        entry, cacheable = render_feed(reads, feed, cache, later, ahead)
         if cacheable:
             cache.keep_body(feed.cache_key, feed.scope_key, entry)
     return entry

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine
@@ -72,22 +73,43 @@ class Prebuilt:
 
     def all(self, reads: Reads, **params: Any) -> list[tuple[Any, ...]]:
         form = self.form(reads.dialect)
-        binary = self.binary and reads.dialect.name == "postgresql"
-        cursor = reads.dbapi.cursor(binary=True) if binary else reads.dbapi.cursor()
+        cursor = self.cursor(reads.dbapi, reads.dialect)
         try:
             cursor.execute(form.sql, form.params(params))
             rows: list[Any] = cursor.fetchall()
         finally:
             cursor.close()
-        if form.results is not None:
-            processors = form.results
-            rows = [tuple(v if fn is None or v is None else fn(v)
-                          for fn, v in zip(processors, row, strict=True)) for row in rows]
-        return rows
+        return self.processed(form, rows)
+
+    def cursor(self, dbapi_connection: Any, dialect: Any) -> Any:
+        binary = self.binary and dialect.name == "postgresql"
+        return dbapi_connection.cursor(binary=True) if binary else dbapi_connection.cursor()
+
+    @staticmethod
+    def processed(form: _Form, rows: list[Any]) -> list[tuple[Any, ...]]:
+        """The DBAPI's rows as a Session would hand them back."""
+        if form.results is None:
+            return rows
+        processors = form.results
+        return [tuple(v if fn is None or v is None else fn(v) for fn, v in zip(processors, row, strict=True))
+                for row in rows]
 
     def first(self, reads: Reads, **params: Any) -> tuple[Any, ...] | None:
         rows = self.all(reads, **params)
         return rows[0] if rows else None
+
+
+@dataclass(eq=False)
+class Prefetch:
+    """A prebuilt statement sent ahead, in the same round trip as the feed lookup's own
+    (version.lookup_feed on PostgreSQL): the read the render that will follow expects to make
+    (feed.Ahead). `key` says what it was asked for; the render uses `rows` only if its own
+    question has the same key, and asks again otherwise. `rows` stays None when not sent."""
+
+    prebuilt: Prebuilt
+    params: dict[str, Any]
+    key: Any
+    rows: list[tuple[Any, ...]] | None = None
 
 
 class Reads:

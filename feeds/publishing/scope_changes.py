@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Integer, bindparam, column, func, select, true
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from calsync.feeds.publishing.prebuilt import Prebuilt, Reads
+from calsync.feeds.publishing.prebuilt import Prebuilt, Prefetch, Reads
 from calsync.feeds.publishing.segments import CHANGED_COLUMNS, FEW, FRAGMENT_OF_VARIANT, Changes
 from calsync.feeds.publishing.version import scope_staff_filter
 from calsync.models import Appointment, Customer, FeedFragment, Staff
@@ -71,9 +71,25 @@ def staff_and_changes(
     """The scope's staff rows (id, revision, timezone, name) in id order, and for each staff
     member in `kept` (id -> the revision of their kept segment) the appointments changed since,
     as _CHANGED's rows, with that revision."""
-    rows = _STAFF_AND_CHANGES[scope].all(
-        reads, scope_id=scope_id, company_id=company_id, variant=variant_key,
-        ids=list(kept), sinces=list(kept.values()))
+    rows = _STAFF_AND_CHANGES[scope].all(reads, **_params(scope_id, company_id, variant_key, kept))
+    return split(rows, kept)
+
+
+def ahead(scope: str, scope_id: int, company_id: int, variant_key: str, kept: dict[int, int],
+          key: Any) -> Prefetch:
+    """The same statement, to be sent beside the token's row (version.lookup_feed); its rows
+    go through `split` as staff_and_changes' own."""
+    return Prefetch(_STAFF_AND_CHANGES[scope], _params(scope_id, company_id, variant_key, kept), key)
+
+
+def _params(scope_id: int, company_id: int, variant_key: str, kept: dict[int, int]) -> dict[str, Any]:
+    return {"scope_id": scope_id, "company_id": company_id, "variant": variant_key,
+            "ids": list(kept), "sinces": list(kept.values())}
+
+
+def split(rows: list[tuple[Any, ...]], kept: dict[int, int],
+          ) -> tuple[list[tuple[Any, ...]], dict[int, Changes]]:
+    """The statement's rows as staff_and_changes returns them."""
     staff_rows: list[tuple[Any, ...]] = []
     changes: dict[int, Changes] = {}
     for row in rows:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from calsync.feeds.accounts.keys import hash_token, same_hash
 from calsync.feeds.company_settings import STORED, CompanySettings
 from calsync.feeds.publishing.feed_changes import feed_changes
 from calsync.feeds.publishing.lookup_connections import lookup_connections
+from calsync.feeds.publishing.prebuilt import Prefetch
 from calsync.feeds.publishing.render import FRAGMENT_FORMAT
 from calsync.models import Company, FeedToken, Staff, group_member
 
@@ -154,10 +156,12 @@ class _FeedLookup:
         self._after = tuple(self.base[k] for k in self.order[self.order.index("digest") + 1:]) \
             if self.positional else ()
 
+    def params(self, digest: str) -> Any:
+        return (*self._before, digest, *self._after) if self.positional else dict(self.base, digest=digest)
+
     def run(self, dbapi_connection: Any, digest: str) -> tuple[Any, ...] | None:
         """The row, its columns in `columns` order."""
-        params: Any = ((*self._before, digest, *self._after) if self.positional
-                       else dict(self.base, digest=digest))
+        params = self.params(digest)
         # psycopg opens a transaction for a SELECT: a BEGIN before it and, when the pool takes
         # the connection back, a ROLLBACK after it — two round trips around a one-row read,
         # more than the read itself on PostgreSQL. An idle connection reads in autocommit mode.
@@ -221,32 +225,51 @@ def _aware(moment: Any) -> datetime | None:
 _derived: dict[str, tuple[tuple[Any, ...], date, PublishedFeed]] = {}
 
 
-def lookup_feed(engine: Engine, token: str, now: datetime, *, listen: bool = True) -> PublishedFeed | None:
+# The feed each token's row made last, by digest, whatever the second: what a lookup that must
+# read the row again expects the render after it to ask (lookup_feed's `ahead`).
+_previous: dict[str, PublishedFeed] = {}
+
+Ahead = Callable[[PublishedFeed], "Prefetch | None"]
+
+
+def lookup_feed(engine: Engine, token: str, now: datetime, *, listen: bool = True,
+                ahead: Ahead | None = None) -> PublishedFeed | None:
     """The feed behind a token, for a feed request.
 
     On PostgreSQL with `listen` (CALSYNC_FEED_LISTEN), a token row read since the last change
     to its company was heard of is reused without a round trip (feed_changes.py). Otherwise
     read on a connection set aside for lookups (lookup_connections.py), or on one from the pool
-    where there are none or the set-aside one failed."""
+    where there are none or the set-aside one failed.
+
+    `ahead` (PostgreSQL): given the feed this token made last, the statement the render after
+    a change will run first (feed.Ahead). It is sent in the same round trip as the token's row
+    when that row is read again, so the first GET after a change waits for the database once
+    before rendering, not twice (docs/scale.md, eighth round)."""
     digest = hash_token(token)
     changes = feed_changes(engine) if listen else None
-    if changes is None:
-        return _published(digest, _read_row(engine, digest), now)
-    row = changes.known(digest, _COMPANY)
-    if row is None:
-        read_at = changes.seq  # before the query: a change heard during it makes the row stale
-        row = _read_row(engine, digest)
+    read_at = 0
+    if changes is not None:
+        row = changes.known(digest, _COMPANY)
         if row is not None:
-            changes.keep(digest, read_at, row)
+            return _published(digest, row, now)
+        read_at = changes.seq  # before the query: a change heard during it makes the row stale
+    previous = _previous.get(digest) if ahead is not None else None
+    also = ahead(previous) if previous is not None and ahead is not None else None
+    row = _read_row(engine, digest, also)
+    if changes is not None and row is not None:
+        changes.keep(digest, read_at, row)
     return _published(digest, row, now)
 
 
-def _read_row(engine: Engine, digest: str) -> tuple[Any, ...] | None:
+def _read_row(engine: Engine, digest: str, also: Prefetch | None = None) -> tuple[Any, ...] | None:
     stash = lookup_connections(engine)
     if stash is not None:
         aside = stash.take()
         try:
-            row = _row(aside.connection, engine.dialect, digest, aside.rows)
+            if also is not None and aside.rows is None and engine.dialect.name == "postgresql":
+                row = _row_and(aside.connection, engine.dialect, digest, also)
+            else:
+                row = _row(aside.connection, engine.dialect, digest, aside.rows)
         except engine.dialect.loaded_dbapi.Error:
             stash.close(aside)  # broken (a restarted server) or busy: through the pool, once
         else:
@@ -257,6 +280,25 @@ def _read_row(engine: Engine, digest: str) -> tuple[Any, ...] | None:
         return _row(pooled.dbapi_connection, engine.dialect, digest)
     finally:
         pooled.close()
+
+
+def _row_and(connection: Any, dialect: Any, digest: str, also: Prefetch) -> tuple[Any, ...] | None:
+    """The token's row and `also`'s rows, the two statements in one psycopg pipeline: sent
+    together, answered together (a set-aside connection reads in autocommit mode, so each still
+    reads what is committed when it runs, the token's row first, as two round trips would)."""
+    lookup, form = _lookup(dialect), also.prebuilt.form(dialect)
+    with connection.pipeline():
+        token_cursor = connection.cursor()
+        other = also.prebuilt.cursor(connection, dialect)
+        token_cursor.execute(lookup.sql, lookup.params(digest))
+        other.execute(form.sql, form.params(also.params))
+    try:
+        row = token_cursor.fetchone()
+        also.rows = also.prebuilt.processed(form, other.fetchall())
+    finally:
+        token_cursor.close()
+        other.close()
+    return None if row is None else tuple(row)
 
 
 def _row(dbapi_connection: Any, dialect: Any, digest: str,
@@ -293,6 +335,10 @@ def _published(digest: str, row: tuple[Any, ...] | None, now: datetime) -> Publi
     if made is not None and made[1] == day and made[0] == row and made[2].last_modified <= now:
         return made[2]
     feed = _feed_of(row, now)
+    if feed is not None:
+        if len(_previous) > 10_000:
+            _previous.clear()
+        _previous[digest] = feed
     if feed is not None and feed.last_modified < now.replace(microsecond=0):
         if len(_derived) > 10_000:
             _derived.clear()

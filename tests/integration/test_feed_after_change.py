@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from psycopg.pq import PipelineStatus
 from sqlalchemy import delete, select
 
 from calsync.feeds.publishing import scope_changes, segments
@@ -83,9 +84,9 @@ def test_every_first_get_after_a_change_equals_a_render_from_nothing(
     real_cold = segments._build_cold
     monkeypatch.setattr(segments, "_build_cold", lambda *a: cold_builds.append(1) or real_cold(*a))
     listed = _count(monkeypatch, segments._REVISIONS.values())  # the window listed, not the changes alone
-    # Where the changes were read: with the staff rows (PostgreSQL) or by a statement of their own.
-    with_staff, alone = _count(monkeypatch, scope_changes._STAFF_AND_CHANGES.values()), _count(
-        monkeypatch, [segments._CHANGED])
+    # Where the changes were read: with the staff rows (PostgreSQL; by the render, or sent ahead with
+    # the token's row) or by a statement of their own.
+    with_staff, alone = _calls(monkeypatch, scope_changes, "split"), _count(monkeypatch, [segments._CHANGED])
     postgres = app.extensions["calsync"].engine.dialect.name == "postgresql"
     first, second = booked[0], booked[1]
 
@@ -131,6 +132,14 @@ def test_every_first_get_after_a_change_equals_a_render_from_nothing(
     assert by_uid[first["uid"]]["SEQUENCE"] == 5  # moved five times
 
 
+def _calls(monkeypatch, owner: Any, name: str) -> list[int]:
+    """A list that grows by one each time `owner.name` is called."""
+    calls: list[int] = []
+    real = getattr(owner, name)
+    monkeypatch.setattr(owner, name, lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
 def _count(monkeypatch, prebuilts: Any) -> list[int]:
     """A list that grows by one each time one of `prebuilts` runs."""
     calls: list[int] = []
@@ -148,7 +157,7 @@ def test_a_group_feed_after_its_members_change_equals_a_render_from_nothing(
     group = api.post("/groups", {"name": "Team", "staff_ids": [staff[0]["id"]]}).get_json()
     url = api.feed_url("group", group["id"])
     _get(api.client, url)
-    with_staff = _count(monkeypatch, scope_changes._STAFF_AND_CHANGES.values())
+    with_staff = _calls(monkeypatch, scope_changes, "split")
     steps = [
         ("a member added, another's appointment moved",
          lambda: api.patch(f"/groups/{group['id']}", {"staff_ids": [staff[0]["id"], staff[1]["id"]]}),
@@ -381,8 +390,10 @@ def test_a_lookup_reads_the_token_row_again_only_after_a_commit(app: Flask, api:
     etag = response.headers["ETag"]
     reads: list[int] = []
     lookup = version._lookup(app.extensions["calsync"].engine.dialect)
-    real_run = lookup.run
+    real_run, real_with = lookup.run, version._row_and
     monkeypatch.setattr(lookup, "run", lambda *a: reads.append(1) or real_run(*a))
+    # PostgreSQL: the row read again with the render's first statement (feed.Ahead)
+    monkeypatch.setattr(version, "_row_and", lambda *a: reads.append(1) or real_with(*a))
     # PostgreSQL: rows are kept while no change is heard (feed_changes.py, its own tests); the
     # notifications of the GET's own writes (its token's last-used time) may still be on their
     # way, so revalidate until one 304 needs no read: from then on nothing changes.
@@ -468,29 +479,53 @@ def test_a_staff_edit_racing_a_booking_adds_to_the_revision_the_booking_wrote(
         assert conn.scalar(select(Staff.feed_revision).where(Staff.id == staff[0]["id"])) == before + 2
 
 
-def test_the_first_get_after_a_move_reads_the_database_in_two_statements(
+def _round_trips(monkeypatch, postgres: Any) -> tuple[list[tuple[str, bool]], list[int], Any]:
+    """Record what psycopg sends: each statement, with whether it went in a pipeline, and each
+    pipeline (its statements are sent together and answered together: one round trip)."""
+    raw = postgres.raw_connection()
+    connection_class: Any = type(raw.dbapi_connection)
+    cursor_class: Any = type(raw.dbapi_connection.cursor())
+    raw.close()
+    statements: list[tuple[str, bool]] = []
+    pipelines: list[int] = []
+    real_execute, real_pipeline = cursor_class.execute, connection_class.pipeline
+
+    def counted(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        statements.append((str(query), self.connection.info.pipeline_status != PipelineStatus.OFF))
+        return real_execute(self, query, *args, **kwargs)
+
+    def pipeline(self: Any, *args: Any, **kwargs: Any) -> Any:
+        pipelines.append(1)
+        return real_pipeline(self, *args, **kwargs)
+
+    def start() -> None:
+        statements.clear()
+        pipelines.clear()
+        monkeypatch.setattr(cursor_class, "execute", counted)
+        monkeypatch.setattr(connection_class, "pipeline", pipeline)
+
+    def stop() -> None:
+        monkeypatch.setattr(cursor_class, "execute", real_execute)
+        monkeypatch.setattr(connection_class, "pipeline", real_pipeline)
+
+    return statements, pipelines, (start, stop)
+
+
+def test_the_first_get_after_a_move_waits_for_the_database_once(
         app: Flask, postgres: Any, api: Api, staff: list[dict], monkeypatch) -> None:
-    """Each statement is a round trip to PostgreSQL before the client has its answer: after one
-    move the company feed reads the token's row, then the staff with the changes since their
-    kept segments (scope_changes.py); nothing else (the rendered pieces are written after the
-    response). Before, the changes took a statement of their own. A staff member whose kept
-    segment has no appointments is asked about too: their first booking reads no more."""
+    """Each round trip to PostgreSQL before the client has its answer is time it waits: after
+    one move the company feed sends the token's row and the staff with the changes since their
+    kept segments (scope_changes.py) together, in one pipeline (feed.Ahead), and nothing else
+    (the rendered pieces are written after the response). Before, these were two round trips,
+    and before that three. A staff member whose kept segment has no appointments is asked about
+    too: their first booking reads no more."""
     booked = _book_some(api, staff)
     with app.extensions["calsync"].sessions() as session:
         company_id = session.scalar(select(Appointment.company_id).limit(1))
     url = api.feed_url("company", company_id)
     _get(api.client, url)
     _get(api.client, url)
-    raw = postgres.raw_connection()
-    cursor_class: Any = type(raw.dbapi_connection.cursor())
-    raw.close()
-    statements: list[str] = []
-    real = cursor_class.execute
-
-    def counted(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-        statements.append(str(query))
-        return real(self, query, *args, **kwargs)
-
+    statements, pipelines, (start, stop) = _round_trips(monkeypatch, postgres)
     newcomer = api.make_staff(name="New Member", email="new@example.com", working_hours=ALL_DAY)
     _get(api.client, url)  # the newcomer's segment: no appointments, kept all the same
 
@@ -501,12 +536,44 @@ def test_the_first_get_after_a_move_reads_the_database_in_two_statements(
     for change in (lambda: move(21), lambda: move(22),
                    lambda: api.book(newcomer["id"], iso(soon(23, 9)), iso(soon(23, 10)))):
         assert change().status_code in (200, 201)
-        statements.clear()
-        monkeypatch.setattr(cursor_class, "execute", counted)
+        start()
         response = api.client.get(url)
-        monkeypatch.setattr(cursor_class, "execute", real)
+        stop()
         assert response.status_code == 200
-        during = list(statements)
+        during, piped = [q for q, _ in statements], [p for _, p in statements]
         response.close()  # the rendered pieces are stored now, after the answer
-        assert len(during) == 2, during
+        assert len(during) == 2 and all(piped) and len(pipelines) == 1, statements
         assert "feed_token" in during[0] and "LATERAL" in during[1], during
+
+
+def test_a_question_sent_ahead_that_the_render_would_not_ask_is_asked_again(
+        settings: Settings, app: Flask, api: Api, staff: list[dict], monkeypatch) -> None:
+    """The lookup sends the render's first statement with what the token's last feed asked
+    (feed.Ahead). Showing cancelled appointments or not, a feed's segments are of two families,
+    each kept at its own revision: once the setting is switched back, the answer sent ahead is
+    about the other family's segments, and using it would miss the move made since this
+    family's were kept. The render asks again, and the feed is that of a render from nothing."""
+    booked = _book_some(api, staff)
+    url = api.feed_url("staff", staff[0]["id"])
+    postgres = app.extensions["calsync"].engine.dialect.name == "postgresql"
+    _get(api.client, url)  # the segment without cancelled appointments, kept
+    asked = _count(monkeypatch, scope_changes._STAFF_AND_CHANGES.values())
+    used = _calls(monkeypatch, scope_changes, "split")
+
+    def step(change: Any, what: str) -> tuple[int, int]:
+        assert change().status_code == 200, what
+        asked.clear()
+        used.clear()
+        body, _ = _get(api.client, url)
+        assert body == _from_nothing(settings, app, url), what
+        return len(asked), len(used)
+
+    # Nothing kept of the new family: the staff rows are read alone.
+    assert step(lambda: api.patch("/settings", {"show_cancelled": True}), "shown") == (0, 0)
+    moved = step(lambda: api.patch(f"/appointments/{booked[2]['id']}",
+                                   {"start": iso(soon(20, 9)), "end": iso(soon(20, 10))}), "moved")
+    assert moved == ((0, 1) if postgres else (0, 0))  # PostgreSQL: answered with the token's row
+    # Back to the first family, kept from before the move: asked again, with its own revision.
+    hidden = step(lambda: api.patch("/settings", {"show_cancelled": False}), "hidden again")
+    assert hidden == ((1, 1) if postgres else (0, 0))
+    assert events_by_uid(_get(api.client, url)[0])[booked[2]["uid"]]["DTSTART"].dt == soon(20, 9)
