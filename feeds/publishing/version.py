@@ -241,22 +241,24 @@ def lookup_feed(engine: Engine, token: str, now: datetime, *, listen: bool = Tru
     read on a connection set aside for lookups (lookup_connections.py), or on one from the pool
     where there are none or the set-aside one failed.
 
-    `ahead` (PostgreSQL): given the feed this token made last, the statement the render after
-    a change will run first (feed.Ahead). It is sent in the same round trip as the token's row
-    when that row is read again, so the first GET after a change waits for the database once
-    before rendering, not twice (docs/scale.md, eighth round)."""
+    `ahead` (PostgreSQL, listening): given the feed this token made last, the statement the
+    render after a change will run first (feed.Ahead). It is sent in the same round trip as the
+    token's row when a change made that row stale, so the first GET after a change waits for
+    the database once before rendering, not twice (docs/scale.md, eighth round)."""
     digest = hash_token(token)
     changes = feed_changes(engine) if listen else None
-    read_at = 0
-    if changes is not None:
-        row = changes.known(digest, _COMPANY)
-        if row is not None:
-            return _published(digest, row, now)
-        read_at = changes.seq  # before the query: a change heard during it makes the row stale
+    if changes is None:
+        return _published(digest, _read_row(engine, digest), now)
+    row = changes.known(digest, _COMPANY)
+    if row is not None:
+        return _published(digest, row, now)
+    read_at = changes.seq  # before the query: a change heard during it makes the row stale
+    # Only where a row is read again because something changed (listening, so PostgreSQL): where
+    # every lookup reads (CALSYNC_FEED_LISTEN=false), every 304 would send the statement too.
     previous = _previous.get(digest) if ahead is not None else None
     also = ahead(previous) if previous is not None and ahead is not None else None
     row = _read_row(engine, digest, also)
-    if changes is not None and row is not None:
+    if row is not None:
         changes.keep(digest, read_at, row)
     return _published(digest, row, now)
 

@@ -577,3 +577,27 @@ def test_a_question_sent_ahead_that_the_render_would_not_ask_is_asked_again(
     hidden = step(lambda: api.patch("/settings", {"show_cancelled": False}), "hidden again")
     assert hidden == ((1, 1) if postgres else (0, 0))
     assert events_by_uid(_get(api.client, url)[0])[booked[2]["uid"]]["DTSTART"].dt == soon(20, 9)
+
+
+def test_where_every_lookup_reads_a_304_sends_the_token_row_alone(
+        settings: Settings, postgres: Any, api: Api, staff: list[dict], monkeypatch) -> None:
+    """CALSYNC_FEED_LISTEN=false (behind PgBouncer): every lookup reads the token's row, most of
+    them for a 304, so nothing is sent ahead with it (feed.Ahead would add a statement to each)."""
+    booked = _book_some(api, staff)
+    app = create_app(settings.model_copy(update={"feed_listen": False}), migrate=False)
+    try:
+        client = app.test_client()
+        url = api.feed_url("staff", staff[0]["id"])
+        _get(client, url)
+        etag = _get(client, url)[1].headers["ETag"]
+        statements, pipelines, (start, stop) = _round_trips(monkeypatch, postgres)
+        start()
+        response = client.get(url, headers={"If-None-Match": etag})
+        stop()
+        assert response.status_code == 304
+        assert len(statements) == 1 and "feed_token" in statements[0][0] and not pipelines, statements
+        assert api.patch(f"/appointments/{booked[0]['id']}",
+                         {"start": iso(soon(20, 9)), "end": iso(soon(20, 10))}).status_code == 200
+        assert _get(client, url)[0] == _from_nothing(settings, app, url)
+    finally:
+        app.extensions["calsync"].engine.dispose()
