@@ -229,11 +229,13 @@ _derived: dict[str, tuple[tuple[Any, ...], date, PublishedFeed]] = {}
 # read the row again expects the render after it to ask (lookup_feed's `ahead`).
 _previous: dict[str, PublishedFeed] = {}
 
-Ahead = Callable[[PublishedFeed], "Prefetch | None"]
+# What a lookup is given to send ahead (feed.Ahead is one): the statement the render after a
+# change will start with, asked from the feed the token made last; None for nothing to send.
+SendAhead = Callable[[PublishedFeed], "Prefetch | None"]
 
 
 def lookup_feed(engine: Engine, token: str, now: datetime, *, listen: bool = True,
-                ahead: Ahead | None = None) -> PublishedFeed | None:
+                ahead: SendAhead | None = None) -> PublishedFeed | None:
     """The feed behind a token, for a feed request.
 
     On PostgreSQL with `listen` (CALSYNC_FEED_LISTEN), a token row read since the last change
