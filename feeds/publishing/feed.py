@@ -123,26 +123,27 @@ def _kept(reads_dialect: str, feed: PublishedFeed, cache: FeedCache, kind: str) 
 class Ahead:
     """The statement a render after a change starts with (scope_changes.py), for the lookup to
     send beside the token's row (version.lookup_feed): asked with what the feed the token made
-    last would ask. The render uses its answer only if it would ask the same (same scope,
-    family and kept segments), which is so unless the token's feed or the cache changed between
-    the two; else it asks again, as without it."""
+    last would ask. The render uses its answer only for the same question (scope, company and
+    segment family); else it asks again, as without it."""
 
     def __init__(self, cache: FeedCache) -> None:
         self.cache = cache
         self.sent: Prefetch | None = None
+        self.kept: dict[int, int] = {}  # the kept segments' revisions it was asked with
 
     def __call__(self, previous: PublishedFeed) -> Prefetch | None:
         variant, kind = _variant_and_kind(previous)
         kept = _kept("postgresql", previous, self.cache, kind)
         if not kept:
             return None
+        self.kept = kept
         self.sent = scope_changes.ahead(previous.scope, previous.scope_id, previous.company_id, variant.key,
-                                        kept, _question(previous, kind, kept))
+                                        kept, _question(previous, kind))
         return self.sent
 
 
-def _question(feed: PublishedFeed, kind: str, kept: dict[int, int]) -> tuple[Any, ...]:
-    return feed.scope_key, feed.company_id, kind, kept
+def _question(feed: PublishedFeed, kind: str) -> tuple[str, int, str]:
+    return feed.scope_key, feed.company_id, kind
 
 
 def _staff_rows(reads: Reads, feed: PublishedFeed, cache: FeedCache, variant: Variant, kind: str,
@@ -150,11 +151,12 @@ def _staff_rows(reads: Reads, feed: PublishedFeed, cache: FeedCache, variant: Va
     """The scope's staff rows (id, revision, timezone, name) in id order and, on PostgreSQL, the
     changes since the segments kept of the staff its last render showed (scope_changes.py):
     answered already when the lookup sent the same question ahead."""
-    kept = _kept(reads.dialect.name, feed, cache, kind)
     sent = ahead.sent if ahead is not None else None
-    if kept and sent is not None and sent.rows is not None and sent.key == _question(feed, kind, kept):
-        staff_rows, changes = scope_changes.split(sent.rows, kept)
-    elif kept:
+    if ahead is not None and sent is not None and sent.rows is not None and sent.key == _question(feed, kind):
+        # With the revisions the question was sent with, not those kept now: a segment kept
+        # since at another revision does not use them (segments._changes_since compares).
+        staff_rows, changes = scope_changes.split(sent.rows, ahead.kept)
+    elif kept := _kept(reads.dialect.name, feed, cache, kind):
         staff_rows, changes = scope_changes.staff_and_changes(
             reads, feed.scope, feed.scope_id, feed.company_id, variant.key, kept)
     else:
