@@ -86,11 +86,13 @@ class Prebuilt:
         return dbapi_connection.cursor(binary=True) if binary else dbapi_connection.cursor()
 
     @staticmethod
-    def processed(form: _Form, rows: list[Any]) -> list[tuple[Any, ...]]:
-        """The DBAPI's rows as a Session would hand them back."""
-        if form.results is None:
+    def processed(form: _Form, rows: list[Any], start: int = 0) -> list[tuple[Any, ...]]:
+        """The DBAPI's rows as a Session would hand them back, from their column `start` on."""
+        if start:
+            rows = [row[start:] for row in rows]
+        if form.results is None or not any(form.results[start:]):
             return rows
-        processors = form.results
+        processors = form.results[start:]
         return [tuple(v if fn is None or v is None else fn(v) for fn, v in zip(processors, row, strict=True))
                 for row in rows]
 
@@ -101,14 +103,16 @@ class Prebuilt:
 
 @dataclass(eq=False)
 class Prefetch:
-    """A prebuilt statement sent ahead, in the same round trip as the feed lookup's own
-    (version.lookup_feed on PostgreSQL): the read the render that will follow expects to make
-    (feed.Ahead). `key` says what it was asked for; the render uses `rows` only if its own
-    question has the same key, and asks again otherwise. `rows` stays None when not sent."""
+    """A prebuilt statement sent ahead, in place of the feed lookup's own (version.lookup_feed
+    on PostgreSQL): the read the render that will follow expects to make (feed.Ahead), which
+    reads the token's row of a token of `scope` too (version._row_with). `key` says what it was
+    asked for; the render uses `rows` (the columns after the token's) only if its own question
+    has the same key, and asks again otherwise. `rows` stays None when not sent."""
 
     prebuilt: Prebuilt
     params: dict[str, Any]
     key: Any
+    scope: str
     rows: list[tuple[Any, ...]] | None = None
 
 

@@ -15,6 +15,11 @@ Which staff to ask about comes from the scope's last render in this process (Fee
 A staff member new to the scope, or without a kept segment, gets no changes here and is built
 as before (segments.build_segment). SQLite keeps the two statements: its reads are calls inside
 the process, microseconds each, and it has no LATERAL.
+
+When the token's row is stale too (a change was heard), the lookup reads it with this statement
+(ahead, version._row_with): the token's row joined to the staff of the scope it names. One
+statement where the pipeline of two took 0.2-0.4 ms more (docs/scale.md, ninth round), and the
+token's version and the staff's revisions then come from one snapshot.
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from calsync.feeds.publishing.prebuilt import Prebuilt, Prefetch, Reads
 from calsync.feeds.publishing.segments import CHANGED_COLUMNS, FEW, FRAGMENT_OF_VARIANT, Changes
-from calsync.feeds.publishing.version import scope_staff_filter
-from calsync.models import Appointment, Customer, FeedFragment, Staff
+from calsync.feeds.publishing.version import SCOPE_STAFF, TOKEN_SHOWN, scope_staff_filter, token_scope_filter
+from calsync.models import Appointment, Company, Customer, FeedFragment, FeedToken, Staff
 
 # (staff id, the revision its kept segment shows), as two arrays: one statement text whatever
 # their length, so psycopg prepares it once per connection.
@@ -62,6 +67,22 @@ _STAFF_AND_CHANGES = {
     )
     for scope in ("staff", "group", "company")
 }
+# The same columns after the token's row (version.TOKEN_SHOWN and SCOPE_STAFF), for the staff
+# of the scope that row names: what a lookup that must read the row again sends instead of it
+# (version.lookup_feed's `ahead`), one statement where the token's row and this one were two.
+_TOKEN_AND_CHANGES = {
+    scope: Prebuilt(
+        select(*TOKEN_SHOWN, *SCOPE_STAFF, *STAFF_SHOWN, *_CHANGED_OF_STAFF.c)
+        .select_from(FeedToken)
+        .join(Company, Company.id == FeedToken.company_id)
+        .outerjoin(Staff, token_scope_filter(scope))
+        .outerjoin(_KEPT, _KEPT.c.staff_id == Staff.id)
+        .outerjoin(_CHANGED_OF_STAFF, true())
+        .where(FeedToken.token_hash == bindparam("digest"))
+        .order_by(Staff.id)
+    )
+    for scope in ("staff", "group", "company")
+}
 _ID = STAFF_COLUMNS + CHANGED_COLUMNS.index(Appointment.id)
 
 
@@ -77,9 +98,9 @@ def staff_and_changes(
 
 def ahead(scope: str, scope_id: int, company_id: int, variant_key: str, kept: dict[int, int],
           key: Any) -> Prefetch:
-    """The same statement, to be sent beside the token's row (version.lookup_feed); its rows
-    go through `split` as staff_and_changes' own."""
-    return Prefetch(_STAFF_AND_CHANGES[scope], _params(scope_id, company_id, variant_key, kept), key)
+    """The same question, with the token's row, for a token of `scope` (version.lookup_feed):
+    its rows, once the lookup took the token's part, go through `split` as staff_and_changes'."""
+    return Prefetch(_TOKEN_AND_CHANGES[scope], _params(scope_id, company_id, variant_key, kept), key, scope)
 
 
 def _params(scope_id: int, company_id: int, variant_key: str, kept: dict[int, int]) -> dict[str, Any]:

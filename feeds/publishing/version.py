@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, case, func, select
+from sqlalchemy import Engine, Text, and_, bindparam, case, cast, func, select
 
 from calsync.feeds.accounts.keys import hash_token, same_hash
 from calsync.feeds.company_settings import STORED, CompanySettings
@@ -91,6 +91,21 @@ def scope_staff_filter(scope: str, scope_id: Any, company_id: Any):  # type: ign
     return Staff.company_id == company_id
 
 
+def token_scope_filter(scope: str) -> Any:
+    """The staff of the scope a token row names, by that row's own columns (correlated to
+    FeedToken): what the token's version aggregates, and whom scope_changes reads beside it."""
+    if scope == "staff":
+        return and_(Staff.id == FeedToken.scope_id, Staff.company_id == FeedToken.company_id)
+    if scope == "group":
+        members = (
+            select(group_member.c.staff_id)
+            .where(group_member.c.group_id == FeedToken.scope_id)
+            .correlate(FeedToken)
+        )
+        return and_(Staff.company_id == FeedToken.company_id, Staff.id.in_(members))
+    return Staff.company_id == FeedToken.company_id
+
+
 def _scope_aggregate(value: Any) -> Any:
     """`value` over the staff of the token's scope, as a column of the token query.
 
@@ -98,19 +113,9 @@ def _scope_aggregate(value: Any) -> Any:
     PostgreSQL evaluate only the branch that matches, so a staff feed never aggregates the
     whole company. Correlation is explicit because the group branch nests a second subquery.
     """
-    members = (
-        select(group_member.c.staff_id)
-        .where(group_member.c.group_id == FeedToken.scope_id)
-        .correlate(FeedToken)
-    )
-    branches = {
-        "staff": and_(Staff.id == FeedToken.scope_id, Staff.company_id == FeedToken.company_id),
-        "group": and_(Staff.company_id == FeedToken.company_id, Staff.id.in_(members)),
-        "company": Staff.company_id == FeedToken.company_id,
-    }
 
     def over(scope: str) -> Any:
-        return select(value).where(branches[scope]).correlate(FeedToken).scalar_subquery()
+        return select(value).where(token_scope_filter(scope)).correlate(FeedToken).scalar_subquery()
 
     return case(
         (FeedToken.scope == "staff", over("staff")),
@@ -119,14 +124,24 @@ def _scope_aggregate(value: Any) -> Any:
     )
 
 
+# The token's and its company's own columns, read as they are (the settings as their stored
+# text: parsed once per distinct text, _company_settings). The first columns of _FEED_QUERY, and
+# of scope_changes' statement that reads the token's row beside its scope's staff: that one has
+# a row per staff member instead of the aggregates, and they are made from SCOPE_STAFF (token_row).
+TOKEN_SHOWN = (
+    FeedToken.id, FeedToken.token_hash, FeedToken.revoked_at, FeedToken.last_used_at,
+    FeedToken.scope, FeedToken.scope_id, FeedToken.privacy, FeedToken.company_id,
+    Company.name, Company.timezone, cast(Company.settings, Text).label("settings"), Company.feed_epoch,
+    Company.feed_epoch_changed_at,
+)
+SCOPE_STAFF = (Staff.id, Staff.feed_revision, Staff.feed_changed_at)
+
+
 # Built once, so SQLAlchemy reuses its compiled form: one statement answers "which feed, which
 # company settings, which version" for every request, 304s included.
 _FEED_QUERY = (
     select(
-        FeedToken.id, FeedToken.token_hash, FeedToken.revoked_at, FeedToken.last_used_at,
-        FeedToken.scope, FeedToken.scope_id, FeedToken.privacy, FeedToken.company_id,
-        Company.name, Company.timezone, Company.settings, Company.feed_epoch,
-        Company.feed_epoch_changed_at,
+        *TOKEN_SHOWN,
         _scope_aggregate(func.coalesce(func.sum(Staff.feed_revision), 0)).label("revisions"),
         _scope_aggregate(func.count(Staff.id)).label("staff_count"),
         _scope_aggregate(func.max(Staff.feed_changed_at)).label("changed"),
@@ -230,7 +245,8 @@ _derived: dict[str, tuple[tuple[Any, ...], date, PublishedFeed]] = {}
 _previous: dict[str, PublishedFeed] = {}
 
 # What a lookup is given to send ahead (feed.Ahead is one): the statement the render after a
-# change will start with, asked from the feed the token made last; None for nothing to send.
+# change will start with, asked from the feed the token made last, which reads the token's row
+# as well (_row_with); None for nothing to send.
 SendAhead = Callable[[PublishedFeed], "Prefetch | None"]
 
 
@@ -244,9 +260,10 @@ def lookup_feed(engine: Engine, token: str, now: datetime, *, listen: bool = Tru
     where there are none or the set-aside one failed.
 
     `ahead` (PostgreSQL, listening): given the feed this token made last, the statement the
-    render after a change will run first (feed.Ahead). It is sent in the same round trip as the
-    token's row when a change made that row stale, so the first GET after a change waits for
-    the database once before rendering, not twice (docs/scale.md, eighth round)."""
+    render after a change will run first (feed.Ahead), which reads the token's row too. When a
+    change made that row stale, it is read by that statement alone, so the first GET after a
+    change waits for the database once before rendering, not twice, and for one statement
+    (docs/scale.md, eighth and ninth rounds)."""
     digest = hash_token(token)
     changes = feed_changes(engine) if listen else None
     if changes is None:
@@ -271,7 +288,7 @@ def _read_row(engine: Engine, digest: str, also: Prefetch | None = None) -> tupl
         aside = stash.take()
         try:
             if also is not None and aside.rows is None and engine.dialect.name == "postgresql":
-                row = _row_and(aside.connection, engine.dialect, digest, also)
+                row = _row_with(aside.connection, engine.dialect, digest, also)
             else:
                 row = _row(aside.connection, engine.dialect, digest, aside.rows)
         except engine.dialect.loaded_dbapi.Error:
@@ -286,23 +303,50 @@ def _read_row(engine: Engine, digest: str, also: Prefetch | None = None) -> tupl
         pooled.close()
 
 
-def _row_and(connection: Any, dialect: Any, digest: str, also: Prefetch) -> tuple[Any, ...] | None:
-    """The token's row and `also`'s rows, the two statements in one psycopg pipeline: sent
-    together, answered together (a set-aside connection reads in autocommit mode, so each still
-    reads what is committed when it runs, the token's row first, as two round trips would)."""
-    lookup, form = _lookup(dialect), also.prebuilt.form(dialect)
-    with connection.pipeline():
-        token_cursor = connection.cursor()
-        other = also.prebuilt.cursor(connection, dialect)
-        token_cursor.execute(lookup.sql, lookup.params(digest))
-        other.execute(form.sql, form.params(also.params))
+_TOKEN_WIDTH = len(TOKEN_SHOWN)
+_STAFF_ID, _STAFF_REVISION, _STAFF_CHANGED = range(_TOKEN_WIDTH, _TOKEN_WIDTH + len(SCOPE_STAFF))
+AFTER_TOKEN = _TOKEN_WIDTH + len(SCOPE_STAFF)  # where a row of `also`'s statement has its own columns
+
+
+def _row_with(connection: Any, dialect: Any, digest: str, also: Prefetch) -> tuple[Any, ...] | None:
+    """The token's row read by `also`'s statement itself (scope_changes.token_and_changes): its
+    columns first, then a row per staff member of the scope the token names, which makes the
+    aggregates of _FEED_QUERY (token_row). One statement, so one round trip and one snapshot;
+    its rows after the token's part are `also.rows`."""
+    form = also.prebuilt.form(dialect)
+    cursor = also.prebuilt.cursor(connection, dialect)
     try:
-        row = token_cursor.fetchone()
-        also.rows = also.prebuilt.processed(form, other.fetchall())
+        cursor.execute(form.sql, form.params(dict(also.params, digest=digest)))
+        rows: list[Any] = cursor.fetchall()
     finally:
-        token_cursor.close()
-        other.close()
-    return None if row is None else tuple(row)
+        cursor.close()
+    if rows and rows[0][_SCOPE] != also.scope:
+        # The token's scope is not the one its last feed had (it never changes; a row written
+        # by hand could): the staff read are not the token's, so its row is read on its own.
+        return _lookup(dialect).run(connection, digest)
+    also.rows = also.prebuilt.processed(form, [r for r in rows if r[_STAFF_ID] is not None], AFTER_TOKEN)
+    return token_row(rows)
+
+
+def token_row(rows: list[Any]) -> tuple[Any, ...] | None:
+    """_FEED_QUERY's row from those of a statement that reads TOKEN_SHOWN and then SCOPE_STAFF
+    per staff member of the token's scope (NULLs for a scope without staff), in staff id order,
+    perhaps several rows per staff member: the same sum, count and latest change."""
+    if not rows:
+        return None
+    revisions, count, changed = 0, 0, None
+    last = None
+    for row in rows:
+        staff_id = row[_STAFF_ID]
+        if staff_id is None or staff_id == last:
+            continue
+        last = staff_id
+        revisions += row[_STAFF_REVISION]
+        count += 1
+        moment = row[_STAFF_CHANGED]
+        if moment is not None and (changed is None or moment > changed):
+            changed = moment
+    return (*rows[0][:_TOKEN_WIDTH], revisions, count, changed)
 
 
 def _row(dbapi_connection: Any, dialect: Any, digest: str,

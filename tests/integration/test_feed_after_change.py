@@ -390,10 +390,10 @@ def test_a_lookup_reads_the_token_row_again_only_after_a_commit(app: Flask, api:
     etag = response.headers["ETag"]
     reads: list[int] = []
     lookup = version._lookup(app.extensions["calsync"].engine.dialect)
-    real_run, real_with = lookup.run, version._row_and
+    real_run, real_with = lookup.run, version._row_with
     monkeypatch.setattr(lookup, "run", lambda *a: reads.append(1) or real_run(*a))
-    # PostgreSQL: the row read again with the render's first statement (feed.Ahead)
-    monkeypatch.setattr(version, "_row_and", lambda *a: reads.append(1) or real_with(*a))
+    # PostgreSQL: the row read again by the render's first statement (feed.Ahead)
+    monkeypatch.setattr(version, "_row_with", lambda *a: reads.append(1) or real_with(*a))
     # PostgreSQL: rows are kept while no change is heard (feed_changes.py, its own tests); the
     # notifications of the GET's own writes (its token's last-used time) may still be on their
     # way, so revalidate until one 304 needs no read: from then on nothing changes.
@@ -514,11 +514,11 @@ def _round_trips(monkeypatch, postgres: Any) -> tuple[list[tuple[str, bool]], li
 def test_the_first_get_after_a_move_waits_for_the_database_once(
         app: Flask, postgres: Any, api: Api, staff: list[dict], monkeypatch) -> None:
     """Each round trip to PostgreSQL before the client has its answer is time it waits: after
-    one move the company feed sends the token's row and the staff with the changes since their
-    kept segments (scope_changes.py) together, in one pipeline (feed.Ahead), and nothing else
-    (the rendered pieces are written after the response). Before, these were two round trips,
-    and before that three. A staff member whose kept segment has no appointments is asked about
-    too: their first booking reads no more."""
+    one move the company feed reads the token's row and the staff with the changes since their
+    kept segments (scope_changes.py) in one statement (feed.Ahead), and nothing else (the
+    rendered pieces are written after the response). Before, these were two statements in one
+    pipeline, before that two round trips, and before that three. A staff member whose kept
+    segment has no appointments is asked about too: their first booking reads no more."""
     booked = _book_some(api, staff)
     with app.extensions["calsync"].sessions() as session:
         company_id = session.scalar(select(Appointment.company_id).limit(1))
@@ -542,8 +542,8 @@ def test_the_first_get_after_a_move_waits_for_the_database_once(
         assert response.status_code == 200
         during, piped = [q for q, _ in statements], [p for _, p in statements]
         response.close()  # the rendered pieces are stored now, after the answer
-        assert len(during) == 2 and all(piped) and len(pipelines) == 1, statements
-        assert "feed_token" in during[0] and "LATERAL" in during[1], during
+        assert len(during) == 1 and not any(piped) and not pipelines, statements
+        assert "feed_token" in during[0] and "LATERAL" in during[0], during
 
 
 def test_a_question_sent_ahead_that_the_render_would_not_ask_is_asked_again(
@@ -601,3 +601,49 @@ def test_where_every_lookup_reads_a_304_sends_the_token_row_alone(
         assert _get(client, url)[0] == _from_nothing(settings, app, url)
     finally:
         app.extensions["calsync"].engine.dispose()
+
+
+def test_the_token_row_read_with_the_staff_is_the_token_statements_own(
+        app: Flask, postgres: Any, api: Api, staff: list[dict]) -> None:
+    """The statement sent ahead reads the token's row too, making its revisions, staff count and
+    latest change from a row per staff member (version.token_row): for every kind of scope, an
+    empty group and a deleted staff member's feed, the row is the token statement's, and its
+    other rows are what the render's own statement would read. A token whose scope is not the
+    one asked about (never, but for a row written by hand) is read on its own."""
+    from calsync.feeds.accounts.keys import hash_token
+    from calsync.feeds.publishing import version
+
+    _book_some(api, staff)
+    extra = api.make_staff(name="Leaving Soon", email="leaving@example.com", working_hours=ALL_DAY)
+    both = api.post("/groups", {"name": "Both", "staff_ids": [s["id"] for s in staff]}).get_json()
+    empty = api.post("/groups", {"name": "Nobody", "staff_ids": []}).get_json()
+    with app.extensions["calsync"].sessions() as session:
+        company_id = session.scalar(select(Appointment.company_id).limit(1))
+    feeds = {"staff": api.feed_url("staff", staff[1]["id"]), "group": api.feed_url("group", both["id"]),
+             "empty group": api.feed_url("group", empty["id"], "busy"),
+             "company": api.feed_url("company", company_id, "limited"),
+             "deleted staff": api.feed_url("staff", extra["id"])}
+    assert api.delete(f"/staff/{extra['id']}").status_code in (200, 204)
+    every = [s["id"] for s in staff]
+    dialect = postgres.dialect
+    raw = postgres.raw_connection()
+    try:
+        connection = raw.dbapi_connection
+        connection.autocommit = True
+        for what, url in feeds.items():
+            digest = hash_token(url.removeprefix("/feeds/").removesuffix(".ics"))
+            scope = what.split()[-1]
+            own = version._lookup(dialect).run(connection, digest)
+            kept = {staff_id: 0 for staff_id in every}  # every appointment is a change since 0
+            also = scope_changes.ahead(scope, own[5], company_id, "full", kept, what)
+            assert version._row_with(connection, dialect, digest, also) == own, what
+            with Reads(postgres, app.extensions["calsync"].sessions) as reads:
+                asked = scope_changes._STAFF_AND_CHANGES[scope].all(
+                    reads, **scope_changes._params(own[5], company_id, "full", kept))
+            assert sorted(also.rows or [], key=repr) == sorted(asked, key=repr), what
+            assert (own[-2] == 0) == (what in ("empty group", "deleted staff")), what
+            other = scope_changes.ahead("company" if scope != "company" else "staff", own[5], company_id,
+                                        "full", kept, what)
+            assert version._row_with(connection, dialect, digest, other) == own and other.rows is None, what
+    finally:
+        raw.close()
