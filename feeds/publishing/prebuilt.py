@@ -40,7 +40,9 @@ class _Form:
             fn = processors.get(name)
             self.base[name] = fn(value) if fn is not None and value is not None else value
         results = [c.type._cached_result_processor(dialect, None) for c in statement.selected_columns]
-        self.results = results if any(results) else None
+        # The columns that have a processor, by index: a few of many, and NULL in most rows of
+        # an outer join (the staff without changes), so a row is looked at there only.
+        self.results = [(i, fn) for i, fn in enumerate(results) if fn is not None]
 
     def params(self, given: dict[str, Any]) -> Any:
         values = dict(self.base)
@@ -90,11 +92,20 @@ class Prebuilt:
         """The DBAPI's rows as a Session would hand them back, from their column `start` on."""
         if start:
             rows = [row[start:] for row in rows]
-        if form.results is None or not any(form.results[start:]):
+        processors = [(i - start, fn) for i, fn in form.results if i >= start]
+        if not processors:
             return rows
-        processors = form.results[start:]
-        return [tuple(v if fn is None or v is None else fn(v) for fn, v in zip(processors, row, strict=True))
-                for row in rows]
+        out: list[tuple[Any, ...]] = []
+        for row in rows:
+            values = None
+            for i, fn in processors:
+                value = row[i]
+                if value is not None:
+                    if values is None:
+                        values = list(row)
+                    values[i] = fn(value)
+            out.append(row if values is None else tuple(values))
+        return out
 
     def first(self, reads: Reads, **params: Any) -> tuple[Any, ...] | None:
         rows = self.all(reads, **params)
