@@ -309,7 +309,7 @@ AFTER_TOKEN = _TOKEN_WIDTH + len(SCOPE_STAFF)  # where a row of `also`'s stateme
 
 
 def _row_with(connection: Any, dialect: Any, digest: str, also: Prefetch) -> tuple[Any, ...] | None:
-    """The token's row read by `also`'s statement itself (scope_changes.token_and_changes): its
+    """The token's row read by `also`'s statement itself (scope_changes._TOKEN_AND_CHANGES): its
     columns first, then a row per staff member of the scope the token names, which makes the
     aggregates of _FEED_QUERY (token_row). One statement, so one round trip and one snapshot;
     its rows after the token's part are `also.rows`."""
