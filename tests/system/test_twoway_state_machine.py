@@ -24,8 +24,17 @@ from sqlalchemy import func, select
 
 from calsync.feeds.accounts.admins import create_api_key, get_or_create_company
 from calsync.feeds.calendars.sync import sync_connection
+from calsync.feeds.calendars.twoway import MASS_DELETE_MINIMUM
 from calsync.feeds.settings import Settings
-from calsync.models import Appointment, AppointmentChange, Conflict, LinkedItem, OutboxEmail
+from calsync.models import (
+    Alert,
+    Appointment,
+    AppointmentChange,
+    Conflict,
+    Connection,
+    LinkedItem,
+    OutboxEmail,
+)
 from calsync.web import create_app
 from tests.conftest import Api
 from tests.servers import CalDAVServer, _serve_wsgi, radicale_app
@@ -225,9 +234,35 @@ class TwoWaySync(RuleBasedStateMachine):
                     item.updated_at = item.updated_at - timedelta(hours=2)
             self.sync()
 
+    def held_by_the_guard(self) -> bool:
+        """Whether syncs are refused as a mass deletion; if so, the admin has been told (an open
+        alert) and the bookings whose copies vanished are all still confirmed."""
+        with self.services.sessions() as s:
+            conn = s.get(Connection, self.connection_id)
+            assert conn is not None
+            if conn.last_error_kind != "mass_delete":
+                return False
+            assert s.scalar(select(func.count()).select_from(Alert).where(
+                Alert.connection_id == conn.id, Alert.resolved_at.is_(None))) == 1
+            remote = {str(e.icalendar_component["UID"]) for e in self.calendar.events()}
+            linked = s.scalars(select(Appointment.uid)
+                               .join(LinkedItem, LinkedItem.appointment_id == Appointment.id)
+                               .where(Appointment.status == "confirmed")).all()
+            assert len([uid for uid in linked if uid not in remote]) >= MASS_DELETE_MINIMUM
+        return True
+
     def check_agreement(self) -> None:
-        """After settling: every confirmed booking's copy matches, or a conflict is open."""
+        """After settling: every confirmed booking's copy matches, or a conflict is open.
+
+        Deleting every booking in the calendar trips the mass-deletion guard (twoway.reconcile):
+        then nothing is cancelled and each sync fails until an admin confirms. That is checked,
+        the confirmation given as an admin would, and the agreement checked after it."""
         self.settle()
+        if self.held_by_the_guard():
+            confirm = self.api.post(f"/connections/{self.connection_id}/confirm-deletions")
+            assert confirm.status_code == 200, confirm.get_json()
+            self.settle()
+            assert not self.held_by_the_guard()
         remote = {}
         for event in self.calendar.events():
             comp = event.icalendar_component
