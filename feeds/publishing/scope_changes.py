@@ -31,7 +31,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from calsync.feeds.publishing.prebuilt import Prebuilt, Prefetch, Reads
 from calsync.feeds.publishing.segments import CHANGED_COLUMNS, FEW, FRAGMENT_OF_VARIANT, Changes
-from calsync.feeds.publishing.version import SCOPE_STAFF, TOKEN_SHOWN, scope_staff_filter, token_scope_filter
+from calsync.feeds.publishing.token_rows import SCOPE_STAFF, TOKEN_SHOWN, token_scope_filter
+from calsync.feeds.publishing.version import scope_staff_filter
 from calsync.models import Appointment, Company, Customer, FeedFragment, FeedToken, Staff
 
 # (staff id, the revision its kept segment shows), as two arrays: one statement text whatever
@@ -67,7 +68,7 @@ _STAFF_AND_CHANGES = {
     )
     for scope in ("staff", "group", "company")
 }
-# The same columns after the token's row (version.TOKEN_SHOWN and SCOPE_STAFF), for the staff
+# The same columns after the token's row (token_rows.TOKEN_SHOWN and SCOPE_STAFF), for the staff
 # of the scope that row names: what a lookup that must read the row again sends instead of it
 # (version.lookup_feed's `ahead`), one statement where the token's row and this one were two.
 _TOKEN_AND_CHANGES = {

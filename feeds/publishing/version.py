@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Text, and_, bindparam, case, cast, func, select
+from sqlalchemy import Engine, and_, select
 
 from calsync.feeds.accounts.keys import hash_token, same_hash
 from calsync.feeds.company_settings import STORED, CompanySettings
@@ -28,7 +28,8 @@ from calsync.feeds.publishing.feed_changes import feed_changes
 from calsync.feeds.publishing.lookup_connections import lookup_connections
 from calsync.feeds.publishing.prebuilt import Prefetch
 from calsync.feeds.publishing.render import FRAGMENT_FORMAT
-from calsync.models import Company, FeedToken, Staff, group_member
+from calsync.feeds.publishing.token_rows import AFTER_TOKEN, STAFF_ID, At, feed_lookup, token_row
+from calsync.models import Staff, group_member
 
 
 @dataclass(frozen=True)
@@ -89,122 +90,6 @@ def scope_staff_filter(scope: str, scope_id: Any, company_id: Any):  # type: ign
         members = select(group_member.c.staff_id).where(group_member.c.group_id == scope_id)
         return and_(Staff.company_id == company_id, Staff.id.in_(members))
     return Staff.company_id == company_id
-
-
-def token_scope_filter(scope: str) -> Any:
-    """The staff of the scope a token row names, by that row's own columns (correlated to
-    FeedToken): what the token's version aggregates, and whom scope_changes reads beside it."""
-    if scope == "staff":
-        return and_(Staff.id == FeedToken.scope_id, Staff.company_id == FeedToken.company_id)
-    if scope == "group":
-        members = (
-            select(group_member.c.staff_id)
-            .where(group_member.c.group_id == FeedToken.scope_id)
-            .correlate(FeedToken)
-        )
-        return and_(Staff.company_id == FeedToken.company_id, Staff.id.in_(members))
-    return Staff.company_id == FeedToken.company_id
-
-
-def _scope_aggregate(value: Any) -> Any:
-    """`value` over the staff of the token's scope, as a column of the token query.
-
-    A CASE whose branches are scalar subqueries correlated to the token row: SQLite and
-    PostgreSQL evaluate only the branch that matches, so a staff feed never aggregates the
-    whole company. Correlation is explicit because the group branch nests a second subquery.
-    """
-
-    def over(scope: str) -> Any:
-        return select(value).where(token_scope_filter(scope)).correlate(FeedToken).scalar_subquery()
-
-    return case(
-        (FeedToken.scope == "staff", over("staff")),
-        (FeedToken.scope == "group", over("group")),
-        else_=over("company"),
-    )
-
-
-# The token's and its company's own columns, read as they are (the settings as their stored
-# text: parsed once per distinct text, _company_settings). The first columns of _FEED_QUERY, and
-# of scope_changes' statement that reads the token's row beside its scope's staff: that one has
-# a row per staff member instead of the aggregates, and they are made from SCOPE_STAFF (token_row).
-TOKEN_SHOWN = (
-    FeedToken.id, FeedToken.token_hash, FeedToken.revoked_at, FeedToken.last_used_at,
-    FeedToken.scope, FeedToken.scope_id, FeedToken.privacy, FeedToken.company_id,
-    Company.name, Company.timezone, cast(Company.settings, Text).label("settings"), Company.feed_epoch,
-    Company.feed_epoch_changed_at,
-)
-SCOPE_STAFF = (Staff.id, Staff.feed_revision, Staff.feed_changed_at)
-
-
-# Built once, so SQLAlchemy reuses its compiled form: one statement answers "which feed, which
-# company settings, which version" for every request, 304s included.
-_FEED_QUERY = (
-    select(
-        *TOKEN_SHOWN,
-        _scope_aggregate(func.coalesce(func.sum(Staff.feed_revision), 0)).label("revisions"),
-        _scope_aggregate(func.count(Staff.id)).label("staff_count"),
-        _scope_aggregate(func.max(Staff.feed_changed_at)).label("changed"),
-    )
-    .join(Company, Company.id == FeedToken.company_id)
-    .where(FeedToken.token_hash == bindparam("digest"))
-)
-
-class _FeedLookup:
-    """_FEED_QUERY compiled once per dialect and run on the DBAPI cursor.
-
-    It runs on every feed request, 304s included, where SQLAlchemy's execution wrapper would be
-    the largest cost. The few typed columns are decoded by read_feed (SQLite hands back text
-    for datetimes and JSON, psycopg native values).
-    """
-
-    def __init__(self, dialect: Any) -> None:
-        compiled = _FEED_QUERY.compile(dialect=dialect)
-        self.sql = str(compiled)
-        self.positional = bool(compiled.positional)
-        self.order = list(compiled.positiontup or [])
-        self.base = dict(compiled.params)
-        self.columns = [str(c.key) for c in _FEED_QUERY.selected_columns]
-        # The parameters with the digest left out: only it changes between requests.
-        self._before = tuple(self.base[k] for k in self.order[: self.order.index("digest")]) \
-            if self.positional else ()
-        self._after = tuple(self.base[k] for k in self.order[self.order.index("digest") + 1:]) \
-            if self.positional else ()
-
-    def params(self, digest: str) -> Any:
-        return (*self._before, digest, *self._after) if self.positional else dict(self.base, digest=digest)
-
-    def run(self, dbapi_connection: Any, digest: str) -> tuple[Any, ...] | None:
-        """The row, its columns in `columns` order."""
-        params = self.params(digest)
-        # psycopg opens a transaction for a SELECT: a BEGIN before it and, when the pool takes
-        # the connection back, a ROLLBACK after it — two round trips around a one-row read,
-        # more than the read itself on PostgreSQL. An idle connection reads in autocommit mode.
-        idle = (getattr(getattr(dbapi_connection, "info", None), "transaction_status", None) == 0
-                and getattr(dbapi_connection, "autocommit", True) is False)
-        if idle:
-            dbapi_connection.autocommit = True
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(self.sql, params)
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
-            if idle:
-                dbapi_connection.autocommit = False
-        return None if row is None else tuple(row)
-
-
-(_ID, _HASH, _REVOKED, _LAST_USED, _SCOPE, _SCOPE_ID, _PRIVACY, _COMPANY, _NAME, _TIMEZONE, _SETTINGS,
- _EPOCH, _EPOCH_CHANGED, _REVISIONS, _STAFF_COUNT, _CHANGED) = range(len(_FEED_QUERY.selected_columns))
-_lookups: dict[str, _FeedLookup] = {}
-
-
-def _lookup(dialect: Any) -> _FeedLookup:
-    found = _lookups.get(dialect.name)
-    if found is None:
-        found = _lookups[dialect.name] = _FeedLookup(dialect)
-    return found
 
 
 # Parsed company settings keyed by their stored text: content-addressed, so it cannot go stale
@@ -268,7 +153,7 @@ def lookup_feed(engine: Engine, token: str, now: datetime, *, listen: bool = Tru
     changes = feed_changes(engine) if listen else None
     if changes is None:
         return _published(digest, _read_row(engine, digest), now)
-    row = changes.known(digest, _COMPANY)
+    row = changes.known(digest, At.COMPANY)
     if row is not None:
         return _published(digest, row, now)
     read_at = changes.seq  # before the query: a change heard during it makes the row stale
@@ -303,16 +188,11 @@ def _read_row(engine: Engine, digest: str, also: Prefetch | None = None) -> tupl
         pooled.close()
 
 
-_TOKEN_WIDTH = len(TOKEN_SHOWN)
-_STAFF_ID, _STAFF_REVISION, _STAFF_CHANGED = range(_TOKEN_WIDTH, _TOKEN_WIDTH + len(SCOPE_STAFF))
-AFTER_TOKEN = _TOKEN_WIDTH + len(SCOPE_STAFF)  # where a row of `also`'s statement has its own columns
-
-
 def _row_with(connection: Any, dialect: Any, digest: str, also: Prefetch) -> tuple[Any, ...] | None:
     """The token's row read by `also`'s statement itself (scope_changes._TOKEN_AND_CHANGES): its
     columns first, then a row per staff member of the scope the token names, which makes the
-    aggregates of _FEED_QUERY (token_row). One statement, so one round trip and one snapshot;
-    its rows after the token's part are `also.rows`."""
+    aggregates of FEED_QUERY (token_rows.token_row). One statement, so one round trip and one
+    snapshot; its rows after the token's part are `also.rows`."""
     form = also.prebuilt.form(dialect)
     cursor = also.prebuilt.cursor(connection, dialect)
     try:
@@ -320,33 +200,12 @@ def _row_with(connection: Any, dialect: Any, digest: str, also: Prefetch) -> tup
         rows: list[Any] = cursor.fetchall()
     finally:
         cursor.close()
-    if rows and rows[0][_SCOPE] != also.scope:
+    if rows and rows[0][At.SCOPE] != also.scope:
         # The token's scope is not the one its last feed had (it never changes; a row written
         # by hand could): the staff read are not the token's, so its row is read on its own.
-        return _lookup(dialect).run(connection, digest)
-    also.rows = also.prebuilt.processed(form, [r for r in rows if r[_STAFF_ID] is not None], AFTER_TOKEN)
+        return feed_lookup(dialect).run(connection, digest)
+    also.rows = also.prebuilt.processed(form, [r for r in rows if r[STAFF_ID] is not None], AFTER_TOKEN)
     return token_row(rows)
-
-
-def token_row(rows: list[Any]) -> tuple[Any, ...] | None:
-    """_FEED_QUERY's row from those of a statement that reads TOKEN_SHOWN and then SCOPE_STAFF
-    per staff member of the token's scope (NULLs for a scope without staff), in staff id order,
-    perhaps several rows per staff member: the same sum, count and latest change."""
-    if not rows:
-        return None
-    revisions, count, changed = 0, 0, None
-    last = None
-    for row in rows:
-        staff_id = row[_STAFF_ID]
-        if staff_id is None or staff_id == last:
-            continue
-        last = staff_id
-        revisions += row[_STAFF_REVISION]
-        count += 1
-        moment = row[_STAFF_CHANGED]
-        if moment is not None and (changed is None or moment > changed):
-            changed = moment
-    return (*rows[0][:_TOKEN_WIDTH], revisions, count, changed)
 
 
 def _row(dbapi_connection: Any, dialect: Any, digest: str,
@@ -356,7 +215,7 @@ def _row(dbapi_connection: Any, dialect: Any, digest: str,
     anything, the row is the same. Only for connections that never write (their own commits
     leave data_version alone)."""
     if rows is None:
-        return _lookup(dialect).run(dbapi_connection, digest)
+        return feed_lookup(dialect).run(dbapi_connection, digest)
     cursor = dbapi_connection.cursor()
     try:  # first: a commit between it and the query makes the next lookup read again
         version = cursor.execute("PRAGMA data_version").fetchone()[0]
@@ -365,7 +224,7 @@ def _row(dbapi_connection: Any, dialect: Any, digest: str,
     known = rows.get(digest)
     if known is not None and known[0] == version:
         return known[1]
-    row = _lookup(dialect).run(dbapi_connection, digest)
+    row = feed_lookup(dialect).run(dbapi_connection, digest)
     if row is not None:
         if len(rows) > 10_000:
             rows.clear()
@@ -376,7 +235,7 @@ def _row(dbapi_connection: Any, dialect: Any, digest: str,
 def _published(digest: str, row: tuple[Any, ...] | None, now: datetime) -> PublishedFeed | None:
     # The index lookup already matched; compare again in constant time so no code path's
     # timing depends on how much of a guessed hash matched.
-    if row is None or not same_hash(row[_HASH], digest) or row[_REVOKED] is not None:
+    if row is None or not same_hash(row[At.HASH], digest) or row[At.REVOKED] is not None:
         return None
     day = now.astimezone(UTC).date()
     made = _derived.get(digest)
@@ -395,19 +254,19 @@ def _published(digest: str, row: tuple[Any, ...] | None, now: datetime) -> Publi
 
 
 def _feed_of(row: tuple[Any, ...], now: datetime) -> PublishedFeed | None:
-    scope, scope_id, privacy = row[_SCOPE], row[_SCOPE_ID], row[_PRIVACY]
-    total, count = row[_REVISIONS], row[_STAFF_COUNT]
+    scope, scope_id, privacy = row[At.SCOPE], row[At.SCOPE_ID], row[At.PRIVACY]
+    total, count = row[At.REVISIONS], row[At.STAFF_COUNT]
     if scope == "staff" and count == 0:
         return None  # the staff member was deleted
-    settings = _company_settings(row[_SETTINGS])
+    settings = _company_settings(row[At.SETTINGS])
     window = feed_window(settings, now)
     scope_key = f"{scope}:{scope_id}:{privacy}"
-    cache_key = f"{scope_key}:f{FRAGMENT_FORMAT}:e{row[_EPOCH]}:r{total}:n{count}:w{window[0]:%Y%m%d}"
-    moments = [m for m in (_aware(row[_EPOCH_CHANGED]), window[0], _aware(row[_CHANGED])) if m]
+    cache_key = f"{scope_key}:f{FRAGMENT_FORMAT}:e{row[At.EPOCH]}:r{total}:n{count}:w{window[0]:%Y%m%d}"
+    moments = [m for m in (_aware(row[At.EPOCH_CHANGED]), window[0], _aware(row[At.CHANGED])) if m]
     changed = max(moments)
     return PublishedFeed(
-        token_id=row[_ID], last_used_at=_aware(row[_LAST_USED]), company_id=row[_COMPANY],
-        company_name=row[_NAME], company_timezone=row[_TIMEZONE], scope=scope, scope_id=scope_id,
+        token_id=row[At.ID], last_used_at=_aware(row[At.LAST_USED]), company_id=row[At.COMPANY],
+        company_name=row[At.NAME], company_timezone=row[At.TIMEZONE], scope=scope, scope_id=scope_id,
         privacy=privacy, settings=settings, window=window, cache_key=cache_key, scope_key=scope_key,
         etag='"' + hashlib.sha256(cache_key.encode()).hexdigest()[:32] + '"',
         changed_at=changed, last_modified=last_modified(changed, now),

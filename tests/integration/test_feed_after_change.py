@@ -20,6 +20,7 @@ from calsync.feeds.publishing.feed_changes import feed_changes
 from calsync.feeds.publishing.lookup_connections import lookup_connections
 from calsync.feeds.publishing.prebuilt import Reads
 from calsync.feeds.publishing.render import Variant, render_event
+from calsync.feeds.publishing.token_rows import feed_lookup
 from calsync.feeds.publishing.version import lookup_feed
 from calsync.feeds.settings import Settings
 from calsync.models import Appointment, FeedFragment, FeedSegment
@@ -389,7 +390,7 @@ def test_a_lookup_reads_the_token_row_again_only_after_a_commit(app: Flask, api:
     first, response = _get(api.client, url)
     etag = response.headers["ETag"]
     reads: list[int] = []
-    lookup = version._lookup(app.extensions["calsync"].engine.dialect)
+    lookup = feed_lookup(app.extensions["calsync"].engine.dialect)
     real_run, real_with = lookup.run, version._row_with
     monkeypatch.setattr(lookup, "run", lambda *a: reads.append(1) or real_run(*a))
     # PostgreSQL: the row read again by the render's first statement (feed.Ahead)
@@ -606,7 +607,7 @@ def test_where_every_lookup_reads_a_304_sends_the_token_row_alone(
 def test_the_token_row_read_with_the_staff_is_the_token_statements_own(
         app: Flask, postgres: Any, api: Api, staff: list[dict]) -> None:
     """The statement sent ahead reads the token's row too, making its revisions, staff count and
-    latest change from a row per staff member (version.token_row): for every kind of scope, an
+    latest change from a row per staff member (token_rows.token_row): for every kind of scope, an
     empty group and a deleted staff member's feed, the row is the token statement's, and its
     other rows are what the render's own statement would read. A token whose scope is not the
     one asked about (never, but for a row written by hand) is read on its own."""
@@ -633,7 +634,7 @@ def test_the_token_row_read_with_the_staff_is_the_token_statements_own(
         for what, url in feeds.items():
             digest = hash_token(url.removeprefix("/feeds/").removesuffix(".ics"))
             scope = what.split()[-1]
-            own = version._lookup(dialect).run(connection, digest)
+            own = feed_lookup(dialect).run(connection, digest)
             kept = {staff_id: 0 for staff_id in every}  # every appointment is a change since 0
             also = scope_changes.ahead(scope, own[5], company_id, "full", kept, what)
             assert version._row_with(connection, dialect, digest, also) == own, what

@@ -18,7 +18,7 @@ from flask import Flask
 from sqlalchemy import Engine, event, inspect, text
 
 from calsync.feeds.accounts.keys import hash_token
-from calsync.feeds.publishing import version as publish
+from calsync.feeds.publishing import token_rows
 from calsync.models import utcnow
 from tests.conftest import Api
 from tests.feed_helpers import ALL_DAY
@@ -164,7 +164,7 @@ def test_a_feed_reads_its_token_and_its_window_only(
 ) -> None:
     # The version query runs on the DBAPI cursor (no statement events): explain it as compiled.
     with postgres.connect() as conn:
-        lookup = publish._FeedLookup(conn.dialect)
+        lookup = token_rows.FeedLookup(conn.dialect)
     version = _plan(postgres, lookup.sql, dict(lookup.base, digest=hash_token(history["token"])))
     tokens = _scans(version, "feed_token")
     assert [(s["index"], s["rows"]) for s in tokens] == [("uq_feed_token_token_hash", 1)]
