@@ -79,7 +79,7 @@ class FeedLookup:
     """FEED_QUERY compiled once per dialect and run on the DBAPI cursor.
 
     It runs on every feed request, 304s included, where SQLAlchemy's execution wrapper would be
-    the largest cost. The few typed columns are decoded by read_feed (SQLite hands back text
+    the largest cost. The few typed columns are decoded by version._feed_of (SQLite hands back text
     for datetimes and JSON, psycopg native values).
     """
 
