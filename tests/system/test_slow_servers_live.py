@@ -115,4 +115,8 @@ def test_feeds_stay_fast_while_ten_syncs_hit_a_server_that_drips_headers(
     queued = [body for _st, _s, body in answers.values() if body.get("queued")]
     cut = [body for _st, _s, body in answers.values() if not body.get("queued")]
     assert queued and all("background" in body["message"] for body in queued)
-    assert all(body["status"] == "error" and "too slow" in body["last_error"] for body in cut), cut
+    # ... or as being read by the background worker already: a new calendar is due at once (its
+    # first read), and the worker may have taken one before its click did (CI drew that once).
+    held = [body for body in cut if "being synced right now by the background worker" in body["message"]]
+    slow = [body for body in cut if body not in held]
+    assert slow and all(body["status"] == "error" and "too slow" in body["last_error"] for body in slow), cut
