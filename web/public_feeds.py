@@ -59,8 +59,8 @@ def published_feed(token: str) -> Response:
     # Connection wrapper (then the pool's checkout) cost more than the query (docs/scale.md);
     # on PostgreSQL none at all while no change was announced (feeds/publishing/feed_changes.py).
     cache = services.feed_cache
-    # On PostgreSQL, a lookup that must read the token's row again sends the render's first
-    # statement with it (feed.Ahead): the first GET after a change waits for one round trip.
+    # On PostgreSQL, a lookup that must read the token's row again reads it with the render's
+    # first statement (feed.Ahead): the first GET after a change waits for one round trip.
     ahead = Ahead(cache)
     feed = lookup_feed(engine, token, now, listen=services.settings.feed_listen, ahead=ahead)
     if feed is None:

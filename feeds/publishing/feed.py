@@ -21,13 +21,13 @@ from calsync.feeds.publishing.prebuilt import Prebuilt, Prefetch, Reads
 from calsync.feeds.publishing.render import FOOTER, FRAGMENT_FORMAT, Variant, render_header
 from calsync.feeds.publishing.scope_changes import STAFF_SHOWN
 from calsync.feeds.publishing.segments import Changes, Later, build_segment
+from calsync.feeds.publishing.token_rows import scope_staff_filter
 
 # What callers found here before the version had a module of its own.
 from calsync.feeds.publishing.version import PublishedFeed as PublishedFeed
 from calsync.feeds.publishing.version import feed_window as feed_window
 from calsync.feeds.publishing.version import last_modified as last_modified
 from calsync.feeds.publishing.version import lookup_feed as lookup_feed
-from calsync.feeds.publishing.version import scope_staff_filter
 from calsync.models import Group, Staff
 
 FOOTER_BYTES = FOOTER.encode()
@@ -122,7 +122,7 @@ def _kept(reads_dialect: str, feed: PublishedFeed, cache: FeedCache, kind: str) 
 
 class Ahead:
     """The statement a render after a change starts with (scope_changes.py), for the lookup to
-    send beside the token's row (version.lookup_feed): asked with what the feed the token made
+    read the token's row with (version.lookup_feed): asked with what the feed the token made
     last would ask. The render uses its answer only for the same question (scope, company and
     segment family); else it asks again, as without it."""
 

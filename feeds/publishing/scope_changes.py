@@ -27,12 +27,17 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Integer, bindparam, column, func, select, true
+from sqlalchemy import join as sa_join
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from calsync.feeds.publishing.prebuilt import Prebuilt, Prefetch, Reads
 from calsync.feeds.publishing.segments import CHANGED_COLUMNS, FEW, FRAGMENT_OF_VARIANT, Changes
-from calsync.feeds.publishing.token_rows import SCOPE_STAFF, TOKEN_SHOWN, token_scope_filter
-from calsync.feeds.publishing.version import scope_staff_filter
+from calsync.feeds.publishing.token_rows import (
+    SCOPE_STAFF,
+    TOKEN_SHOWN,
+    scope_staff_filter,
+    token_scope_filter,
+)
 from calsync.models import Appointment, Company, Customer, FeedFragment, FeedToken, Staff
 
 # (staff id, the revision its kept segment shows), as two arrays: one statement text whatever
@@ -57,15 +62,19 @@ _CHANGED_OF_STAFF = (
 # and revision, the header's time zone and name.
 STAFF_SHOWN = (Staff.id, Staff.feed_revision, Staff.timezone, Staff.name)
 STAFF_COLUMNS = len(STAFF_SHOWN)
+
+
+def _with_changes(columns: tuple[Any, ...], staff: Any) -> Any:
+    """`columns`, then each staff row of `staff` (a FROM with the Staff table in it) joined to
+    its changes since its kept segment, in staff id order."""
+    changed = (sa_join(staff, _KEPT, _KEPT.c.staff_id == Staff.id, isouter=True)
+               .outerjoin(_CHANGED_OF_STAFF, true()))
+    return select(*columns, *STAFF_SHOWN, *_CHANGED_OF_STAFF.c).select_from(changed).order_by(Staff.id)
+
+
 _STAFF_AND_CHANGES = {
-    scope: Prebuilt(
-        select(*STAFF_SHOWN, *_CHANGED_OF_STAFF.c)
-        .select_from(Staff)
-        .outerjoin(_KEPT, _KEPT.c.staff_id == Staff.id)
-        .outerjoin(_CHANGED_OF_STAFF, true())
-        .where(scope_staff_filter(scope, bindparam("scope_id"), bindparam("company_id")))
-        .order_by(Staff.id)
-    )
+    scope: Prebuilt(_with_changes((), Staff)
+                    .where(scope_staff_filter(scope, bindparam("scope_id"), bindparam("company_id"))))
     for scope in ("staff", "group", "company")
 }
 # The same columns after the token's row (token_rows.TOKEN_SHOWN and SCOPE_STAFF), for the staff
@@ -73,14 +82,10 @@ _STAFF_AND_CHANGES = {
 # (version.lookup_feed's `ahead`), one statement where the token's row and this one were two.
 _TOKEN_AND_CHANGES = {
     scope: Prebuilt(
-        select(*TOKEN_SHOWN, *SCOPE_STAFF, *STAFF_SHOWN, *_CHANGED_OF_STAFF.c)
-        .select_from(FeedToken)
-        .join(Company, Company.id == FeedToken.company_id)
-        .outerjoin(Staff, token_scope_filter(scope))
-        .outerjoin(_KEPT, _KEPT.c.staff_id == Staff.id)
-        .outerjoin(_CHANGED_OF_STAFF, true())
+        _with_changes((*TOKEN_SHOWN, *SCOPE_STAFF),
+                      sa_join(FeedToken, Company, Company.id == FeedToken.company_id)
+                      .outerjoin(Staff, token_scope_filter(scope)))
         .where(FeedToken.token_hash == bindparam("digest"))
-        .order_by(Staff.id)
     )
     for scope in ("staff", "group", "company")
 }

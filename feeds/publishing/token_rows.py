@@ -16,19 +16,23 @@ from sqlalchemy import Text, and_, bindparam, case, cast, func, select
 from calsync.models import Company, FeedToken, Staff, group_member
 
 
+def scope_staff_filter(scope: str, scope_id: Any, company_id: Any) -> Any:
+    """The staff of a scope of `scope`'s kind, given its id and company: bound values, or a token
+    row's own columns (token_scope_filter). A group's members are correlated to the token row
+    when there is one around them (explicitly: in the token query they sit two subqueries deep)."""
+    if scope == "staff":
+        return and_(Staff.id == scope_id, Staff.company_id == company_id)
+    if scope == "group":
+        members = (select(group_member.c.staff_id).where(group_member.c.group_id == scope_id)
+                   .correlate(FeedToken))
+        return and_(Staff.company_id == company_id, Staff.id.in_(members))
+    return Staff.company_id == company_id
+
+
 def token_scope_filter(scope: str) -> Any:
     """The staff of the scope a token row names, by that row's own columns (correlated to
     FeedToken): what the token's version aggregates, and whom scope_changes reads beside it."""
-    if scope == "staff":
-        return and_(Staff.id == FeedToken.scope_id, Staff.company_id == FeedToken.company_id)
-    if scope == "group":
-        members = (
-            select(group_member.c.staff_id)
-            .where(group_member.c.group_id == FeedToken.scope_id)
-            .correlate(FeedToken)
-        )
-        return and_(Staff.company_id == FeedToken.company_id, Staff.id.in_(members))
-    return Staff.company_id == FeedToken.company_id
+    return scope_staff_filter(scope, FeedToken.scope_id, FeedToken.company_id)
 
 
 def _scope_aggregate(value: Any) -> Any:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, select
+from sqlalchemy import Engine
 
 from calsync.feeds.accounts.keys import hash_token, same_hash
 from calsync.feeds.company_settings import STORED, CompanySettings
@@ -29,7 +29,6 @@ from calsync.feeds.publishing.lookup_connections import lookup_connections
 from calsync.feeds.publishing.prebuilt import Prefetch
 from calsync.feeds.publishing.render import FRAGMENT_FORMAT
 from calsync.feeds.publishing.token_rows import AFTER_TOKEN, STAFF_ID, At, feed_lookup, token_row
-from calsync.models import Staff, group_member
 
 
 @dataclass(frozen=True)
@@ -81,15 +80,6 @@ def feed_window(settings: CompanySettings, now: datetime) -> tuple[datetime, dat
         today - timedelta(days=settings.feed_window_past_days),
         today + timedelta(days=settings.feed_window_future_days + 1),
     )
-
-
-def scope_staff_filter(scope: str, scope_id: Any, company_id: Any):  # type: ignore[no-untyped-def]
-    if scope == "staff":
-        return and_(Staff.id == scope_id, Staff.company_id == company_id)
-    if scope == "group":
-        members = select(group_member.c.staff_id).where(group_member.c.group_id == scope_id)
-        return and_(Staff.company_id == company_id, Staff.id.in_(members))
-    return Staff.company_id == company_id
 
 
 # Parsed company settings keyed by their stored text: content-addressed, so it cannot go stale
