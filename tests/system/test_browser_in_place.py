@@ -47,7 +47,10 @@ def settings(settings: Settings, smtp_server: SmtpSink) -> Settings:
 
 
 def _on_screen(page: Any, locator: Any) -> None:
-    """Inside the window as it is now: no scrolling needed to read it."""
+    """Inside the window: no scrolling needed to read it. Waited for first: a page opened at a
+    fragment (…/preview#preview) is scrolled there once it has loaded, which can come after
+    the element is already in the page (CI drew that once)."""
+    expect(locator).to_be_in_viewport(ratio=1)
     box = locator.bounding_box()
     assert box, locator
     size = page.viewport_size
