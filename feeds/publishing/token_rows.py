@@ -79,6 +79,7 @@ FEED_QUERY = (
     .where(FeedToken.token_hash == bindparam("digest"))
 )
 
+
 class FeedLookup:
     """FEED_QUERY compiled once per dialect and run on the DBAPI cursor.
 
@@ -93,7 +94,6 @@ class FeedLookup:
         self.positional = bool(compiled.positional)
         self.order = list(compiled.positiontup or [])
         self.base = dict(compiled.params)
-        self.columns = [str(c.key) for c in FEED_QUERY.selected_columns]
         # The parameters with the digest left out: only it changes between requests.
         self._before = tuple(self.base[k] for k in self.order[: self.order.index("digest")]) \
             if self.positional else ()
@@ -104,7 +104,7 @@ class FeedLookup:
         return (*self._before, digest, *self._after) if self.positional else dict(self.base, digest=digest)
 
     def run(self, dbapi_connection: Any, digest: str) -> tuple[Any, ...] | None:
-        """The row, its columns in `columns` order."""
+        """The row, its columns where `At` says."""
         params = self.params(digest)
         # psycopg opens a transaction for a SELECT: a BEGIN before it and, when the pool takes
         # the connection back, a ROLLBACK after it — two round trips around a one-row read,
