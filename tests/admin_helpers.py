@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from html import unescape
 from typing import Any
 
@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from calsync.feeds.accounts.admins import create_admin, get_or_create_company
+from tests.clock import day_at
 
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "correct horse battery staple"
@@ -77,7 +78,7 @@ def words_of(html: str) -> str:
 
 def busy_ics(count: int = 2, *, first_day: int = 2, summary: str = "Dentist") -> bytes:
     """A calendar with `count` one-hour events on the days after `first_day` days from now."""
-    base = datetime.now(UTC).replace(hour=10, minute=0, second=0, microsecond=0)
+    base = day_at(0, 10)
     out = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//calsync tests//EN\r\n"
     for i in range(count):
         start = base + timedelta(days=first_day + i)

@@ -26,6 +26,7 @@ from calsync.feeds.settings import Settings
 from calsync.migrations import alembic_config, upgrade_database
 from calsync.models import Base, make_engine
 from calsync.web import create_app
+from tests.clock import start_day
 
 pytest_plugins = ["tests.servers", "tests.admin_helpers", "tests.hostile_servers", "tests.slow_servers",
                   "tests.icaljs", "tests.provider_fixtures"]
@@ -73,6 +74,13 @@ def _guarded(real):  # type: ignore[no-untyped-def]
         return real(self, address)
 
     return connect
+
+
+@pytest.fixture(autouse=True)
+def _the_tests_day() -> None:
+    """Dates in tests count from the day this test started (tests/clock.py), so a test that
+    runs across midnight UTC places everything on the same days."""
+    start_day()
 
 
 @pytest.fixture(autouse=True)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import icalendar
 import vobject
+
+from tests.clock import day_at
 
 ALL_DAY = {d: [["00:00", "24:00"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
 
 
 def soon(days: int = 3, hour: int = 10, minute: int = 0) -> datetime:
     """A UTC instant `days` ahead at hour:minute, well inside the default feed window."""
-    base = datetime.now(UTC).replace(hour=hour, minute=minute, second=0, microsecond=0)
-    return base + timedelta(days=days)
+    return day_at(days, hour, minute)
 
 
 def iso(moment: datetime) -> str:

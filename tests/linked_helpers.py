@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from calsync.feeds.calendars.sync import sync_connection
 from calsync.models import LinkedItem
+from tests.clock import day_at
 from tests.conftest import Api
 from tests.feed_helpers import iso
 
@@ -23,8 +24,7 @@ WEEK_NINE_TO_FIVE = {
 
 def at(days: int, hour: int, minute: int = 0) -> datetime:
     """A UTC instant `days` ahead at hour:minute."""
-    base = datetime.now(UTC).replace(hour=hour, minute=minute, second=0, microsecond=0)
-    return base + timedelta(days=days)
+    return day_at(days, hour, minute)
 
 
 class CalendarServer(Protocol):

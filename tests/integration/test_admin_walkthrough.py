@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from html import unescape
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,6 +23,7 @@ from calsync.feeds.calendars.sync import sync_connection
 from calsync.feeds.settings import Settings
 from calsync.models import Connection, OutboxEmail
 from tests.admin_helpers import Browser, busy_ics, text_of, words_of
+from tests.clock import day_at
 from tests.conftest import Api
 from tests.integration.test_admin_appointments import form, workday
 from tests.integration.test_admin_sync import settings_form
@@ -260,7 +261,7 @@ def test_the_appointments_list_says_how_many_pages_it_has(app: Flask, admin: Bro
                                                           staff: dict[str, Any]) -> None:
     api.patch(f"/staff/{staff['id']}", {"working_hours": {d: [["00:00", "24:00"]] for d in
                                                          ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}})
-    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=2)
+    start = day_at(2, 0)
     for n in range(120):
         begin = start + timedelta(minutes=30 * n)
         assert api.book(staff["id"], begin.isoformat(), (begin + timedelta(minutes=30)).isoformat()

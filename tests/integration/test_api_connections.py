@@ -4,11 +4,12 @@ and how busy time and pending connections change availability and booking."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from calsync.feeds.settings import Settings
+from tests.clock import day_at
 from tests.conftest import Api
 from tests.feed_helpers import ALL_DAY, iso
 from tests.servers import CalDAVServer, CalendarHTTPServer
@@ -20,8 +21,7 @@ def settings(settings: Settings) -> Settings:
 
 
 def at(days: int, hour: int) -> datetime:
-    base = datetime.now(UTC).replace(hour=hour, minute=0, second=0, microsecond=0)
-    return base + timedelta(days=days)
+    return day_at(days, hour)
 
 
 def busy_ics(*spans: tuple[datetime, datetime]) -> bytes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -12,6 +12,7 @@ import pytest
 
 from calsync.feeds.company_settings import CompanySettings
 from calsync.feeds.publishing.tokens import MAX_TOKENS_PER_FEED
+from tests.clock import day_at
 from tests.conftest import Api
 
 BASE = "https://cal.example.test"  # conftest's base_url
@@ -46,7 +47,7 @@ def feeds(api: Api) -> list[dict[str, Any]]:
 
 def soon(days: int, hour: int = 10) -> datetime:
     """A moment `days` from today (UTC), inside any feed window that reaches that far."""
-    return datetime.combine(datetime.now(UTC).date() + timedelta(days=days), time(hour), tzinfo=UTC)
+    return day_at(days, hour)
 
 
 def book_soon(api: Api, staff_id: int, days: int = 7) -> dict[str, Any]:

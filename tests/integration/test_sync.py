@@ -15,6 +15,7 @@ from calsync.feeds.calendars.sync import sync_connection
 from calsync.feeds.scheduling.directory import create_staff
 from calsync.feeds.settings import Settings
 from calsync.models import Alert, BusyBlock, Connection
+from tests.clock import day_at
 from tests.feed_helpers import ALL_DAY
 from tests.servers import CalDAVServer, CalendarHTTPServer
 
@@ -26,8 +27,7 @@ def settings(settings: Settings) -> Settings:
 
 
 def day(offset: int, hour: int = 9) -> datetime:
-    base = datetime.now(UTC).replace(hour=hour, minute=0, second=0, microsecond=0)
-    return base + timedelta(days=offset)
+    return day_at(offset, hour)
 
 
 def ics(*events: tuple[datetime, datetime, str]) -> bytes:
@@ -165,7 +165,7 @@ def test_the_lease_keeps_two_workers_off_one_connection(world: World,
 
 
 def test_all_day_policy_and_treat_all_busy(world: World, calendar_http: CalendarHTTPServer) -> None:
-    today = datetime.now(UTC).date() + timedelta(days=2)
+    today = day_at(2, 0).date()
     body = (b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:a@t\r\nDTSTAMP:20260101T000000Z\r\n"
             + f"DTSTART;VALUE=DATE:{today:%Y%m%d}\r\n".encode() + b"TRANSP:TRANSPARENT\r\n"
             + b"END:VEVENT\r\nEND:VCALENDAR\r\n")

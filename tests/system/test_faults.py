@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -36,6 +36,7 @@ from calsync.feeds.publishing.lookup_connections import lookup_connections
 from calsync.feeds.scheduling.directory import create_staff
 from calsync.feeds.settings import Settings
 from calsync.models import Appointment, BusyBlock, Conflict, Connection, OutboxEmail, utcnow
+from tests.clock import day_at
 from tests.conftest import Api
 from tests.feed_helpers import ALL_DAY, iso
 from tests.hostile_servers import PrivatePostgres, RadicaleProcess, RefusingSmtp, unique_name
@@ -52,7 +53,7 @@ def settings(settings: Settings) -> Settings:
 
 
 def at(days: int, hour: int) -> datetime:
-    return datetime.now(UTC).replace(hour=hour, minute=0, second=0, microsecond=0) + timedelta(days=days)
+    return day_at(days, hour)
 
 
 def ics_event(start: datetime) -> bytes:

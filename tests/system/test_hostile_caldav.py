@@ -31,6 +31,7 @@ from calsync.feeds.settings import Settings
 from calsync.feeds.sources import caldav_source
 from calsync.feeds.sources.fetch import FetchLimits
 from calsync.models import Appointment, BusyBlock, Conflict, Connection, LinkedItem, OutboxEmail
+from tests.clock import day_at
 from tests.conftest import Api
 from tests.feed_helpers import ALL_DAY, iso
 from tests.hostile_servers import (
@@ -404,7 +405,7 @@ def test_an_if_match_that_never_matches_is_retried_with_backoff_not_in_a_loop(
         linked = FlappingLinked(app, api, radicale, proxy)
         appt = linked.book(at(2, 10))
         assert linked.sync().status == "ok"  # created with If-None-Match: *, no ETag needed
-        later = datetime.now(UTC).replace(hour=14, minute=0, second=0, microsecond=0) + timedelta(days=3)
+        later = day_at(3, 14)
         resp = api.patch(
             f"/appointments/{appt['id']}", {"start": iso(later), "end": iso(later + timedelta(hours=1))}
         )

@@ -21,13 +21,14 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import requests
 
 from calsync.feeds.settings import Settings
+from tests.clock import day_at
 from tests.conftest import Api
 from tests.serve_process import ServeProcess, calsync_serve
 
@@ -64,8 +65,7 @@ class World:
 
 
 def _at(days: int, hour: int) -> str:
-    base = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return (base + timedelta(days=days, hours=hour)).isoformat()
+    return (day_at(days, 0) + timedelta(hours=hour)).isoformat()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -30,6 +30,7 @@ from schemathesis.generation.stateful import run_state_machine_as_test
 
 from calsync.feeds.settings import Settings
 from calsync.web.api.openapi import build_openapi
+from tests.clock import day_at
 from tests.conftest import Api
 from tests.servers import CalendarHTTPServer
 
@@ -61,8 +62,7 @@ def no_name_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _day(days: int, hour: int) -> str:
-    base = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return (base + timedelta(days=days, hours=hour)).isoformat()
+    return (day_at(days, 0) + timedelta(hours=hour)).isoformat()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from calsync.feeds.jobs import due_connection_ids
 from calsync.feeds.scheduling.directory import create_staff
 from calsync.feeds.settings import Settings
 from calsync.models import Connection, utcnow
+from tests.clock import day_at
 from tests.redis_queue import private_queue_url
 from tests.servers import serve_in_thread
 from tests.waiting import wait_until
@@ -197,7 +198,7 @@ class CalendarHost:
 
 
 def _calendar(n: int) -> bytes:
-    day = datetime.now(UTC).replace(hour=9, minute=0, second=0, microsecond=0) + timedelta(days=2 + n % 20)
+    day = day_at(2 + n % 20, 9)
     events = []
     for k in range(2):
         start = day + timedelta(hours=2 * k)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from cryptography.fernet import Fernet
@@ -32,6 +32,7 @@ from calsync.models import (
     make_session_factory,
     utcnow,
 )
+from tests.clock import day_at
 
 URL = "memory://zoe/work/"
 EVERY_DAY = {day: [["00:00", "23:59"]] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
@@ -49,7 +50,7 @@ class World:
         return sync_connection(self.ctx, self.connection_id)
 
     def book(self, days: int, hour: int) -> int:
-        start = datetime.now(UTC).replace(hour=hour, minute=0, second=0, microsecond=0) + timedelta(days=days)
+        start = day_at(days, hour)
         with self.ctx.sessions.begin() as s:
             company = s.get(Company, self.company_id)
             assert company is not None
