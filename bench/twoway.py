@@ -41,6 +41,7 @@ import waitress
 from caldav.collection import Calendar
 from caldav.davclient import DAVClient
 from sqlalchemy import func, select
+from waitress import wasyncore
 
 from calsync.bench.feeds import (
     ALL_DAY,
@@ -146,7 +147,10 @@ class CalDAVServer:
         return calendar
 
     def close(self) -> None:
-        self.server.close()
+        # waitress's close() ends the listener only: the loop runs on while a connection is
+        # kept alive, and the dispatcher's threads wait for work for ever. End all of it.
+        wasyncore.close_all(self.server._map, ignore_all=True)
+        self.server.task_dispatcher.shutdown(timeout=5)
         self.thread.join(timeout=5)
 
 

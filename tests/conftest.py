@@ -3,6 +3,7 @@ fails any test reaching beyond loopback (docs/architecture.md, "Code style")."""
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import os
 import shutil
@@ -74,6 +75,22 @@ def _guarded(real):  # type: ignore[no-untyped-def]
         return real(self, address)
 
     return connect
+
+
+@pytest.fixture
+def no_gc_pauses() -> Iterator[None]:
+    """For tests that time what threads do within a second or two (a sync lease, a fetch
+    deadline). An xdist worker ends the suite holding 1.5-3 million objects, and a full
+    collection of them stopped every thread of the process for up to 2.9 s (measured with
+    gc.callbacks over a whole run): CI saw a sync lose its 3 s lease, and its slow server
+    never get to read the request, during one. The heap earlier tests left is frozen out of
+    the collector for the test (gc.freeze, O(1)); what the test allocates is still collected,
+    and the heap is handed back when it ends."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @pytest.fixture(autouse=True)

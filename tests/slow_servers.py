@@ -56,14 +56,15 @@ class DripHeadersServer:
                 while b"\r\n\r\n" not in request:
                     chunk = conn.recv(4096)
                     if not chunk:
-                        return
+                        break  # hung up before asking: recorded below all the same
                     request += chunk
             try:
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/calendar\r\nX-Slow: ")
-                while not self.stop.wait(self.drip_seconds):
-                    if time.monotonic() - started > self.give_up_seconds:
-                        break
-                    conn.sendall(b"a")
+                if b"\r\n\r\n" in request:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/calendar\r\nX-Slow: ")
+                    while not self.stop.wait(self.drip_seconds):
+                        if time.monotonic() - started > self.give_up_seconds:
+                            break
+                        conn.sendall(b"a")
             except OSError:
                 pass  # the client hung up: what a deadline does
             with self._lock:
@@ -71,6 +72,10 @@ class DripHeadersServer:
 
     def close(self) -> None:
         self.stop.set()
+        # Closing a listening socket does not wake a thread blocked in accept() on Linux;
+        # shutting it down does.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
 
 

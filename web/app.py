@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from importlib import resources
 
@@ -72,10 +73,10 @@ class Services:
         self.mail = _mail_context(settings, self.sessions)
         # The vault seals stored emails that carry secret links (feeds.mail.outbox).
         configure_sessions(self.sessions, MailIdentity(settings.mail_from, settings.base_url, self.vault))
-        event.listen(self.sessions, "after_commit", self._deliver_written_emails)
+        event.listen(self.sessions, "after_commit", _weakly(self._deliver_written_emails))
         event.listen(self.sessions, "after_rollback", take_written)
-        event.listen(self.sessions, "after_commit", self._enqueue_requested_jobs)
-        event.listen(self.sessions, "after_rollback", self._forget_requested_jobs)
+        event.listen(self.sessions, "after_commit", _weakly(self._enqueue_requested_jobs))
+        event.listen(self.sessions, "after_rollback", _weakly(self._forget_requested_jobs))
 
     def _enqueue_requested_jobs(self, session: Session) -> None:
         for task, argument in sorted(session.info.pop(JOBS_KEY, set())):
@@ -112,6 +113,23 @@ class Services:
             huey = make_huey(self.settings.queue_url, self.settings.data_dir)
             self._jobs = Jobs(huey, lambda: self.sync, lambda: self.mail, lambda: self.channels)
         return self._jobs
+
+
+def _weakly(method: Callable[[Session], None]) -> Callable[[Session], None]:
+    """A session listener that does not keep its app alive. SQLAlchemy keeps a factory's
+    listeners in a class-level registry keyed weakly by the factory's session class; a bound
+    method of Services refers back to that class (Services.sessions), so the entry, the
+    services, their engine and feed cache would live as long as the process. One app per
+    process does not notice; the test suite built a thousand per worker, and every full garbage
+    collection then walked them all."""
+    ref = weakref.WeakMethod(method)
+
+    def listener(session: Session) -> None:
+        bound = ref()
+        if bound is not None:  # else the app is gone, and so are its sessions
+            bound(session)
+
+    return listener
 
 
 def _mail_context(settings: Settings, sessions: sessionmaker[Session]) -> MailContext:

@@ -18,6 +18,11 @@ from calsync.feeds.sources.fetch import FetchError, FetchLimits, fetch_url
 from tests.servers import CalendarHTTPServer
 from tests.slow_servers import DripHeadersServer
 
+# Timed within a second or two: a collection of the heap earlier tests left must not pause the
+# threads mid-test (tests/conftest.py, no_gc_pauses).
+pytestmark = pytest.mark.usefixtures("no_gc_pauses")
+
+
 LIMITS = FetchLimits(total_seconds=1.5, read_seconds=1.0, connect_seconds=1.0, session_seconds=3.0)
 
 

@@ -14,6 +14,11 @@ from calsync.feeds.sources.addresses import address_problem, normalise_calendar_
 from calsync.feeds.sources.fetch import FetchError, FetchLimits, fetch_url
 from tests.servers import CalendarHTTPServer
 
+# Timed within a second or two: a collection of the heap earlier tests left must not pause the
+# threads mid-test (tests/conftest.py, no_gc_pauses).
+pytestmark = pytest.mark.usefixtures("no_gc_pauses")
+
+
 ICS = b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nEND:VCALENDAR\r\n"
 
 # The address decision alone: no connection is made for any of these.

@@ -5,8 +5,6 @@ time; and the copies in staff calendars (ORGANIZER, the staff member's zone, SEQ
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -16,7 +14,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import requests
-import waitress
 from flask import Flask
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -27,15 +24,10 @@ from tests.conftest import Api
 from tests.feed_helpers import ALL_DAY, control_characters, events, iso, soon
 from tests.icaljs import read_events
 from tests.linked_helpers import Linked
+from tests.servers import ServedWSGI
 
 HOSTILE = "Zoë\r\nX-INJECTED:1\x00\x1b[2J\x7f\x85 end"
 STORED = HOSTILE.replace("\x00", "\x01")  # PostgreSQL stores no NUL in text
-
-
-def _run(server: Any) -> None:
-    # waitress has no stop call: closing its socket ends the loop with EBADF, the normal end.
-    with contextlib.suppress(OSError, ValueError):
-        server.run()
 
 
 # --- Last-Modified --------------------------------------------------------------------------
@@ -55,9 +47,8 @@ def test_last_modified_is_never_after_date_after_a_bulk_load_of_500(app: Flask, 
     urls = [api.feed_url("staff", staff_ids[0]), api.feed_url("group", group_id),
             api.feed_url("company", company.id)]
     # Served by waitress, as in production: the Date header is the server's own.
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=2)
-    threading.Thread(target=_run, args=(server,), daemon=True).start()
-    base = f"http://127.0.0.1:{server.effective_port}"
+    server = ServedWSGI(app, threads=2)
+    base = server.url
     try:
         for url in urls:
             resp = requests.get(base + url, timeout=30)

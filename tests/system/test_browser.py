@@ -8,16 +8,13 @@ Chromium missing: skipped on a developer machine, a failure in CI (CI or CALSYNC
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import waitress
 from flask import Flask
 from playwright.sync_api import expect
 from sqlalchemy import select
@@ -27,7 +24,7 @@ from calsync.feeds.settings import Settings
 from calsync.models import Company, Connection
 from tests.admin_helpers import ADMIN_EMAIL, ADMIN_PASSWORD, busy_ics, make_admin
 from tests.conftest import Api
-from tests.servers import CalDAVServer, CalendarHTTPServer
+from tests.servers import CalDAVServer, CalendarHTTPServer, ServedWSGI
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -68,14 +65,8 @@ def settings(settings: Settings) -> Settings:
 @pytest.fixture
 def live(app: Flask) -> Iterator[str]:
     """The app on a loopback port, served by waitress in a thread."""
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
-
-    def run() -> None:
-        with contextlib.suppress(OSError, ValueError):  # closing the socket ends the loop
-            server.run()
-
-    threading.Thread(target=run, daemon=True).start()
-    yield f"http://127.0.0.1:{server.effective_port}"
+    server = ServedWSGI(app)
+    yield server.url
     server.close()
 
 

@@ -28,7 +28,9 @@ from tests.conftest import Api
 from tests.serve_process import calsync_serve
 from tests.slow_servers import DripHeadersServer
 
-pytestmark = pytest.mark.slow
+# Timed within a second: a collection of the heap earlier tests left must not pause the
+# test's threads (tests/conftest.py, no_gc_pauses).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_gc_pauses")]
 
 CLICKS = 10
 _CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)">')

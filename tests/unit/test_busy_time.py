@@ -12,6 +12,11 @@ import pytest
 from calsync.feeds.sources.busy_time import BusyOptions, CalendarDataError, extract_busy
 from tests.conftest import CORPUS
 
+# Timed within a second or two: a collection of the heap earlier tests left must not pause the
+# threads mid-test (tests/conftest.py, no_gc_pauses).
+pytestmark = pytest.mark.usefixtures("no_gc_pauses")
+
+
 WINDOW = BusyOptions(datetime(2030, 1, 1, tzinfo=UTC), datetime(2030, 3, 1, tzinfo=UTC),
                      timezone="Europe/Berlin")
 

@@ -7,7 +7,13 @@ import socket
 import threading
 import time
 
+import pytest
+
 from calsync.feeds.sources.cutoff import Cutoff
+
+# Timed within a second or two: a collection of the heap earlier tests left must not pause the
+# threads mid-test (tests/conftest.py, no_gc_pauses).
+pytestmark = pytest.mark.usefixtures("no_gc_pauses")
 
 
 def _blocked_read(sock: socket.socket, result: list[object]) -> threading.Thread:
