@@ -30,7 +30,6 @@ import secrets
 import socket
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,11 +38,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import waitress
 from flask import Flask, Response, request
 from icalendar import Calendar, Event, Timezone, vDuration
 from sqlalchemy import func, select
 
+from calsync.bench.served_wsgi import ServedWSGI
 from calsync.feeds.accounts.admins import get_or_create_company
 from calsync.feeds.company_settings import get_company_settings
 from calsync.feeds.demo import CUSTOMERS, NOTES, SERVICES, STAFF
@@ -454,13 +453,6 @@ def _print_table(rows: list[Row], info: list[str]) -> None:
         print(note)
 
 
-def _serve_until_closed(server: Any) -> None:
-    """waitress has no stop call: closing its socket ends the loop with EBADF, which is the
-    normal end here, not an error."""
-    with contextlib.suppress(OSError, ValueError):
-        server.run()
-
-
 def run(appointments: int = 10000, rounds: int = 30, issue17_only: bool = False) -> dict[str, Any]:
     """Run the feed benchmark; print a table and return the figures. Issue 17's table
     (bench/ceiling.py: gunicorn and waitress, PATCH, availability, demo-data) follows."""
@@ -511,11 +503,8 @@ def _run(appointments: int, rounds: int) -> dict[str, Any]:
         print(f"  booked in {data['booking_seconds']:.1f} s; {in_window:,} in the feed window", flush=True)
 
         memory = PeakRss()
-        server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4, ident="calsync-bench")
-        thread = threading.Thread(target=_serve_until_closed, args=(server,), name="bench-waitress",
-                                  daemon=True)
-        thread.start()
-        client = Client(server.effective_port)  # type: ignore[union-attr]
+        server = ServedWSGI(app, ident="calsync-bench", name="bench-waitress")
+        client = Client(server.port)
         feed = f"/feeds/{token}.ics"
         rows: list[Row] = []
         figures: dict[str, Any] = {
@@ -628,7 +617,6 @@ def _run(appointments: int, rounds: int) -> dict[str, Any]:
         finally:
             client.close()
             server.close()
-            thread.join(timeout=5)
 
         # The naive baseline, in-process (no HTTP, no server: that only favours it).
         zones = _naive_zones(app, company_id, data["window"])

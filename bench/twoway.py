@@ -37,11 +37,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import waitress
 from caldav.collection import Calendar
 from caldav.davclient import DAVClient
 from sqlalchemy import func, select
-from waitress import wasyncore
 
 from calsync.bench.feeds import (
     ALL_DAY,
@@ -51,8 +49,8 @@ from calsync.bench.feeds import (
     _expect,
     _paired,
     _print_table,
-    _serve_until_closed,
 )
+from calsync.bench.served_wsgi import ServedWSGI
 from calsync.bench.sync import _timed
 from calsync.feeds.accounts.admins import get_or_create_company
 from calsync.feeds.calendars.connections import ConnectionInput, create_connection
@@ -129,12 +127,9 @@ class CalDAVServer:
 
     def _serve(self, app: Any) -> None:
         self.recorder = Recorder(app)
-        self.server = waitress.create_server(self.recorder, host="127.0.0.1", port=0, threads=4,
-                                             ident=f"{self.name.lower()}-bench")
-        self.thread = threading.Thread(target=_serve_until_closed, args=(self.server,),
-                                       name=f"bench-{self.name.lower()}", daemon=True)
-        self.thread.start()
-        self.base_url = f"http://127.0.0.1:{self.server.effective_port}"  # type: ignore[union-attr]
+        self.served = ServedWSGI(self.recorder, ident=f"{self.name.lower()}-bench",
+                                 name=f"bench-{self.name.lower()}")
+        self.base_url = self.served.url
         self.calendar_url = f"{self.base_url}{self.home}work/"
 
     def client(self) -> DAVClient:
@@ -147,11 +142,7 @@ class CalDAVServer:
         return calendar
 
     def close(self) -> None:
-        # waitress's close() ends the listener only: the loop runs on while a connection is
-        # kept alive, and the dispatcher's threads wait for work for ever. End all of it.
-        wasyncore.close_all(self.server._map, ignore_all=True)
-        self.server.task_dispatcher.shutdown(timeout=5)
-        self.thread.join(timeout=5)
+        self.served.close()
 
 
 class RadicaleServer(CalDAVServer):

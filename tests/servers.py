@@ -4,7 +4,6 @@ HTTP calendar server, a canary that records every request it receives, and an SM
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import socketserver
@@ -18,8 +17,8 @@ from typing import Any
 
 import caldav
 import pytest
-import waitress
-from waitress import wasyncore
+
+from calsync.bench.served_wsgi import ServedWSGI
 
 # socketserver's serve_forever looks at shutdown() only between polls of its socket, half a
 # second apart by default, so every test server took 0.5 s to stop; a 10 ms poll stops it at
@@ -85,33 +84,6 @@ class ForwardingProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-class ServedWSGI:
-    """A WSGI app under waitress on a loopback port, in a thread of the test process.
-
-    `close()` ends all of it. waitress has no stop call, and closing its server ends only the
-    listening socket: the loop runs on while a kept-alive connection is open, and the task
-    dispatcher's threads wait for work for ever. Left so, 300-700 of those threads (each
-    holding the app it served) were alive at the end of an xdist worker's run, and the heap they
-    kept made a full garbage collection stop the worker for up to 3 s, inside timed tests."""
-
-    def __init__(self, app: Any, threads: int = 4) -> None:
-        self.server = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        # The loop ends when its last socket is closed (close() below), or with EBADF when a
-        # socket is closed under its poll.
-        with contextlib.suppress(OSError, ValueError):
-            self.server.run()
-
-    def close(self) -> None:
-        wasyncore.close_all(self.server._map, ignore_all=True)  # the listener and every connection
-        self.server.task_dispatcher.shutdown(timeout=5)
-        self.thread.join(timeout=5)
 
 
 def _serve_wsgi(app: Any) -> tuple[ServedWSGI, str]:

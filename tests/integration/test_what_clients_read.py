@@ -18,13 +18,13 @@ from flask import Flask
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from calsync.bench.served_wsgi import ServedWSGI
 from calsync.feeds.demo import load_demo
 from calsync.models import Appointment, Company, Group, Staff
 from tests.conftest import Api
 from tests.feed_helpers import ALL_DAY, control_characters, events, iso, soon
 from tests.icaljs import read_events
 from tests.linked_helpers import Linked
-from tests.servers import ServedWSGI
 
 HOSTILE = "Zoë\r\nX-INJECTED:1\x00\x1b[2J\x7f\x85 end"
 STORED = HOSTILE.replace("\x00", "\x01")  # PostgreSQL stores no NUL in text

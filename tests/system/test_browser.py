@@ -19,12 +19,13 @@ from flask import Flask
 from playwright.sync_api import expect
 from sqlalchemy import select
 
+from calsync.bench.served_wsgi import ServedWSGI
 from calsync.feeds.company_settings import CompanySettings
 from calsync.feeds.settings import Settings
 from calsync.models import Company, Connection
 from tests.admin_helpers import ADMIN_EMAIL, ADMIN_PASSWORD, busy_ics, make_admin
 from tests.conftest import Api
-from tests.servers import CalDAVServer, CalendarHTTPServer, ServedWSGI
+from tests.servers import CalDAVServer, CalendarHTTPServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
