@@ -410,8 +410,12 @@ def _measure(
             sequence = appt.sequence
         event = app_calendar.event_by_url(hrefs[appt_id])
         component = event.icalendar_component
-        component["DTSTART"].dt = start
-        component["DTEND"].dt = end
+        # New properties, not new values in the old ones: those keep their TZID parameter,
+        # and icalendar then writes "DTSTART;TZID=Europe/Berlin:...Z", which no calendar app
+        # sends and which reads as Berlin time, an hour off in winter.
+        for name, value in (("DTSTART", start), ("DTEND", end)):
+            del component[name]
+            component.add(name, value)
         event.save()
         slot.offset = offset
         return appt_id, start, end, sequence

@@ -66,3 +66,15 @@ def test_provider_bench_counts_an_incremental_pass_against_a_full_listing(
     assert len(figures["latencies_s"]) == 3 and all(s > 0 for s in figures["latencies_s"])
     # The output says what each baseline includes.
     assert "full listing through the same store" in out and "direct sync_connection pass" in out
+
+
+@pytest.mark.parametrize("server_name", ["radicale", "xandikos"])
+def test_twoway_bench_applies_every_move_made_in_the_calendar(server_name: str) -> None:
+    """`calsync bench twoway` at a tiny size: each round moves an event as a calendar app does
+    and checks, before timing counts, that the sync applied the calendar's times to the
+    appointment (it raises otherwise). It once wrote the new times into properties that kept
+    their TZID, which read as Berlin time an hour off, and nothing ran it to notice."""
+    from calsync.bench import twoway
+
+    figures = twoway.run(appointments=100, rounds=3, server_name=server_name)
+    assert figures["moves"] >= 3 and figures["sync_pass_s"] > 0 and figures["full_listing_s"] > 0
