@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any
 
@@ -90,8 +91,21 @@ def _links(created_by: Route) -> dict[str, Any]:
     return links
 
 
-@lru_cache(maxsize=1)
 def build_openapi() -> dict[str, Any]:
+    """The document, a fresh copy on each call: a caller may change what it is given
+    (schemathesis rewrites the links it follows), and a shared dict would then serve the
+    change to every later request of the process."""
+    loaded: dict[str, Any] = json.loads(_document_text())
+    return loaded
+
+
+@lru_cache(maxsize=1)
+def _document_text() -> str:
+    """Generated once per process (the routes do not change while it runs)."""
+    return json.dumps(_generate())
+
+
+def _generate() -> dict[str, Any]:
     models: set[type[BaseModel]] = {ErrorOut}
     for route in ROUTES:
         models.update(m for m in (route.body, route.response) if m is not None)
@@ -171,6 +185,5 @@ def build_openapi() -> dict[str, Any]:
 
 @bp.get("/openapi.json")
 def openapi_document():  # type: ignore[no-untyped-def]
-    doc = dict(build_openapi())
     # The document itself needs no key.
-    return jsonify(doc)
+    return jsonify(build_openapi())
