@@ -26,6 +26,7 @@ TEST_CALSYNC_FUZZ_FINDINGS=<folder> keeps the smallest failing input of each kin
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import pickle
@@ -156,6 +157,7 @@ def _serve(conn: Connection, memory: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (_vm_size() + memory, resource.RLIM_INFINITY))
     signal.signal(signal.SIGALRM, _on_alarm)
     warnings.simplefilter("ignore")  # icalendar warns about odd TZIDs; the verdict is what counts
+    gc.freeze()  # the modules' objects: no collection during an input walks them
     while True:
         try:
             # Our own parent, over our own pipe: nothing untrusted is unpickled here.
@@ -166,6 +168,9 @@ def _serve(conn: Connection, memory: int) -> None:
         conn.send(verdict)
         if verdict[0] in ("timeout", "memory"):
             return  # whatever state that left behind, the next input gets a fresh child
+        # The garbage this input left (2,000 parsed series: 190,000 objects, an 86 ms collection)
+        # is collected now, not on the next input's clock.
+        gc.collect()
 
 
 class Sandbox:
@@ -900,6 +905,12 @@ WINDOW = BusyOptions(
     timezone="Europe/Berlin",
     max_seconds=OWN_DEADLINE_SECONDS,
 )
+# For the tests whose answer must not depend on how busy the machine is: a series gets a tenth
+# of the deadline, and WINDOW's 0.2 s is only 13 times what the zone test's series takes here
+# (15 ms); on CI (three workers and their children on two cores) that series once took longer
+# and was left out. The production default gives each series 2 s; so do these tests. WINDOW
+# stays for the tests that need the deadline to fire.
+UNHURRIED = replace(WINDOW, max_seconds=20.0)
 PLAIN = "DTSTART:20300107T090000Z\nDTEND:20300107T100000Z"
 PLAIN_BUSY = (datetime(2030, 1, 7, 9, tzinfo=UTC), datetime(2030, 1, 7, 10, tzinfo=UTC))
 
@@ -929,7 +940,7 @@ def test_a_dense_yearly_rule_is_left_out_before_expansion(sandbox: Sandbox) -> N
     window (25 s and half a GB before); the cost guard only knew daily and shorter periods."""
     rule = f"FREQ=YEARLY;BYDAY=MO,TU,WE,TH,FR,SA,SU;BYHOUR={ALL_HOURS};BYMINUTE={ALL_MINUTES}"
     body = calendar(f"DTSTART:20200101T090000Z\nDURATION:PT1M\nRRULE:{rule}", PLAIN)
-    assert sandbox.check(body, WINDOW) == ("ok", 1, 2, 1, [PLAIN_BUSY])
+    assert sandbox.check(body, UNHURRIED) == ("ok", 1, 2, 1, [PLAIN_BUSY])
 
 
 def test_thousands_of_costly_series_stop_at_the_deadline(sandbox: Sandbox) -> None:
@@ -958,7 +969,7 @@ def test_a_time_zone_rule_that_expands_forever_is_dropped(sandbox: Sandbox, rule
         "RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU\nEND:DAYLIGHT\nEND:VTIMEZONE\n"
     )
     body = calendar("DTSTART;TZID=Custom:20300107T100000\nDTEND;TZID=Custom:20300107T110000", head=zone)
-    assert sandbox.check(body, WINDOW)[:4] == ("ok", 1, 1, 0)
+    assert sandbox.check(body, UNHURRIED)[:4] == ("ok", 1, 1, 0)
 
 
 @pytest.mark.parametrize(
@@ -973,14 +984,14 @@ def test_a_time_zone_rule_that_expands_forever_is_dropped(sandbox: Sandbox, rule
 )
 def test_one_unreadable_event_does_not_hide_the_calendar(sandbox: Sandbox, broken: str, head: str) -> None:
     """Each of these made the whole calendar 'damaged' (and its connection fail) before."""
-    verdict = sandbox.check(calendar(PLAIN, broken, head=head), WINDOW)
+    verdict = sandbox.check(calendar(PLAIN, broken, head=head), UNHURRIED)
     assert verdict[0] == "ok" and PLAIN_BUSY in verdict[4]
 
 
 def test_a_folded_calendar_header_is_still_a_calendar(sandbox: Sandbox) -> None:
     """RFC 5545 §3.1 lets a writer fold any line, BEGIN:VCALENDAR too."""
     body = calendar(PLAIN).replace(b"BEGIN:VCALENDAR", b"BEGIN:VCAL\r\n ENDAR", 1)
-    assert sandbox.check(body, WINDOW) == ("ok", 1, 1, 0, [PLAIN_BUSY])
+    assert sandbox.check(body, UNHURRIED) == ("ok", 1, 1, 0, [PLAIN_BUSY])
 
 
 def test_a_zone_cached_by_one_calendar_never_hangs_a_later_one(sandbox: Sandbox) -> None:
@@ -998,7 +1009,7 @@ def test_a_zone_cached_by_one_calendar_never_hangs_a_later_one(sandbox: Sandbox)
     event = "DTSTART;TZID=Shared Zone:20300107T100000\nDTEND;TZID=Shared Zone:20300107T110000"
     hurried = replace(WINDOW, max_seconds=0.01)
     assert sandbox.check(calendar(event, head=zone), hurried)[0] in ("ok", "named")
-    assert sandbox.check(calendar(event), WINDOW)[:4] == ("ok", 1, 1, 0)
+    assert sandbox.check(calendar(event), UNHURRIED)[:4] == ("ok", 1, 1, 0)
 
 
 @pytest.mark.parametrize(
@@ -1021,7 +1032,7 @@ def test_a_booking_read_back_from_a_linked_calendar_has_its_zone_tamed(sandbox: 
         "RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU\nEND:DAYLIGHT\nEND:VTIMEZONE\n"
     )
     event = "DTSTART;TZID=Linked Zone:20300107T100000\nDTEND;TZID=Linked Zone:20300107T110000"
-    assert sandbox.check(calendar(event, head=zone), WINDOW, "linked")[:2] == ("ok", 2)
+    assert sandbox.check(calendar(event, head=zone), UNHURRIED, "linked")[:2] == ("ok", 2)
 
 
 def test_two_calendars_defining_one_custom_zone_differently_each_get_their_own(sandbox: Sandbox) -> None:
@@ -1036,7 +1047,7 @@ def test_two_calendars_defining_one_custom_zone_differently_each_get_their_own(s
         )
 
     event = "DTSTART;TZID=Per Calendar Zone:20300107T100000\nDTEND;TZID=Per Calendar Zone:20300107T110000"
-    west = sandbox.check(calendar(event, head=zone("-0500")), WINDOW)
-    east = sandbox.check(calendar(event, head=zone("+0100")), WINDOW)
+    west = sandbox.check(calendar(event, head=zone("-0500")), UNHURRIED)
+    east = sandbox.check(calendar(event, head=zone("+0100")), UNHURRIED)
     assert west[4][0][0] == datetime(2030, 1, 7, 15, tzinfo=UTC)
     assert east[4][0][0] == datetime(2030, 1, 7, 9, tzinfo=UTC)
