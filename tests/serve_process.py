@@ -72,6 +72,6 @@ def _wait_until_answering(process: subprocess.Popen[bytes], base: str, log: Path
         try:
             if requests.get(base + "/api/v1/openapi.json", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # a slow first answer: ask again
             time.sleep(0.1)
     raise AssertionError(f"calsync serve did not answer: {log.read_text()}")

@@ -227,7 +227,9 @@ def test_429_and_503_wait_for_retry_after_then_give_up_with_a_named_error(graph:
 def test_at_most_four_requests_per_mailbox_at_once(graph: ServedGraph) -> None:
     fake = graph.fake
     event = fake.put_event(at("2027-02-01", 8), at("2027-02-01", 9))
-    fake.latency = 0.15
+    # Each request stays open a second, so the threads' arrivals (each sets up its store first)
+    # overlap however busy the machine is; at 0.15 s a loaded CI worker could spread them out.
+    fake.latency = 1.0
     errors: list[BaseException] = []
 
     def read(mailbox: str) -> None:

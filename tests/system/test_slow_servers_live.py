@@ -108,7 +108,9 @@ def test_feeds_stay_fast_while_ten_syncs_hit_a_server_that_drips_headers(
         thread.join(timeout=INTERACTIVE_SECONDS + 20)
     print(f"\nfeed GETs during the clicks (s): {', '.join(f'{s:.2f}' for s in feed_seconds)}; "
           f"clicks answered in (s): {', '.join(f'{a[1]:.1f}' for a in answers.values())}")
-    assert max(feed_seconds) < 1.0, feed_seconds
+    # Tens of milliseconds here; 3 s leaves room for the slow tests running beside this one,
+    # and the stall this guards against lasted 85 s.
+    assert max(feed_seconds) < 3.0, feed_seconds
     assert len(answers) == CLICKS
     assert all(status == 200 for status, _s, _b in answers.values()), answers
     # Each click was answered within the interactive budget (plus the time to say so) ...

@@ -238,7 +238,9 @@ def test_a_zone_with_costly_rules_stops_at_the_calendars_deadline_and_blocks_no_
         extract_busy(cal(_in("Heavy Zone"), extra=_zone("Heavy Zone", "+0100", rules=200)), hurried)
     assert err.value.kind == "too_slow"
     assert time.monotonic() - started < 5
+    # Read with the default deadline (2 s a series, not 0.1 s, which a loaded machine can miss
+    # for this 15 ms read); a zone left locked by the first calendar would hang it for good.
     started = time.monotonic()
-    light = extract_busy(cal(_in("Heavy Zone"), extra=_zone("Heavy Zone", "+0100")), hurried)
+    light = extract_busy(cal(_in("Heavy Zone"), extra=_zone("Heavy Zone", "+0100")), WINDOW)
     assert light.intervals == [(utc(2030, 1, 7, 9), utc(2030, 1, 7, 10))]
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 2
